@@ -1,0 +1,1 @@
+"""Prefect flows: orchestration only (wiring, retries, where outputs go) over spatialmeta."""

@@ -1,0 +1,29 @@
+"""Learning over region tasks: backbone, meta-learner, training, forecasting, baselines, scores."""
+
+from spatialmeta.learn.baselines import climatology, persistence
+from spatialmeta.learn.config import LearnConfig
+from spatialmeta.learn.evaluate import ForecastEvaluation, evaluate
+from spatialmeta.learn.forecast import Forecast, forecast_heldout
+from spatialmeta.learn.meta import RidgeMetaLearner
+from spatialmeta.learn.metrics import crps_gaussian, scores
+from spatialmeta.learn.model import GraphForecaster
+from spatialmeta.learn.output import forecast_dataset, write_forecasts
+from spatialmeta.learn.train import TrainResult, meta_train
+
+__all__ = [
+    "climatology",
+    "persistence",
+    "LearnConfig",
+    "ForecastEvaluation",
+    "evaluate",
+    "Forecast",
+    "forecast_heldout",
+    "RidgeMetaLearner",
+    "crps_gaussian",
+    "scores",
+    "GraphForecaster",
+    "forecast_dataset",
+    "write_forecasts",
+    "TrainResult",
+    "meta_train",
+]

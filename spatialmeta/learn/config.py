@@ -1,0 +1,54 @@
+"""Learning configuration, one frozen dataclass shared by training and forecasting."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+__all__ = ["LearnConfig"]
+
+
+@dataclass(frozen=True)
+class LearnConfig:
+    """Hyper-parameters of meta-training and forecasting.
+
+    Attributes
+    ----------
+    lags : int
+        Length of the lag window fed to the temporal encoder.
+    horizon : int
+        Forecast steps 1..H.
+    query : int
+        Query origins per training episode.
+    hidden : int
+        Backbone width.
+    conv : str
+        Graph layer (``"sage"``, ``"gat"``, ``"gcn"``).
+    meta_batch : int
+        Tasks (regions) per meta-batch.
+    episodes : int
+        Maximum meta-training episodes.
+    lr : float
+        Adam learning rate.
+    val_fraction : float
+        Fraction of training regions kept for validation (early stopping).
+    val_every, patience : int
+        Validate every ``val_every`` episodes; stop after ``patience`` checks without gain.
+    seed : int
+        Seed for initialization and episode sampling.
+    """
+
+    lags: int = 12
+    horizon: int = 3
+    query: int = 12
+    hidden: int = 32
+    conv: str = "sage"
+    meta_batch: int = 16
+    episodes: int = 400
+    lr: float = 3e-3
+    val_fraction: float = 0.15
+    val_every: int = 20
+    patience: int = 6
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)

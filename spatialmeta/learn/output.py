@@ -1,0 +1,153 @@
+"""Forecast outputs that open in the analyst's tools: Zarr with CF attributes, GeoParquet."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import xarray as xr
+from scipy import stats
+
+from spatialmeta._io import atomic_path
+from spatialmeta.learn.forecast import Forecast
+from spatialmeta.raster.io import write_zarr
+from spatialmeta.tasks.region import RegionTaskSet
+
+__all__ = ["forecast_dataset", "forecast_frame", "write_forecasts", "DEFAULT_QUANTILES"]
+
+DEFAULT_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def _extend_time(time: pd.DatetimeIndex, n: int) -> pd.DatetimeIndex:
+    """The time axis continued ``n`` steps past its end (monthly-aware)."""
+    if len(time) > 1 and (time.day == 1).all() and (np.diff(time.month) % 12 == 1).all():
+        extra = pd.date_range(time[-1], periods=n + 1, freq="MS")[1:]
+    else:
+        step = time[-1] - time[-2] if len(time) > 1 else pd.Timedelta(days=1)
+        extra = time[-1] + step * np.arange(1, n + 1)
+    return time.append(pd.DatetimeIndex(extra))
+
+
+def forecast_dataset(
+    tasks: RegionTaskSet, forecast: Forecast, quantiles=DEFAULT_QUANTILES
+) -> xr.Dataset:
+    """Forecasts as a ``(region, time, horizon, quantile)`` Dataset with CF attributes.
+
+    ``time`` is the forecast origin (reference time); ``valid_time`` (time × horizon)
+    is when each forecast verifies.
+    """
+    q = np.asarray(quantiles, dtype=float)
+    if forecast.std is None:
+        values = np.repeat(forecast.mean[..., None], len(q), axis=-1)
+    else:
+        values = forecast.mean[..., None] + forecast.std[..., None] * stats.norm.ppf(q)
+    origin_time = tasks.time[forecast.origins]
+    h = forecast.mean.shape[-1]
+    idx = forecast.origins[:, None] + np.arange(h)[None, :]
+    valid = _extend_time(tasks.time, h).to_numpy()[idx]
+    units = tasks.units
+    ds = xr.Dataset(
+        {
+            "forecast_mean": (
+                ("region", "time", "horizon"),
+                forecast.mean.astype("float32"),
+                {"long_name": f"Forecast mean of {tasks.variable}", "units": units},
+            ),
+            "forecast_quantile": (
+                ("region", "time", "horizon", "quantile"),
+                values.astype("float32"),
+                {"long_name": f"Forecast quantiles of {tasks.variable}", "units": units},
+            ),
+            "observed": (
+                ("region", "time", "horizon"),
+                tasks.series[forecast.regions][:, forecast.origins[:, None] + np.arange(h)].astype(
+                    "float32"
+                ),
+                {"long_name": f"Observed {tasks.variable}", "units": units},
+            ),
+        },
+        coords={
+            "region": (
+                "region",
+                tasks.region_ids[forecast.regions].astype(str),
+                {"long_name": "region id", "cf_role": "timeseries_id"},
+            ),
+            "time": (
+                "time",
+                pd.DatetimeIndex(origin_time),
+                {"standard_name": "forecast_reference_time"},
+            ),
+            "horizon": (
+                "horizon",
+                np.arange(1, h + 1),
+                {"long_name": "forecast lead", "units": "steps"},
+            ),
+            "quantile": ("quantile", q, {"long_name": "quantile level"}),
+            "valid_time": (("time", "horizon"), valid, {"standard_name": "time"}),
+            "lon": (
+                "region",
+                tasks.covariates[forecast.regions, tasks.covariate_names.index("lon")],
+                {"standard_name": "longitude", "units": "degrees_east"},
+            )
+            if "lon" in tasks.covariate_names
+            else ("region", np.full(len(forecast.regions), np.nan)),
+            "lat": (
+                "region",
+                tasks.covariates[forecast.regions, tasks.covariate_names.index("lat")],
+                {"standard_name": "latitude", "units": "degrees_north"},
+            )
+            if "lat" in tasks.covariate_names
+            else ("region", np.full(len(forecast.regions), np.nan)),
+        },
+        attrs={
+            "Conventions": "CF-1.10",
+            "featureType": "timeSeries",
+            "title": f"spatialmeta forecasts ({forecast.method})",
+            "method": forecast.method,
+        },
+    )
+    if forecast.std is not None:
+        ds["forecast_std"] = (
+            ("region", "time", "horizon"),
+            forecast.std.astype("float32"),
+            {"long_name": f"Forecast standard deviation of {tasks.variable}", "units": units},
+        )
+    return ds
+
+
+def forecast_frame(
+    ds: xr.Dataset, regions: gpd.GeoDataFrame, id_column: str = "region_id"
+) -> gpd.GeoDataFrame:
+    """Long table, one row per (region, origin, horizon), with the region's polygon."""
+    wide = ds["forecast_quantile"].to_dataset(dim="quantile")
+    wide = wide.rename({q: f"q{int(round(float(q) * 100)):02d}" for q in ds["quantile"].values})
+    frame = xr.merge([ds[["forecast_mean", "observed"]], wide]).to_dataframe().reset_index()
+    frame["valid_time"] = (
+        ds["valid_time"]
+        .to_series()
+        .reindex(pd.MultiIndex.from_frame(frame[["time", "horizon"]]))
+        .to_numpy()
+    )
+    frame = frame.drop(columns=[c for c in ("lon", "lat", "spatial_ref") if c in frame.columns])
+    geom = regions.set_index(id_column).geometry
+    return gpd.GeoDataFrame(
+        frame, geometry=geom.reindex(frame["region"]).to_numpy(), crs=regions.crs
+    )
+
+
+def write_forecasts(
+    ds: xr.Dataset,
+    regions: gpd.GeoDataFrame,
+    out_dir: str | os.PathLike,
+    id_column: str = "region_id",
+) -> tuple[Path, Path]:
+    """Write ``forecasts.zarr`` and ``forecasts.parquet`` (GeoParquet) atomically."""
+    out = Path(out_dir)
+    zarr_path = write_zarr(ds, out / "forecasts.zarr")
+    pq = out / "forecasts.parquet"
+    with atomic_path(pq) as tmp:
+        forecast_frame(ds, regions, id_column).to_parquet(tmp)
+    return zarr_path, pq

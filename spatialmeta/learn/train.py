@@ -1,0 +1,230 @@
+"""Meta-training over region tasks: episodes, validation on held-out training regions, checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spatialmeta._io import atomic_path
+from spatialmeta.learn.config import LearnConfig
+from spatialmeta.learn.features import origin_batch, window_stats
+from spatialmeta.learn.meta import RidgeMetaLearner
+from spatialmeta.learn.model import GraphForecaster
+from spatialmeta.tasks.region import RegionSplit, RegionTaskSet
+
+__all__ = ["TrainResult", "meta_train", "gaussian_nll", "standardized_covariates", "episode_loss"]
+
+
+@dataclass
+class TrainResult:
+    """A meta-trained learner and its history."""
+
+    learner: RidgeMetaLearner
+    config: LearnConfig
+    history: list[dict] = field(default_factory=list)
+    best_episode: int = 0
+    stopped_early: bool = False
+
+
+def gaussian_nll(
+    y: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Masked mean Gaussian negative log-likelihood (constant dropped)."""
+    nll = 0.5 * (torch.log(var) + (y - mean) ** 2 / var)
+    return (nll * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def standardized_covariates(tasks: RegionTaskSet) -> torch.Tensor:
+    """Static covariates scaled to zero mean and unit variance across regions."""
+    c = tasks.covariates.astype(np.float64)
+    sd = c.std(axis=0)
+    z = (c - c.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+    return torch.tensor(z, dtype=torch.float32)
+
+
+def episode_loss(
+    learner: RidgeMetaLearner,
+    tasks: RegionTaskSet,
+    known: np.ndarray,
+    covariates: torch.Tensor,
+    task_idx: np.ndarray,
+    s: int,
+    support: int,
+    config: LearnConfig,
+    global_weight: float = 0.0,
+) -> torch.Tensor:
+    """Loss of one meta-batch: tasks ``task_idx`` with support window ``[s - support, s)``.
+
+    One graph forward covers every support and query origin for all regions; the ridge
+    head is then adapted for all tasks of the batch in one batched solve.
+    """
+    L, H, Q = config.lags, config.horizon, config.query
+    sup = np.arange(s - support + L, s - H + 1)
+    qry = np.arange(s, s + Q)
+    norm = window_stats(tasks.series, known, s - support, s)
+    batch = origin_batch(tasks, known, np.concatenate([sup, qry]), norm, lags=L, horizon=H)
+    feats = learner.backbone.features(
+        batch.lags, batch.lag_mask, batch.calendar, covariates, tasks.graph.data.edge_index
+    )  # (O, R, d)
+    ns = len(sup)
+    ti = torch.as_tensor(task_idx)
+    f = feats[:, ti].transpose(0, 1)  # (B, O, d)
+    y = batch.target[:, ti].transpose(0, 1)
+    m = batch.target_mask[:, ti].transpose(0, 1).float()
+    coef = learner.adapt(f[:, :ns], y[:, :ns], m[:, :ns])
+    mean, var = learner.predict(f[:, ns:], coef)
+    loss = gaussian_nll(y[:, ns:], mean, var, m[:, ns:])
+    if global_weight > 0:  # keep the unadapted global head a forecaster in its own right
+        g_mean, g_var = learner.predict(f[:, ns:], None)
+        loss = loss + global_weight * gaussian_nll(y[:, ns:], g_mean, g_var, m[:, ns:])
+    return loss
+
+
+def meta_train(
+    tasks: RegionTaskSet,
+    split: RegionSplit,
+    config: LearnConfig = LearnConfig(),
+    *,
+    checkpoint_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Meta-train a graph forecaster over the training regions' tasks.
+
+    Episodes draw a support-window end ``s`` at random before ``test_start`` and a
+    meta-batch of training regions; each region's support window is ``split.support``
+    steps long, as a held-out region's will be. Validation uses fixed episodes on a
+    seeded subset of training regions; the best state is kept (early stopping) and,
+    when ``checkpoint_dir`` is given, written atomically with the history.
+
+    Parameters
+    ----------
+    tasks : RegionTaskSet
+    split : RegionSplit
+    config : LearnConfig
+    checkpoint_dir : path-like, optional
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    TrainResult
+    """
+    if tasks.graph is None:
+        raise ValueError("the task set has no graph; build one with contiguity_graph() first.")
+    L, H, Q, S = config.lags, config.horizon, config.query, split.support
+    if S < L + H:
+        raise ValueError(
+            f"support window ({S} steps) must hold at least lags + horizon = {L + H} steps; "
+            "lengthen --support or shorten the lags."
+        )
+    t0 = split.test_start
+    s_lo, s_hi = S, t0 - Q - H + 1
+    if s_hi <= s_lo:
+        raise ValueError(
+            f"the training period ({t0} steps) is too short for support {S} + query {Q} + horizon {H}."
+        )
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    known = split.known(tasks.n_time)
+    known[:, t0:] = False  # nothing from the test period while training
+    covariates = standardized_covariates(tasks)
+    train_idx = np.flatnonzero(~split.held_out)
+    n_val = max(1, int(round(config.val_fraction * len(train_idx))))
+    val_idx = np.sort(rng.choice(train_idx, size=n_val, replace=False))
+    fit_idx = np.setdiff1d(train_idx, val_idx)
+    val_s = [s for s in (s_hi, s_hi - Q, s_hi - 2 * Q) if s >= s_lo] or [s_hi]
+
+    backbone = GraphForecaster(
+        len(tasks.covariate_names), H, hidden=config.hidden, conv=config.conv
+    )
+    learner = RidgeMetaLearner(backbone)
+    opt = torch.optim.Adam(learner.parameters(), lr=config.lr)
+    result = TrainResult(learner, config)
+    best, best_state, bad = np.inf, copy.deepcopy(learner.state_dict()), 0
+
+    bar = _progress(config.episodes, progress)
+    for episode in range(1, config.episodes + 1):
+        learner.train()
+        s = int(rng.integers(s_lo, s_hi + 1))
+        batch = rng.choice(fit_idx, size=min(config.meta_batch, len(fit_idx)), replace=False)
+        loss = episode_loss(
+            learner, tasks, known, covariates, batch, s, S, config, global_weight=0.3
+        )
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(learner.parameters(), 5.0)
+        opt.step()
+        row = {"episode": episode, "train_nll": loss.item()}
+        if episode % config.val_every == 0 or episode == config.episodes:
+            learner.eval()
+            with torch.no_grad():
+                val = float(
+                    np.mean(
+                        [
+                            episode_loss(
+                                learner, tasks, known, covariates, val_idx, v, S, config
+                            ).item()
+                            for v in val_s
+                        ]
+                    )
+                )
+            row["val_nll"] = val
+            if val < best - 1e-4:
+                best, best_state, bad, result.best_episode = (
+                    val,
+                    copy.deepcopy(learner.state_dict()),
+                    0,
+                    episode,
+                )
+            else:
+                bad += 1
+            if checkpoint_dir is not None:
+                save_checkpoint(checkpoint_dir, best_state, config, result.history + [row])
+        result.history.append(row)
+        bar.update(1, loss=row["train_nll"], val=row.get("val_nll"))
+        if bad >= config.patience:
+            result.stopped_early = True
+            break
+    bar.close()
+    learner.load_state_dict(best_state)
+    learner.eval()
+    return result
+
+
+def save_checkpoint(directory, state: dict, config: LearnConfig, history: list[dict]) -> Path:
+    """Write ``model.pt`` and ``history.json`` atomically into ``directory``."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    with atomic_path(d / "model.pt") as tmp:
+        torch.save({"state_dict": state, "config": config.to_dict()}, tmp)
+    with atomic_path(d / "history.json") as tmp:
+        tmp.write_text(json.dumps(history, indent=1))
+    return d / "model.pt"
+
+
+class _progress:
+    """A tqdm bar, or nothing."""
+
+    def __init__(self, total: int, enabled: bool):
+        self._bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, desc="meta-training", unit="episode", leave=False)
+
+    def update(self, n: int, **postfix) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+            self._bar.set_postfix(
+                {k: f"{v:.3f}" for k, v in postfix.items() if v is not None}, refresh=False
+            )
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()

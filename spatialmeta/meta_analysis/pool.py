@@ -1,0 +1,575 @@
+"""Pool effect sizes like ``metafor::rma.uni``: many meta-analyses at once."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from spatialmeta.meta_analysis.estimators import (
+    FIXED_METHODS,
+    METHODS,
+    RANDOM_METHODS,
+    estimate_tau2,
+)
+
+__all__ = ["PoolResult", "pool"]
+
+_TESTS = ("z", "knha")
+_ROW_FIELDS = (
+    "estimate", "se", "zval", "df", "pval", "ci_lb", "ci_ub", "tau2", "se_tau2",
+    "I2", "H2", "QE", "QEp", "pi_lb", "pi_ub", "k", "converged", "iterations",
+)  # fmt: skip
+_STUDY_FIELDS = ("yi", "vi", "weights")
+
+
+@dataclass(frozen=True, eq=False)
+class PoolResult:
+    """Result of :func:`pool`; field names follow metafor's ``rma.uni`` object.
+
+    Every per-meta-analysis field is a Python scalar when ``pool`` got one
+    meta-analysis (1-D ``yi``) and an array of the batch shape otherwise.
+    ``zval`` holds the test statistic; with ``test="knha"`` it is a t value
+    (also available as :attr:`tval`) on ``df = k - 1`` degrees of freedom.
+    ``yi``, ``vi`` and ``weights`` (percent weight of each study, as metafor's
+    ``weights()``) keep the study axis, NaN where a study is missing.
+    """
+
+    estimate: Any
+    se: Any
+    zval: Any
+    pval: Any
+    ci_lb: Any
+    ci_ub: Any
+    tau2: Any
+    se_tau2: Any
+    I2: Any
+    H2: Any
+    QE: Any
+    QEp: Any
+    pi_lb: Any
+    pi_ub: Any
+    k: Any
+    converged: Any
+    method: str
+    test: str
+    level: float
+    labels: np.ndarray | None = None
+    df: Any = None
+    iterations: Any = None
+    weights: np.ndarray | None = None
+    yi: np.ndarray | None = None
+    vi: np.ndarray | None = None
+    measure: str = "effect"
+
+    @property
+    def tval(self) -> Any:
+        """The t statistic of the Knapp-Hartung test (``zval`` under another name)."""
+        if self.test != "knha":
+            raise AttributeError('`tval` exists only for test="knha"; this result has `zval`.')
+        return self.zval
+
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        """Shape of the batch; ``()`` for a single meta-analysis."""
+        return np.shape(self.estimate)
+
+    def row(self, index: int | tuple[int, ...]) -> PoolResult:
+        """One meta-analysis of a batched result, with its missing studies dropped."""
+        if not self.batch_shape:
+            raise IndexError("this result holds a single meta-analysis; `row` needs a batch.")
+        index = index if isinstance(index, tuple) else (index,)
+        values = {f: _scalar(np.asarray(getattr(self, f))[index]) for f in _ROW_FIELDS}
+        y = np.asarray(self.yi)[index]
+        keep = ~np.isnan(y)
+        for f in _STUDY_FIELDS:
+            values[f] = np.asarray(getattr(self, f))[index][keep]
+        labels = None
+        if self.labels is not None:
+            lab = np.asarray(self.labels)
+            labels = (lab[index] if lab.ndim == np.ndim(self.yi) else lab)[keep]
+        return PoolResult(
+            **values,
+            method=self.method,
+            test=self.test,
+            level=self.level,
+            labels=labels,
+            measure=self.measure,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain Python values (floats, ints, bools, nested lists); NaN becomes None."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            name = "tval" if (f.name == "zval" and self.test == "knha") else f.name
+            out[name] = _plain(value)
+        return out
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per meta-analysis (a single row when unbatched)."""
+        shape = self.batch_shape
+        cols = {}
+        for f in _ROW_FIELDS:
+            name = "tval" if (f == "zval" and self.test == "knha") else f
+            cols[name] = np.asarray(getattr(self, f)).reshape(-1)
+        frame = pd.DataFrame(cols)
+        frame["method"] = self.method
+        frame["test"] = self.test
+        frame["level"] = self.level
+        if len(shape) > 1:
+            frame.index = pd.MultiIndex.from_tuples(list(np.ndindex(*shape)))
+        return frame
+
+    def summary(self) -> str:
+        """A report that reads like metafor's ``print.rma`` (one block per row)."""
+        if not self.batch_shape:
+            return _summary_one(self)
+        blocks = []
+        for index in np.ndindex(*self.batch_shape):
+            head = f"Row {index if len(index) > 1 else index[0]}:"
+            blocks.append(head + "\n" + _summary_one(self.row(index)))
+        return "\n".join(blocks)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def _scalar(x: Any) -> Any:
+    x = np.asarray(x)
+    if x.dtype == bool:
+        return bool(x)
+    if np.issubdtype(x.dtype, np.integer):
+        return int(x)
+    return float(x)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray) or isinstance(value, np.generic):
+        value = value.tolist()
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _where(index: tuple[int, ...]) -> str:
+    return "[" + ", ".join(str(int(i)) for i in index) + "]"
+
+
+def _first(mask: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.argwhere(mask)[0])
+
+
+def _read_inputs(yi, vi, labels):
+    measure = "effect"
+    est = None
+    if hasattr(yi, "estimates") and callable(yi.estimates):
+        est = yi.estimates()
+    elif hasattr(yi, "yi") and hasattr(yi, "vi"):
+        # An Estimates itself; duck-typed so this module does not import spatialmeta.tasks.
+        est = yi
+    if est is not None:
+        if vi is not None:
+            raise TypeError(
+                "`vi` must be None when `yi` provides .estimates() (its variances are used); "
+                "drop the `vi` argument or pass plain arrays."
+            )
+        yi, vi, measure = est.yi, est.vi, est.measure
+        labels = est.labels if labels is None else labels
+    if vi is None:
+        raise TypeError(
+            "`vi` is missing: pass sampling variances with the same shape as `yi`, "
+            "or pass an object with an .estimates() method as `yi`."
+        )
+    try:
+        y = np.array(yi, dtype=float)
+        v = np.array(vi, dtype=float)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"`yi` and `vi` must be numeric arrays; conversion failed: {err}") from err
+    return y, v, labels, measure
+
+
+def _validate(y, v, weights, labels):
+    if y.ndim == 0:
+        raise ValueError(
+            f"`yi` must have a study axis (shape (..., k)); got the scalar {float(y)!r}. "
+            "Wrap a single study as [yi] and use method='FE'."
+        )
+    if v.shape != y.shape:
+        raise ValueError(
+            f"`vi` has shape {v.shape} but `yi` has shape {y.shape}; give one sampling "
+            "variance per effect (same shape, NaN where a study is missing)."
+        )
+    for name, arr in (("yi", y), ("vi", v)):
+        if np.isinf(arr).any():
+            idx = _first(np.isinf(arr))
+            raise ValueError(
+                f"`{name}` must be finite (or NaN for a missing study); found "
+                f"{name}{_where(idx)} = {arr[idx]}. Replace it or set yi and vi to NaN there."
+            )
+    obs = ~np.isnan(y)
+    if (obs & np.isnan(v)).any():
+        idx = _first(obs & np.isnan(v))
+        raise ValueError(
+            f"`vi` is NaN at study index {_where(idx)} where yi = {y[idx]} is observed; give "
+            "its sampling variance, or set yi to NaN there to drop the study."
+        )
+    if (~obs & ~np.isnan(v)).any():
+        idx = _first(~obs & ~np.isnan(v))
+        raise ValueError(
+            f"`yi` is NaN at study index {_where(idx)} but vi = {v[idx]} is given; set vi to "
+            "NaN there as well to drop the study, or supply the effect."
+        )
+    if (obs & (v <= 0)).any():
+        idx = _first(obs & (v <= 0))
+        raise ValueError(
+            f"`vi` must be > 0 for every observed study; found vi{_where(idx)} = {v[idx]}. "
+            "Pass sampling variances (squared standard errors), or set yi and vi to NaN "
+            "to drop that study."
+        )
+    a = None
+    if weights is not None:
+        a = np.array(weights, dtype=float)
+        if a.shape != y.shape:
+            raise ValueError(
+                f"`weights` has shape {a.shape} but `yi` has shape {y.shape}; give one "
+                "weight per effect."
+            )
+        bad = obs & ~(np.isfinite(a) & (a > 0))
+        if bad.any():
+            idx = _first(bad)
+            raise ValueError(
+                f"`weights` must be finite and > 0 for every observed study; found "
+                f"weights{_where(idx)} = {a[idx]}. Fix it or leave weights=None for "
+                "inverse-variance weights."
+            )
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape not in (y.shape, y.shape[-1:]):
+            raise ValueError(
+                f"`labels` has shape {labels.shape}; it must match `yi` {y.shape} or its study "
+                f"axis ({y.shape[-1]},)."
+            )
+    return obs, a, labels
+
+
+def _options(method, test, level):
+    canon = method.upper() if isinstance(method, str) else method
+    if canon not in METHODS:
+        raise ValueError(
+            f"`method` must be one of {', '.join(repr(x) for x in METHODS)}; got {method!r}. "
+            "Use 'REML' (the default) unless you need another estimator."
+        )
+    canon_test = test.lower() if isinstance(test, str) else test
+    if canon_test not in _TESTS:
+        raise ValueError(f"`test` must be 'z' (normal) or 'knha' (Knapp-Hartung); got {test!r}.")
+    lvl = float(level) if isinstance(level, int | float) else np.nan
+    if 0 < lvl < 1:
+        lvl *= 100.0
+    if not 1 <= lvl < 100:
+        raise ValueError(
+            f"`level` must be a confidence level in percent between 1 and 100 (e.g. 95); "
+            f"got {level!r}."
+        )
+    return canon, canon_test, lvl
+
+
+def pool(
+    yi,
+    vi=None,
+    *,
+    method: str = "REML",
+    test: str = "z",
+    level: float = 95,
+    weights=None,
+    labels=None,
+) -> PoolResult:
+    """Pool effect sizes with a common- or random-effects model, as ``metafor::rma``.
+
+    Parameters
+    ----------
+    yi : array_like or object with ``.estimates()``
+        Effect sizes, shape ``(..., k)``; leading axes are a batch of separate
+        meta-analyses, NaN marks a missing study (so rows can have different
+        k). Alternatively an :class:`~spatialmeta.tasks.estimates.Estimates` or
+        any object whose ``.estimates()`` returns one; then ``vi`` must be None
+        and its labels and measure are kept.
+    vi : array_like, optional
+        Sampling variances, same shape as ``yi``, > 0 where ``yi`` is observed
+        and NaN where it is missing.
+    method : str
+        ``"FE"`` (aliases ``"EE"``, ``"CE"``) for a common effect, or a tau^2
+        estimator: ``"DL"``, ``"HE"``, ``"HS"``, ``"SJ"``, ``"ML"``, ``"REML"``
+        (default), ``"EB"`` or ``"PM"``, with metafor's conventions (Fisher
+        scoring from the truncated HE value, threshold 1e-5, at most 100
+        iterations, step halving; PM by Brent's method on [0, 100]).
+    test : {"z", "knha"}
+        Normal-theory test, or the Knapp-Hartung method (t with k - 1 df and the
+        variance scaled by the weighted residual variance, not truncated at 1).
+    level : float
+        Confidence level in percent for the confidence and prediction intervals.
+    weights : array_like, optional
+        User weights (metafor's ``weights=``) instead of inverse-variance ones.
+    labels : array_like, optional
+        Study labels, shape ``(k,)`` or that of ``yi``.
+
+    Returns
+    -------
+    PoolResult
+        ``estimate, se, zval, pval, ci_lb, ci_ub, tau2, se_tau2, I2, H2, QE,
+        QEp, pi_lb, pi_ub, k, converged`` and more, scalars for 1-D ``yi`` and
+        arrays of the batch shape otherwise. The prediction interval is NaN for
+        common-effect models, as metafor's ``predict``.
+
+    Raises
+    ------
+    ValueError
+        Mismatched shapes, non-finite or non-positive variances, NaN in only
+        one of ``yi``/``vi``, unknown method or test, or a row with one study
+        under a random-effects method.
+
+    Notes
+    -----
+    All rows are iterated together; a row that has not converged after 100
+    Fisher-scoring steps is flagged in ``converged`` (metafor would stop with
+    an error). Where metafor stops because the PM root exceeds ``tau2.max =
+    100``, the bracket is widened instead.
+
+    References
+    ----------
+    DerSimonian, R., & Laird, N. (1986). Meta-analysis in clinical trials.
+    doi:10.1016/0197-2456(86)90046-2
+    Viechtbauer, W. (2005). Bias and efficiency of meta-analytic variance
+    estimators in the random-effects model. doi:10.3102/10769986030003261
+    Knapp, G., & Hartung, J. (2003). Improved tests for a random effects
+    meta-regression with a single covariate. doi:10.1002/sim.1482
+    Paule, R. C., & Mandel, J. (1982). Consensus values and weighting factors.
+    J. Res. Natl. Bur. Stand., 87(5), 377-385.
+    Sidik, K., & Jonkman, J. N. (2005). Simple heterogeneity variance
+    estimation for meta-analysis. J. R. Stat. Soc. C, 54(2), 367-384.
+    Higgins, J. P. T., & Thompson, S. G. (2002). Quantifying heterogeneity in a
+    meta-analysis. doi:10.1002/sim.1186
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> yi = np.array([-0.89, -1.59, -1.35, -1.44, -0.22, -0.79, 0.01])
+    >>> vi = np.array([0.33, 0.19, 0.42, 0.02, 0.05, 0.01, 0.06])
+    >>> res = pool(yi, vi, method="REML")
+    >>> round(res.estimate, 4), round(res.tau2, 4), res.k, res.converged
+    (-0.8359, 0.3174, 7, True)
+    >>> batch = pool(np.stack([yi, yi + 0.5]), np.stack([vi, vi]), method="DL")
+    >>> np.round(batch.estimate, 4).tolist()
+    [-0.8311, -0.3311]
+    """
+    y, v, labels, measure = _read_inputs(yi, vi, labels)
+    method, test, level = _options(method, test, level)
+    obs, a, labels = _validate(y, v, weights, labels)
+
+    shape = y.shape[:-1]
+    kmax = y.shape[-1]
+    y2 = y.reshape(-1, kmax)
+    v2 = v.reshape(-1, kmax)
+    m = obs.reshape(-1, kmax)
+    k = m.sum(axis=-1)
+    if (k == 0).any():
+        idx = np.unravel_index(int(np.argmax(k == 0)), shape) if shape else ()
+        raise ValueError(
+            f"`yi` row {_where(idx)} has no observed studies (all NaN); drop that row or "
+            "give it at least one study."
+        )
+    fixed = method in FIXED_METHODS
+    if not fixed and (k == 1).any():
+        idx = np.unravel_index(int(np.argmax(k == 1)), shape) if shape else ()
+        raise ValueError(
+            f"method={method!r}: random effects undefined with one study (row {_where(idx)} "
+            'has k = 1); use method="FE" for single-study rows, or add studies.'
+        )
+    if fixed and test == "knha":
+        warnings.warn(
+            f"The Knapp-Hartung method is not meant for common-effect models (method={method!r}).",
+            UserWarning,
+            stacklevel=2,
+        )
+
+    fit = estimate_tau2(y2, v2, m, k, method)
+    if not fit.converged.all():
+        warnings.warn(
+            f"tau^2 estimation ({method}) did not converge for {int((~fit.converged).sum())} "
+            f"of {k.size} meta-analyses; see `converged` on the result.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    out = _compute(
+        y2, v2, m, k, fit.tau2, method, test, level, None if a is None else a.reshape(-1, kmax)
+    )
+    out.update(se_tau2=fit.se_tau2, converged=fit.converged, iterations=fit.iterations, k=k)
+    pct = out.pop("weights_pct")
+    if shape:
+        out = {key: val.reshape(shape) for key, val in out.items()}
+    else:
+        out = {key: _scalar(val[0]) for key, val in out.items()}
+    return PoolResult(
+        **out,
+        method=method,
+        test=test,
+        level=level,
+        labels=labels,
+        weights=pct.reshape(y.shape),
+        yi=y,
+        vi=v,
+        measure=str(measure),
+    )
+
+
+def _compute(y, v, m, k, tau2, method, test, level, a) -> dict[str, np.ndarray]:
+    """Model fit given tau^2: estimate, tests, intervals, heterogeneity, weights."""
+    kf = k.astype(float)
+    alpha = 1.0 - level / 100.0
+    v1 = np.where(m, v, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(m, 1.0 / (v1 + tau2[:, None]), 0.0)
+        yz = np.where(m, y, 0.0)
+        sw = w.sum(axis=-1)
+        mu = (w * yz).sum(axis=-1) / sw
+        if a is None:
+            beta, vb = mu, 1.0 / sw
+            pct = 100.0 * w / sw[:, None]
+        else:
+            a = np.where(m, a, 0.0)
+            sa = a.sum(axis=-1)
+            beta = (a * yz).sum(axis=-1) / sa
+            vb = (a * a * (v1 + tau2[:, None])).sum(axis=-1) / sa**2
+            pct = 100.0 * a / sa[:, None]
+        df = np.full(k.shape, np.nan)
+        if test == "knha":
+            rss = (w * np.where(m, y - mu[:, None], 0.0) ** 2).sum(axis=-1)
+            s2w = np.where(rss <= np.finfo(float).eps, 0.0, rss / (kf - 1.0))
+            vb = s2w * vb
+            df = kf - 1.0
+            ok = df > 0
+            dfs = np.where(ok, df, 1.0)
+            crit = np.where(ok, stats.t.isf(alpha / 2.0, dfs), np.nan)
+        else:
+            crit = np.full(k.shape, stats.norm.isf(alpha / 2.0))
+        se = np.sqrt(vb)
+        zval = beta / se
+        if test == "knha":
+            pval = np.where(ok, 2.0 * stats.t.sf(np.abs(zval), dfs), np.nan)
+        else:
+            pval = 2.0 * stats.norm.sf(np.abs(zval))
+
+        # Heterogeneity: Q from inverse sampling variances, on mean-centred effects.
+        yc = np.where(m, y - (yz.sum(axis=-1) / kf)[:, None], 0.0)
+        w0 = np.where(m, 1.0 / v1, 0.0)
+        s0 = w0.sum(axis=-1)
+        e0 = np.where(m, yc - ((w0 * yc).sum(axis=-1) / s0)[:, None], 0.0)
+        multi = k > 1
+        qe = np.where(multi, np.maximum(0.0, (w0 * e0 * e0).sum(axis=-1)), 0.0)
+        qep = np.where(multi, stats.chi2.sf(qe, np.maximum(kf - 1.0, 1.0)), 1.0)
+        vt = (kf - 1.0) / (s0 - (w0 * w0).sum(axis=-1) / s0)  # typical within-study variance
+        if method in RANDOM_METHODS:
+            i2 = 100.0 * tau2 / (vt + tau2)
+            h2 = tau2 / vt + 1.0
+            half = crit * np.sqrt(vb + tau2)
+            pi_lb, pi_ub = beta - half, beta + half
+        else:
+            i2 = np.maximum(0.0, 100.0 * (qe - (kf - 1.0)) / qe)
+            h2 = qe / (kf - 1.0)
+            pi_lb = pi_ub = np.full(k.shape, np.nan)
+        i2 = np.where(multi, i2, 0.0)
+        h2 = np.where(multi, h2, 1.0)
+    return {
+        "estimate": beta,
+        "se": se,
+        "zval": zval,
+        "df": df,
+        "pval": pval,
+        "ci_lb": beta - crit * se,
+        "ci_ub": beta + crit * se,
+        "tau2": tau2,
+        "I2": i2,
+        "H2": h2,
+        "QE": qe,
+        "QEp": qep,
+        "pi_lb": pi_lb,
+        "pi_ub": pi_ub,
+        "weights_pct": np.where(m, pct, np.nan),
+    }
+
+
+def _fmt(x: float, digits: int = 4) -> str:
+    return "NA" if x is None or np.isnan(x) else f"{x:.{digits}f}"
+
+
+def _pval(p: float, showeq: bool = False) -> str:
+    if p is None or np.isnan(p):
+        return ("= " if showeq else "") + "NA"
+    if p >= 1e-4:
+        return ("= " if showeq else "") + f"{p:.4f}"
+    return "< .0001" if showeq else "<.0001"
+
+
+def _stars(p: float) -> str:
+    if p is None or np.isnan(p):
+        return ""
+    for cut, sym in ((0.001, "***"), (0.01, "**"), (0.05, "*"), (0.1, ".")):
+        if p <= cut:
+            return sym
+    return " "
+
+
+def _summary_one(r: PoolResult) -> str:
+    names = {"FE": "Fixed-Effects", "EE": "Equal-Effects", "CE": "Common-Effects"}
+    lines = [""]
+    if r.method in FIXED_METHODS:
+        lines.append(f"{names[r.method]} Model (k = {r.k})")
+    else:
+        lines.append(f"Random-Effects Model (k = {r.k}; tau^2 estimator: {r.method})")
+        if not r.converged:
+            lines.append("Warning: tau^2 estimation did not converge.")
+        lines.append("")
+        tiny = abs(r.tau2) <= np.finfo(float).eps * 10
+        se = "" if np.isnan(r.se_tau2) else f" (SE = {_fmt(r.se_tau2)})"
+        lines.append(
+            "tau^2 (estimated amount of total heterogeneity): "
+            + _fmt(r.tau2, 0 if tiny else 4)
+            + se
+        )
+        lines.append(
+            "tau (square root of estimated tau^2 value):      "
+            + _fmt(np.sqrt(r.tau2), 0 if tiny else 4)
+        )
+    if r.method in FIXED_METHODS:
+        lines.append("")
+    lines.append(f"I^2 (total heterogeneity / total variability):   {r.I2:.2f}%")
+    lines.append(f"H^2 (total variability / sampling variability):  {r.H2:.2f}")
+    lines += ["", "Test for Heterogeneity:"]
+    lines.append(f"Q(df = {r.k - 1}) = {_fmt(r.QE)}, p-val {_pval(r.QEp, showeq=True)}")
+    lines += ["", "Model Results:", ""]
+    header = ["estimate", "se", "tval" if r.test == "knha" else "zval"]
+    values = [_fmt(r.estimate), _fmt(r.se), _fmt(r.zval)]
+    if r.test == "knha":
+        header.append("df")
+        values.append(f"{r.df:g}")
+    header += ["pval", "ci.lb", "ci.ub", ""]
+    values += [_pval(r.pval), _fmt(r.ci_lb), _fmt(r.ci_ub), _stars(r.pval)]
+    widths = [max(len(h), len(x)) for h, x in zip(header, values, strict=True)]
+    lines.append("  ".join(h.rjust(wd) for h, wd in zip(header, widths, strict=True)))
+    lines.append("  ".join(x.rjust(wd) for x, wd in zip(values, widths, strict=True)))
+    if r.method in RANDOM_METHODS:
+        lines.append("")
+        lines.append(f"{r.level:g}% prediction interval: [{_fmt(r.pi_lb)}, {_fmt(r.pi_ub)}]")
+    lines += [
+        "",
+        "---",
+        "Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,5 @@
+"""Maps and shared plotting style."""
+
+from spatialmeta.viz.maps import choropleth
+
+__all__ = ["choropleth"]
