@@ -155,11 +155,19 @@ def zonal_weights(
     )
     geoms = shapely.make_valid(polygons.geometry.to_numpy())
     tree = shapely.STRtree(cells)
+    shapely.prepare(geoms)
     poly_idx, cell_idx = tree.query(geoms, predicate="intersects")
-    inter = shapely.area(shapely.intersection(geoms[poly_idx], cells[cell_idx]))
-    frac = inter / shapely.area(cells[cell_idx])
+    # cells wholly inside a polygon are covered exactly once: only edge cells need the
+    # (expensive) polygon clipping
+    in_poly, in_cell = tree.query(geoms, predicate="contains_properly")
+    inside = np.isin(poly_idx * (ny * nx) + cell_idx, in_poly * (ny * nx) + in_cell)
+    cell_area = shapely.area(cells[cell_idx])
+    inter = cell_area.copy()
+    edge = ~inside
+    inter[edge] = shapely.area(shapely.intersection(geoms[poly_idx[edge]], cells[cell_idx[edge]]))
+    frac = inter / cell_area
     keep = frac > 0
-    poly_idx, cell_idx, frac = poly_idx[keep], cell_idx[keep], frac[keep]
+    poly_idx, cell_idx, frac, inter = poly_idx[keep], cell_idx[keep], frac[keep], inter[keep]
     if crs is None or crs.is_geographic:
         area = spherical_cell_area(lat_b, lon_b).ravel()
     else:
@@ -185,8 +193,12 @@ def _apply(
     lead = block.shape[:-2]
     flat = block.reshape(-1, block.shape[-2] * block.shape[-1])
     valid = np.isfinite(flat)
-    num = (wt @ np.where(valid, flat, 0.0).T).T
-    den = (wt @ valid.T.astype(np.float64)).T
+    if valid.all():  # the common case: one sparse product, full weights everywhere
+        num = (wt @ flat.T.astype(np.float64)).T
+        den = np.broadcast_to(full[None, :], num.shape)
+    else:
+        num = (wt @ np.where(valid, flat, 0.0).T).T
+        den = (wt @ valid.T.astype(np.float64)).T
     with np.errstate(invalid="ignore", divide="ignore"):
         out = num / den
     out[den < min_coverage * full[None, :]] = np.nan
