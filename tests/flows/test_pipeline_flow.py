@@ -1,5 +1,6 @@
 """The main job as a real Prefect flow (ephemeral test server), at small size."""
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -30,11 +31,36 @@ def demo_run(tmp_path_factory):
             seed=0,
             progress=False,
         )
-    return out, result
+        api = asyncio.run(_client_reads())
+    return out, result, api
+
+
+async def _client_reads():
+    """The reads `prefect deployment ls` and `prefect deploy` make (they send "limit": null)."""
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        flows = await client.read_flows()
+        runs = await client.read_flow_runs()
+        deployments = await client.read_deployments()
+        pools = await client.read_work_pools()
+    return {
+        "flows": [f.name for f in flows],
+        "runs": [r.state_type.value for r in runs],
+        "deployments": len(deployments),
+        "pools": len(pools),
+    }
+
+
+def test_flow_run_is_recorded_by_the_server(demo_run):
+    _, _, api = demo_run
+    assert "spatialmeta-demo" in api["flows"]
+    assert api["runs"] == ["COMPLETED"]
+    assert api["deployments"] == 0 and api["pools"] == 0
 
 
 def test_flow_writes_every_output(demo_run):
-    out, result = demo_run
+    out, result, _ = demo_run
     for name in (
         "summary.md",
         "skill.csv",
@@ -52,7 +78,7 @@ def test_flow_writes_every_output(demo_run):
 
 
 def test_forecasts_open_in_xarray_and_geopandas(demo_run):
-    out, _ = demo_run
+    out, _, _ = demo_run
     ds = xr.open_zarr(out / "forecasts.zarr")
     assert set(ds.forecast_quantile.dims) == {"region", "time", "horizon", "quantile"}
     assert ds.attrs["Conventions"].startswith("CF")
@@ -68,7 +94,7 @@ def test_forecasts_open_in_xarray_and_geopandas(demo_run):
 
 
 def test_meta_learner_beats_climatology_and_persistence(demo_run):
-    out, result = demo_run
+    out, result, _ = demo_run
     table = pd.read_csv(out / "skill.csv").set_index("method")
     assert table.loc["meta", "rmse"] < 0.95 * table.loc["climatology", "rmse"]
     assert table.loc["meta", "rmse"] < table.loc["persistence", "rmse"]
@@ -80,7 +106,7 @@ def test_meta_learner_beats_climatology_and_persistence(demo_run):
 
 
 def test_summary_reports_rmse_of_each_method(demo_run):
-    out, result = demo_run
+    out, result, _ = demo_run
     text = (out / "summary.md").read_text()
     assert text == result["summary"]
     table = pd.read_csv(out / "skill.csv").set_index("method")
