@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Parallel workers share 2 cores: one thread each (inherited by notebook kernels and
+    # subprocesses), else torch's spinning intra-op threads slow both workers several-fold.
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[_var] = "1"
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -29,6 +36,11 @@ def small_data(tmp_path_factory):
 
 def pytest_configure(config):
     import logging
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
 
     # Prefect's temporary server logs "Stopping ..." at interpreter exit, after pytest has
     # closed the captured streams; don't print a logging traceback for that.
