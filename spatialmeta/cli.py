@@ -120,6 +120,79 @@ def synth(
         typer.echo(f"{name}: {p}")
 
 
+@app.command()
+def aggregate(
+    rasters: list[str] = typer.Argument(..., help="Raster files, a glob, or several members."),
+    out: Path = typer.Option(..., "--out", "-o", help="Zarr store to write (region, time)."),
+    regions: Path | None = typer.Option(None, help="Polygons (GeoPackage, Shapefile, GeoParquet)."),
+    id_column: str = typer.Option("region_id", help="Column of unique region ids."),
+    tiles: int | None = typer.Option(
+        None, help="Aggregate to square tiles of this many cells instead."
+    ),
+    stats: str = typer.Option("mean", help="Comma-separated: mean,std,sum,count,min,max."),
+    var: list[str] | None = typer.Option(
+        None, help="Variable(s) to aggregate (default: all gridded)."
+    ),
+    weights: Path | None = typer.Option(
+        None, help="Reuse weights from this .npz, or save them there."
+    ),
+    min_coverage: float = typer.Option(
+        0.5, help="Least valid weight fraction for a value (else NaN)."
+    ),
+    assume_crs: str | None = typer.Option(
+        None, help="CRS for rasters that carry none, e.g. EPSG:3035."
+    ),
+    combine: str = typer.Option("auto", help="Several files: member, time or auto."),
+    scheduler_address: str | None = typer.Option(
+        None, help="Run on this dask scheduler (tcp://host:8786)."
+    ),
+    workers: int = typer.Option(
+        2, help="Workers of the LocalCluster started when no address is given."
+    ),
+    memory_limit: str = typer.Option(
+        "auto", help="Memory limit per LocalCluster worker, e.g. 2GB."
+    ),
+    local_threads: bool = typer.Option(False, help="Use dask's threaded scheduler, no cluster."),
+    progress: bool = typer.Option(True, help="Show progress."),
+) -> None:
+    """Aggregate rasters to regions (area-weighted, exact coverage) and write a Zarr store.
+
+    Runs on a dask.distributed LocalCluster by default, or on an existing scheduler.
+
+    Example: spatialmeta aggregate data/TREFHT.*.nc --regions states.shp --id-column STATE_NAME --out trefht_states.zarr
+    """
+    import warnings
+
+    from spatialmeta._io import ensure_writable_dir
+    from spatialmeta.raster.aggregate import aggregate as run_aggregate
+    from spatialmeta.raster.aggregate import dask_client, read_regions
+    from spatialmeta.raster.io import RasterError
+
+    try:
+        ensure_writable_dir(out.parent if str(out.parent) else Path("."))
+        polys = read_regions(regions, id_column=id_column) if regions is not None else None
+        opts = dict(
+            regions=polys, id_column=id_column, tile_size=tiles, variables=var or None,
+            stats=tuple(s.strip() for s in stats.split(",") if s.strip()), weights_path=weights,
+            min_coverage=min_coverage, assume_crs=assume_crs, combine=combine, progress=progress,
+        )  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+            if local_threads:
+                result = run_aggregate(rasters, out, **opts)
+            else:
+                with dask_client(scheduler_address, n_workers=workers, memory_limit=memory_limit):
+                    result = run_aggregate(rasters, out, **opts)
+    except (RasterError, *_known_errors()) as exc:
+        if os.environ.get(_DEBUG_ENV):
+            raise
+        _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    typer.echo(f"wrote {result.store} ({result.n_regions} regions)")
+    if result.weights:
+        typer.echo(f"weights: {result.weights}")
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -1,5 +1,15 @@
-"""Rasters: open and normalize, aggregate to regions."""
+"""Rasters: open and normalize, tile, and aggregate to regions."""
 
+from spatialmeta.raster.aggregate import AggregateResult, aggregate, dask_client, read_regions
+from spatialmeta.raster.grid import (
+    EARTH_RADIUS_M,
+    cell_bounds,
+    gaussian_latitude_bounds,
+    grid_bounds,
+    spatial_dims,
+    spherical_cell_area,
+    with_bounds,
+)
 from spatialmeta.raster.io import (
     RasterError,
     normalize,
@@ -8,24 +18,14 @@ from spatialmeta.raster.io import (
     write_netcdf,
     write_zarr,
 )
-from spatialmeta.raster.zonal import (
-    ZonalWeights,
-    cell_bounds,
-    spherical_cell_area,
-    zonal_mean,
-    zonal_weights,
-)
+from spatialmeta.raster.tiles import Tiles, tile, untile
+from spatialmeta.raster.zonal import STATS, ZonalWeights, zonal_mean, zonal_stats, zonal_weights
 
 __all__ = [
-    "RasterError",
-    "normalize",
-    "open_raster",
-    "write_geotiff",
-    "write_netcdf",
-    "write_zarr",
-    "ZonalWeights",
-    "cell_bounds",
-    "spherical_cell_area",
-    "zonal_mean",
-    "zonal_weights",
-]
+    "AggregateResult", "aggregate", "dask_client", "read_regions",
+    "EARTH_RADIUS_M", "cell_bounds", "gaussian_latitude_bounds", "grid_bounds", "spatial_dims",
+    "spherical_cell_area", "with_bounds",
+    "RasterError", "normalize", "open_raster", "write_geotiff", "write_netcdf", "write_zarr",
+    "Tiles", "tile", "untile",
+    "STATS", "ZonalWeights", "zonal_mean", "zonal_stats", "zonal_weights",
+]  # fmt: skip

@@ -7,6 +7,7 @@ dask-backed variables (nothing is read until computed).
 
 from __future__ import annotations
 
+import glob
 import os
 import warnings
 from pathlib import Path
@@ -16,6 +17,8 @@ import pandas as pd
 import xarray as xr
 
 from spatialmeta._io import atomic_path
+from spatialmeta.raster._time import decode_time
+from spatialmeta.raster.grid import spatial_dims, with_bounds
 
 __all__ = ["open_raster", "normalize", "write_netcdf", "write_zarr", "write_geotiff", "RasterError"]
 
@@ -43,30 +46,66 @@ def _detect_format(path: Path) -> str:
     )
 
 
+def _expand(paths) -> list[Path]:
+    """Paths from one path, a glob pattern, or a list of either (patterns sorted)."""
+    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if not items:
+        raise RasterError("no raster paths given.")
+    out: list[Path] = []
+    for item in items:
+        text = str(item)
+        if any(ch in text for ch in "*?[") and not Path(text).exists():
+            found = sorted(Path(p) for p in glob.glob(text))
+            if not found:
+                raise RasterError(f"no file matches '{text}'; check the pattern.")
+            out.extend(found)
+        else:
+            out.append(Path(item))
+    return out
+
+
 def open_raster(
-    path: str | os.PathLike,
+    paths,
     *,
     format: str | None = None,
     chunks: dict | str | None = "auto",
     assume_crs: str | None = None,
+    combine: str = "auto",
+    members: list[str] | None = None,
+    times: list | None = None,
+    calendar: str | None = None,
+    time_units: str | None = None,
 ) -> xr.Dataset:
-    """Open a NetCDF, GeoTIFF, Zarr or GRIB raster lazily, in normal form.
+    """Open NetCDF, GeoTIFF, Zarr (v2/v3) or GRIB rasters lazily, in normal form.
 
     Parameters
     ----------
-    path : str or path-like
-        The file or store.
+    paths : path, glob pattern or list of paths
+        One file or store, or several to combine (ensemble members or pieces of a record).
     format : {"netcdf", "geotiff", "zarr", "grib"}, optional
         Overrides detection from the suffix.
     chunks : dict or "auto"
-        Dask chunks (``"auto"`` lets dask choose; a dict overrides per dimension).
+        Dask chunks. ``"auto"`` follows the file: whole bands for band-interleaved
+        GeoTIFFs, strips of rows with all bands for pixel-interleaved ones, the stored
+        chunks (merged by dask) for NetCDF and Zarr. A dict overrides per dimension.
     assume_crs : str, optional
-        CRS to attach when the file carries none (for example ``"EPSG:4326"``).
+        CRS to attach when the file carries none (for example ``"EPSG:3035"``).
+    combine : {"auto", "member", "time"}
+        How several files combine: along a new ``member`` dimension (identical time axes
+        required), along ``time`` (disjoint time axes required), or whichever fits.
+    members : list of str, optional
+        Member labels (default: the file names without suffix).
+    times : list, optional
+        Times of a GeoTIFF's bands, when its band tags do not carry them.
+    calendar, time_units : str, optional
+        Override the time calendar or units of NetCDF files (see :func:`decode_time`).
 
     Returns
     -------
     xarray.Dataset
-        Lazy dataset in normal form (see module docstring).
+        Lazy dataset in normal form: ``lat``/``lon`` (or projected ``y``/``x``) ascending,
+        longitudes in [-180, 180), a CRS, CF cell bounds (inferred when absent), decoded
+        time with ``time.attrs["decoded_from"]`` saying how.
 
     Examples
     --------
@@ -78,17 +117,106 @@ def open_raster(
     >>> ds.tas.chunks is not None, str(ds.rio.crs)
     (True, 'EPSG:4326')
     """
-    p = Path(path)
+    files = _expand(paths)
+    opts = dict(format=format, chunks=chunks, assume_crs=assume_crs, times=times, calendar=calendar,
+                time_units=time_units)  # fmt: skip
+    if len(files) == 1:
+        return _open_one(files[0], **opts)
+    if combine not in ("auto", "member", "time"):
+        raise RasterError(f"`combine` must be 'auto', 'member' or 'time'; got {combine!r}.")
+    parts = [_open_one(f, **opts) for f in files]
+    _check_same_grid(parts, files)
+    has_time = all("time" in p.dims for p in parts)
+    same_time = has_time and all(np.array_equal(p.time.values, parts[0].time.values) for p in parts)
+    if combine == "auto":
+        combine = "member" if (same_time or not has_time) else "time"
+    if combine == "member":
+        if has_time and not same_time:
+            bad = next(
+                f
+                for f, p in zip(files, parts, strict=True)
+                if not np.array_equal(p.time.values, parts[0].time.values)
+            )
+            raise RasterError(
+                f"members have different time axes: '{bad}' differs from '{files[0]}'; "
+                "combine='time' joins pieces of one record instead."
+            )
+        labels = list(members) if members is not None else _member_labels(files)
+        if len(labels) != len(files) or len(set(labels)) != len(labels):
+            raise RasterError(f"`members` must give {len(files)} distinct labels; got {labels}.")
+        out = _concat(parts, "member").assign_coords(member=("member", list(labels)))
+    else:
+        if not has_time:
+            raise RasterError("combine='time' needs a time dimension in every file.")
+        order = np.argsort([p.time.values[0] for p in parts])
+        parts = [parts[i] for i in order]
+        files = [files[i] for i in order]
+        for (fa, a), (fb, b) in zip(
+            zip(files, parts, strict=True), zip(files[1:], parts[1:], strict=True), strict=False
+        ):
+            if b.time.values[0] <= a.time.values[-1]:
+                raise RasterError(
+                    f"time axes of '{fa}' and '{fb}' overlap; combine='member' stacks members."
+                )
+        out = _concat(parts, "time")
+    out = out.rio.write_crs(parts[0].rio.crs)
+    out.attrs["source_path"] = [str(f) for f in files]
+    return out
+
+
+def _member_labels(files: list[Path]) -> list[str]:
+    """The parts of the file names that differ ('TREFHT.B06.57.atm...' → '57')."""
+    tokens = [f.name.split(".") for f in files]
+    if len({len(t) for t in tokens}) == 1:
+        varying = [i for i in range(len(tokens[0])) if len({t[i] for t in tokens}) > 1]
+        labels = [".".join(t[i] for i in varying) for t in tokens]
+        if varying and len(set(labels)) == len(labels):
+            return labels
+    return [f.name for f in files]
+
+
+def _concat(parts: list[xr.Dataset], dim: str) -> xr.Dataset:
+    """Concatenate the gridded variables; grid bounds and the CRS come from the first part."""
+    ydim, xdim = spatial_dims(parts[0])
+    gridded = [v for v, da in parts[0].data_vars.items() if ydim in da.dims and xdim in da.dims]
+    out = xr.concat(
+        [p[gridded] for p in parts], dim=dim, data_vars="all", coords="minimal",
+        compat="override", join="override",
+    )  # fmt: skip
+    rest = [v for v in parts[0].data_vars if v not in gridded]
+    return out.assign({v: parts[0][v] for v in rest})
+
+
+def _check_same_grid(parts: list[xr.Dataset], files: list[Path]) -> None:
+    ref = parts[0]
+    for f, p in zip(files[1:], parts[1:], strict=True):
+        for dim in ("lat", "lon", "y", "x"):
+            if (dim in ref.dims) != (dim in p.dims):
+                raise RasterError(
+                    f"'{f}' has dims {list(p.dims)} but '{files[0]}' has {list(ref.dims)}."
+                )
+            if dim in ref.dims:
+                a, b = ref[dim].values, p[dim].values
+                if a.shape != b.shape or not np.allclose(a, b, atol=1e-6, rtol=0):
+                    raise RasterError(
+                        f"members have mismatched grids: '{f}' {dim} has {b.size} values "
+                        f"[{b.min():.4f} .. {b.max():.4f}], '{files[0]}' has {a.size} "
+                        f"[{a.min():.4f} .. {a.max():.4f}]; regrid them to one grid first."
+                    )
+
+
+def _open_one(p: Path, *, format, chunks, assume_crs, times, calendar, time_units) -> xr.Dataset:
     if not p.exists():
         raise RasterError(f"raster '{p}' does not exist; check the path.")
     fmt = format or _detect_format(p)
     try:
         if fmt == "netcdf":
-            ds = xr.open_dataset(p, chunks=chunks, decode_coords="all")
+            ds = xr.open_dataset(p, chunks=chunks, decode_coords="all", decode_times=False)
+            ds = decode_time(ds, source=str(p), calendar=calendar, units=time_units)
         elif fmt == "zarr":
             ds = xr.open_zarr(p, chunks=chunks, decode_coords="all")
         elif fmt == "geotiff":
-            ds = _open_geotiff(p, chunks)
+            ds = _open_geotiff(p, chunks, times)
         elif fmt == "grib":
             ds = xr.open_dataset(
                 p, engine="cfgrib", chunks=chunks, backend_kwargs={"indexpath": ""}
@@ -104,19 +232,33 @@ def open_raster(
     return normalize(ds, source=str(p), assume_crs=assume_crs)
 
 
-def _open_geotiff(path: Path, chunks) -> xr.Dataset:
+def _open_geotiff(path: Path, chunks, times=None) -> xr.Dataset:
     import rasterio
     import rioxarray
 
-    if chunks == "auto":  # whole bands per chunk, dask picks how many bands
-        chunks = {"band": "auto", "y": -1, "x": -1}
-    da = rioxarray.open_rasterio(path, chunks=chunks)
     with rasterio.open(path) as src:
-        times = [src.tags(i).get("time") for i in range(1, src.count + 1)]
+        band_times = [src.tags(i).get("time") for i in range(1, src.count + 1)]
         name = src.tags().get("variable", "band_data")
         units = src.tags().get("units")
-    if all(t is not None for t in times):
+        pixel = src.interleaving is not None and src.interleaving.name == "pixel"
+        block_rows = src.block_shapes[0][0] if src.block_shapes else 256
+        row_bytes = src.width * src.count * np.dtype(src.dtypes[0]).itemsize
+    if chunks == "auto":
+        if pixel:  # every band is stored at each pixel: read strips of rows with all bands
+            rows = max(block_rows, (128 * 2**20 // max(row_bytes, 1)) // block_rows * block_rows)
+            chunks = {"band": -1, "y": rows, "x": -1}
+        else:  # each band is stored apart: read whole bands, dask picks how many
+            chunks = {"band": "auto", "y": -1, "x": -1}
+    # lock=False: each chunk opens its own handle, so reads run in parallel threads
+    da = rioxarray.open_rasterio(path, chunks=chunks, lock=False)
+    if times is not None:
+        if len(times) != da.sizes["band"]:
+            raise RasterError(
+                f"'{path}' has {da.sizes['band']} bands but {len(times)} times were given."
+            )
         da = da.rename(band="time").assign_coords(time=pd.DatetimeIndex(times))
+    elif all(t is not None for t in band_times):
+        da = da.rename(band="time").assign_coords(time=pd.DatetimeIndex(band_times))
     da.name = name
     if units:
         da.attrs["units"] = units
@@ -160,9 +302,15 @@ def normalize(
         ds = ds.rename({lat: "lat", lon: "lon"}) if (lat, lon) != ("lat", "lon") else ds
         lat, lon = "lat", "lon"
         if ds.lon.size and float(ds.lon.max()) > 180.0:
-            ds = ds.assign_coords(lon=((ds.lon + 180.0) % 360.0) - 180.0)
-            if "lon_bnds" in ds:
-                ds["lon_bnds"] = ((ds.lon_bnds + 180.0) % 360.0) - 180.0
+            old = ds.lon.values.astype(float)
+            wrapped = ((old + 180.0) % 360.0) - 180.0
+            steps = np.diff(np.sort(wrapped))
+            # a regional grid across the antimeridian would get a gap in -180..180: keep 0..360
+            if old.size < 3 or steps.max() <= 1.5 * np.median(np.abs(np.diff(old))):
+                ds = ds.assign_coords(lon=("lon", wrapped, ds.lon.attrs))
+                bname = ds.lon.attrs.get("bounds", "lon_bnds")
+                if bname in ds.variables:  # shift each cell's bounds with its centre
+                    ds[bname] = ds[bname] + xr.DataArray(wrapped - old, dims="lon")
         if ds.lon.size > 1 and not bool((ds.lon.diff("lon") > 0).all()):
             ds = ds.sortby("lon")
     if ds[lat].size > 1 and bool(ds[lat][0] > ds[lat][-1]):
@@ -176,8 +324,10 @@ def normalize(
                 "(assume_crs=...) with its EPSG code."
             )
     ds = ds.rio.set_spatial_dims(x_dim=lon, y_dim=lat).rio.write_crs(crs)
+    if projected and (lat, lon) != ("y", "x"):
+        ds = ds.rename({lat: "y", lon: "x"}).rio.set_spatial_dims(x_dim="x", y_dim="y")
     ds.attrs.setdefault("source_path", source)
-    return ds
+    return with_bounds(ds)
 
 
 def write_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> Path:

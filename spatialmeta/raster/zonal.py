@@ -1,11 +1,20 @@
 """Zonal aggregation: exact cell coverage × cell area as one sparse matrix, applied lazily.
 
-The weights are built once (coverage fraction of each cell by each polygon, from exact
+The weights are built once (the fraction of each cell covered by each polygon, from exact
 polygon/cell intersections found through a spatial index) and then applied to every time
-step as one sparse-times-dense product per dask chunk, the approach of xESMF and xagg.
-Weights follow exactextract's ``area_spherical_m2`` convention: the coverage fraction is
-computed in the raster's own coordinates and multiplied by the cell's true area on the
-sphere (lat/lon grids) or its planar area (projected grids).
+step, one sparse-times-dense product per dask chunk, the approach of xESMF and xagg. Spatial
+chunks each see only their own columns of the matrix; their partial sums are added by dask's
+tree reduction, so a raster chunked in space (pixel-interleaved GeoTIFF, Zarr tiles) never
+needs to be rechunked.
+
+Weights follow exactextract's ``area_spherical_m2`` convention: coverage fractions are
+computed in the raster's own coordinates and multiplied by each cell's true area on the
+sphere (lat/lon grids) or its planar area (projected grids). ``sum`` is exactextract's
+``sum`` (values × coverage fraction, no area).
+
+Written here rather than taken from a library: exactextract computes the same coverage but
+not as a reusable sparse operator over dask chunks, and xagg/xESMF weights are not exact at
+polygon edges.
 """
 
 from __future__ import annotations
@@ -13,43 +22,34 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
+import dask
+import dask.array as dsa
 import geopandas as gpd
 import numpy as np
 import scipy.sparse as sp
 import shapely
 import xarray as xr
 
-__all__ = ["ZonalWeights", "zonal_weights", "zonal_mean", "cell_bounds", "spherical_cell_area"]
+from spatialmeta.raster.grid import (
+    EARTH_RADIUS_M,
+    cell_bounds,
+    grid_bounds,
+    spatial_dims,
+    spherical_cell_area,
+)
 
-EARTH_RADIUS_M = 6371008.8  # mean Earth radius (IUGG), as exactextract uses for spherical areas
+__all__ = [
+    "ZonalWeights",
+    "zonal_weights",
+    "zonal_mean",
+    "zonal_stats",
+    "cell_bounds",
+    "spherical_cell_area",
+    "EARTH_RADIUS_M",
+    "STATS",
+]
 
-
-def cell_bounds(centres: np.ndarray) -> np.ndarray:
-    """Cell edges from centres (midpoints; half a step beyond the ends), shape ``(n, 2)``.
-
-    Works for irregular spacing (for example Gaussian latitudes).
-    """
-    c = np.asarray(centres, dtype=float)
-    if c.size == 1:
-        raise ValueError("cannot infer cell bounds from a single coordinate value; add bounds.")
-    mid = (c[1:] + c[:-1]) / 2
-    edges = np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])
-    return np.stack([edges[:-1], edges[1:]], axis=1)
-
-
-def spherical_cell_area(lat_bounds: np.ndarray, lon_bounds: np.ndarray) -> np.ndarray:
-    """Area of lat/lon cells on a sphere of radius ``EARTH_RADIUS_M``, shape ``(nlat, nlon)`` in m²."""
-    lat_b = np.deg2rad(np.clip(lat_bounds, -90, 90))
-    band = np.abs(np.sin(lat_b[:, 1]) - np.sin(lat_b[:, 0]))
-    width = np.deg2rad(np.abs(lon_bounds[:, 1] - lon_bounds[:, 0]))
-    return EARTH_RADIUS_M**2 * band[:, None] * width[None, :]
-
-
-def _bounds_of(ds: xr.Dataset | xr.DataArray, dim: str) -> np.ndarray:
-    name = ds[dim].attrs.get("bounds", f"{dim}_bnds")
-    if isinstance(ds, xr.Dataset) and name in ds:
-        return np.asarray(ds[name].values, dtype=float)
-    return cell_bounds(ds[dim].values)
+STATS = ("mean", "sum", "min", "max", "std", "count")
 
 
 @dataclass(frozen=True)
@@ -58,45 +58,168 @@ class ZonalWeights:
 
     Attributes
     ----------
-    matrix : scipy.sparse.csr_matrix
-        Shape ``(n_regions, n_lat * n_lon)``: coverage fraction × cell area (m²).
+    fraction : scipy.sparse.csr_matrix
+        ``(n_regions, ny * nx)``: fraction of each cell covered by each region.
+    cell_area : numpy.ndarray
+        ``(ny * nx,)`` cell areas (m² on the sphere for lat/lon grids, CRS units² otherwise).
     region_ids : numpy.ndarray
         Region identifiers, in row order.
     coverage : numpy.ndarray
         Fraction of each region's area that lies on the raster (1.0 = wholly inside).
     shape : tuple of int
-        Grid shape ``(n_lat, n_lon)``.
+        Grid shape ``(ny, nx)``.
+    dims : tuple of str
+        Spatial dimension names, ``("lat", "lon")`` or ``("y", "x")``.
     """
 
-    matrix: sp.csr_matrix
+    fraction: sp.csr_matrix
+    cell_area: np.ndarray
     region_ids: np.ndarray
     coverage: np.ndarray
     shape: tuple[int, int]
+    dims: tuple[str, str] = ("lat", "lon")
+
+    @property
+    def matrix(self) -> sp.csr_matrix:
+        """Coverage fraction × cell area, ``(n_regions, ny * nx)``."""
+        return (self.fraction @ sp.diags(self.cell_area)).tocsr()
 
     def save(self, path) -> None:
-        """Save to a ``.npz`` file (reused across runs)."""
+        """Save to a ``.npz`` file, to reuse across runs."""
         from spatialmeta._io import atomic_path
 
-        m = self.matrix.tocsr()
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(
-                    fh,
-                    data=m.data,
-                    indices=m.indices,
-                    indptr=m.indptr,
-                    region_ids=self.region_ids.astype(str),
-                    coverage=self.coverage,
-                    shape=np.array(self.shape),
-                    mshape=np.array(m.shape),
-                )
+        m = self.fraction.tocsr()
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(
+                fh, data=m.data, indices=m.indices, indptr=m.indptr, cell_area=self.cell_area,
+                region_ids=self.region_ids.astype(str), coverage=self.coverage,
+                shape=np.array(self.shape), dims=np.array(self.dims),
+            )  # fmt: skip
 
     @classmethod
     def load(cls, path) -> ZonalWeights:
         """Load weights written by :meth:`save`."""
         z = np.load(path, allow_pickle=False)
-        m = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["mshape"]))
-        return cls(m, z["region_ids"], z["coverage"], tuple(int(v) for v in z["shape"]))
+        shape = tuple(int(v) for v in z["shape"])
+        m = sp.csr_matrix(
+            (z["data"], z["indices"], z["indptr"]),
+            shape=(len(z["region_ids"]), shape[0] * shape[1]),
+        )
+        return cls(
+            m,
+            z["cell_area"],
+            z["region_ids"],
+            z["coverage"],
+            shape,
+            tuple(str(d) for d in z["dims"]),
+        )
+
+
+def _boxes(yb: np.ndarray, xb: np.ndarray, r0, r1, c0, c1) -> np.ndarray:
+    """Boxes covering cell index ranges ``[r0, r1) x [c0, c1)`` (arrays), from cell bounds."""
+    ylo, yhi = yb.min(axis=1), yb.max(axis=1)
+    xlo, xhi = xb.min(axis=1), xb.max(axis=1)
+    return shapely.box(xlo[c0], ylo[r0], xhi[c1 - 1], yhi[r1 - 1])
+
+
+def _split(lo: np.ndarray, hi: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split ranges ``[lo, hi)`` into pieces of ``step``: (owner index, piece lo, piece hi)."""
+    n = -(-(hi - lo) // step)
+    owner = np.repeat(np.arange(len(lo)), n)
+    first = np.cumsum(n) - n
+    k = np.arange(n.sum()) - np.repeat(first, n)
+    plo = lo[owner] + k * step
+    return owner, plo, np.minimum(plo + step, hi[owner])
+
+
+def _coverage_pairs(geoms: np.ndarray, yb: np.ndarray, xb: np.ndarray):
+    """Exact (polygon, cell, covered area) triples on a rectilinear grid, by quadtree descent.
+
+    Blocks of cells are tested against each polygon from coarse to fine: blocks wholly
+    inside a polygon contribute all their cells at full coverage, blocks outside are
+    dropped, and only blocks on a polygon's boundary are split further; at single cells
+    the boundary cells are clipped exactly. The work grows with polygon perimeter, not
+    area, and no geometry is built for interior cells.
+    """
+    ny, nx = len(yb), len(xb)
+    ylo, yhi = yb.min(axis=1), yb.max(axis=1)
+    xlo, xhi = xb.min(axis=1), xb.max(axis=1)
+    y_sorted = np.all(np.diff(ylo) > 0)
+    x_sorted = np.all(np.diff(xlo) > 0)
+    if not (y_sorted and x_sorted):
+        raise ValueError(
+            "grid coordinates must be increasing; normalize the raster with open_raster()."
+        )
+    gx0, gy0, gx1, gy1 = shapely.bounds(geoms).T
+    ok = np.isfinite(gx0)
+    # each polygon's bounding range of cells
+    r0 = np.searchsorted(yhi, gy0, side="right")
+    r1 = np.searchsorted(ylo, gy1, side="left")
+    c0 = np.searchsorted(xhi, gx0, side="right")
+    c1 = np.searchsorted(xlo, gx1, side="left")
+    live = ok & (r1 > r0) & (c1 > c0)
+    poly = np.flatnonzero(live)
+    r0, r1, c0, c1 = r0[live], r1[live], c0[live], c1[live]
+    piece = geoms[poly]  # each pair carries the polygon clipped to its block's parent
+    out_p, out_c, out_a = [], [], []
+    cell_area = (yhi - ylo)[:, None] * (xhi - xlo)[None, :]
+    step = 1 << int(np.ceil(np.log2(max(ny, nx, 1))))
+    while len(poly) and step > 1:  # one pass per quadtree level, all pairs at once
+        step = max(1, step // 4)
+        ow, rr0, rr1 = _split(r0, r1, step)
+        poly, piece, c0, c1 = poly[ow], piece[ow], c0[ow], c1[ow]
+        ow, cc0, cc1 = _split(c0, c1, step)
+        poly, piece, r0, r1, c0, c1 = poly[ow], piece[ow], rr0[ow], rr1[ow], cc0, cc1
+        boxes = _boxes(yb, xb, r0, r1, c0, c1)
+        # classify against the whole (prepared) polygon: a clipped piece has artificial
+        # edges along its block that would make interior cells look like boundary cells
+        inside = shapely.contains_properly(geoms[poly], boxes)
+        touch = ~inside & shapely.intersects(geoms[poly], boxes)
+        if inside.any():  # every cell of an interior block is fully covered
+            ow, ir0, _ = _split(r0[inside], r1[inside], 1)
+            ow2, jc0, _ = _split(c0[inside][ow], c1[inside][ow], 1)
+            rows = ir0[ow2]
+            out_p.append(poly[inside][ow][ow2])
+            out_c.append(rows * nx + jc0)
+            out_a.append(cell_area[rows, jc0])
+        poly, r0, r1, c0, c1 = poly[touch], r0[touch], r1[touch], c0[touch], c1[touch]
+        piece, boxes = piece[touch], boxes[touch]
+        # clipping costs a fixed overhead per call plus the piece's vertex count: clip to
+        # the block only while pieces are still large, and always at single cells
+        if step == 1 or shapely.get_num_coordinates(piece).mean() > 48:
+            piece = shapely.intersection(piece, boxes)
+        if step == 1:  # single boundary cells: the clipped piece is the covered part
+            area = shapely.area(piece)
+            keep = area > 0
+            out_p.append(poly[keep])
+            out_c.append(r0[keep] * nx + c0[keep])
+            out_a.append(area[keep])
+            break
+    if not out_p:
+        return np.zeros(0, int), np.zeros(0, int), np.zeros(0)
+    return np.concatenate(out_p), np.concatenate(out_c), np.concatenate(out_a)
+
+
+def _wrap_to_grid(geoms: np.ndarray, x_lo: float, x_hi: float) -> np.ndarray:
+    """Give each lon/lat geometry copies shifted by ±360° so it meets the grid's longitude frame.
+
+    Handles polygons crossing the antimeridian (coordinates beyond ±180) and grids kept in
+    0–360. Copies of one polygon cannot overlap inside a grid at most 360° wide, so summed
+    intersection areas stay exact.
+    """
+    gx0, _, gx1, _ = shapely.bounds(geoms).T
+    need = (gx0 < x_lo) | (gx1 > x_hi)
+    if not need.any():
+        return geoms
+    sub = geoms[need]
+    parts = [
+        sub,
+        shapely.transform(sub, lambda c: c + [360.0, 0.0]),
+        shapely.transform(sub, lambda c: c - [360.0, 0.0]),
+    ]
+    out = geoms.copy()
+    out[need] = shapely.union_all(np.stack(parts, axis=1), axis=1)
+    return out
 
 
 def zonal_weights(
@@ -105,15 +228,16 @@ def zonal_weights(
     *,
     id_column: str = "region_id",
 ) -> ZonalWeights:
-    """Exact coverage-fraction × cell-area weights of each grid cell for each polygon.
+    """Exact coverage fractions of each grid cell by each polygon, with cell areas.
 
     Parameters
     ----------
     grid : xarray.Dataset or DataArray
-        A raster in normal form (``lat``/``lon`` dims, CRS attached); bounds are read from
-        ``lat_bnds``/``lon_bnds`` when present, else inferred from the centres.
+        A raster in normal form (``open_raster``): ``(lat, lon)`` or projected ``(y, x)``
+        dims and a CRS; CF bounds are used when present, else inferred (Gaussian latitudes
+        included).
     polygons : geopandas.GeoDataFrame
-        Regions; reprojected to the raster's CRS when they differ.
+        Regions (polygons, multipolygons, holes); reprojected to the raster's CRS.
     id_column : str
         Column with unique region identifiers.
 
@@ -121,12 +245,17 @@ def zonal_weights(
     -------
     ZonalWeights
 
+    Warns
+    -----
+    UserWarning
+        Listing regions that do not overlap the raster (their rows are all NaN).
+
     Examples
     --------
     >>> from spatialmeta.data import synthetic_climate, synthetic_regions
     >>> ds = synthetic_climate(bbox=(0, 40, 4, 44), resolution=1, years=1)
     >>> w = zonal_weights(ds, synthetic_regions((0, 40, 4, 44), 4))
-    >>> w.matrix.shape, bool(np.allclose(w.coverage, 1.0))
+    >>> w.fraction.shape, bool(np.allclose(w.coverage, 1.0))
     ((4, 16), True)
     """
     if id_column not in polygons.columns:
@@ -135,46 +264,41 @@ def zonal_weights(
             "pass id_column= with the column that names each region."
         )
     ids = polygons[id_column].to_numpy()
-    if len(np.unique(ids)) != len(ids):
+    if len(np.unique(ids.astype(str))) != len(ids):
         dup = polygons[id_column][polygons[id_column].duplicated()].unique()[:5]
         raise ValueError(f"region ids in column {id_column!r} are not unique: {list(dup)}.")
-    crs = grid.rio.crs
     if polygons.crs is None:
         raise ValueError("polygons have no CRS; set one with GeoDataFrame.set_crs(...).")
-    if crs is not None and polygons.crs != crs:
+    dims = spatial_dims(grid)
+    crs = grid.rio.crs
+    if crs is not None and not polygons.crs.equals(crs):
         polygons = polygons.to_crs(crs)
-    lat_b, lon_b = _bounds_of(grid, "lat"), _bounds_of(grid, "lon")
-    ny, nx = len(lat_b), len(lon_b)
-    # cell boxes in raster coordinates, row-major (lat, lon)
-    x0 = np.broadcast_to(lon_b[:, 0][None, :], (ny, nx)).ravel()
-    x1 = np.broadcast_to(lon_b[:, 1][None, :], (ny, nx)).ravel()
-    y0 = np.broadcast_to(lat_b[:, 0][:, None], (ny, nx)).ravel()
-    y1 = np.broadcast_to(lat_b[:, 1][:, None], (ny, nx)).ravel()
-    cells = shapely.box(
-        np.minimum(x0, x1), np.minimum(y0, y1), np.maximum(x0, x1), np.maximum(y0, y1)
-    )
-    geoms = shapely.make_valid(polygons.geometry.to_numpy())
-    tree = shapely.STRtree(cells)
-    shapely.prepare(geoms)
-    poly_idx, cell_idx = tree.query(geoms, predicate="intersects")
-    # cells wholly inside a polygon are covered exactly once: only edge cells need the
-    # (expensive) polygon clipping
-    in_poly, in_cell = tree.query(geoms, predicate="contains_properly")
-    inside = np.isin(poly_idx * (ny * nx) + cell_idx, in_poly * (ny * nx) + in_cell)
-    cell_area = shapely.area(cells[cell_idx])
-    inter = cell_area.copy()
-    edge = ~inside
-    inter[edge] = shapely.area(shapely.intersection(geoms[poly_idx[edge]], cells[cell_idx[edge]]))
-    frac = inter / cell_area
-    keep = frac > 0
-    poly_idx, cell_idx, frac, inter = poly_idx[keep], cell_idx[keep], frac[keep], inter[keep]
-    if crs is None or crs.is_geographic:
-        area = spherical_cell_area(lat_b, lon_b).ravel()
-    else:
-        area = shapely.area(cells)
-    m = sp.csr_matrix((frac * area[cell_idx], (poly_idx, cell_idx)), shape=(len(geoms), ny * nx))
-    covered = np.bincount(poly_idx, weights=inter, minlength=len(geoms))
+    geographic = crs is None or crs.is_geographic
+    yb, xb = grid_bounds(grid)
+    ny, nx = len(yb), len(xb)
+    geoms = polygons.geometry.to_numpy()
+    invalid = ~shapely.is_valid(geoms)
+    if invalid.any():
+        warnings.warn(
+            f"repaired {invalid.sum()} invalid geometries with make_valid: {list(ids[invalid][:10])}",
+            stacklevel=2,
+        )
+        geoms = geoms.copy()
+        geoms[invalid] = shapely.make_valid(geoms[invalid])
     total = shapely.area(geoms)
+    if geographic:
+        geoms = _wrap_to_grid(geoms, float(xb.min()), float(xb.max()))
+    shapely.prepare(geoms)
+    poly_idx, cell_idx, inter = _coverage_pairs(geoms, yb, xb)
+    planar = (
+        (yb.max(axis=1) - yb.min(axis=1))[:, None] * (xb.max(axis=1) - xb.min(axis=1))[None, :]
+    ).ravel()
+    frac = inter / planar[cell_idx]
+    fraction = sp.csr_matrix(
+        (np.minimum(frac, 1.0), (poly_idx, cell_idx)), shape=(len(geoms), ny * nx)
+    )
+    area = spherical_cell_area(yb, xb).ravel() if geographic else planar
+    covered = np.bincount(poly_idx, weights=inter, minlength=len(geoms))
     coverage = np.divide(covered, total, out=np.zeros_like(total), where=total > 0)
     missing = ids[coverage == 0]
     if len(missing):
@@ -183,26 +307,214 @@ def zonal_weights(
             f"{list(missing[:10])}{' ...' if len(missing) > 10 else ''}",
             stacklevel=2,
         )
-    return ZonalWeights(m, ids, np.clip(coverage, 0.0, 1.0), (ny, nx))
+    return ZonalWeights(fraction, area, ids, np.clip(coverage, 0.0, 1.0), (ny, nx), dims)
 
 
-def _apply(
-    block: np.ndarray, wt: sp.csr_matrix, min_coverage: float, full: np.ndarray
-) -> np.ndarray:
-    """(..., ny, nx) block → (..., n_regions) area-weighted means, NaN cells renormalized."""
+# ---------------------------------------------------------------------------------------
+# applying the weights: one partial reduction per dask block, combined by dask
+
+
+def _block_weights(weights: ZonalWeights, ychunks, xchunks) -> dict:
+    """Columns of the weights for each spatial block, re-indexed to the block's flat cells."""
+    ny, nx = weights.shape
+    f = weights.fraction.tocsc()
+    area = weights.cell_area
+    out = {}
+    y_edges = np.cumsum((0,) + tuple(ychunks))
+    x_edges = np.cumsum((0,) + tuple(xchunks))
+    for iy in range(len(ychunks)):  # one entry per spatial block (a handful), not per cell
+        rows = np.arange(y_edges[iy], y_edges[iy + 1])
+        for ix in range(len(xchunks)):
+            cols = np.arange(x_edges[ix], x_edges[ix + 1])
+            flat = (rows[:, None] * nx + cols[None, :]).ravel()
+            sub = f[:, flat].tocsr()
+            out[(iy, ix)] = (sub, (sub @ sp.diags(area[flat])).tocsr())
+    return out
+
+
+def _partial(block, bw, stats: tuple[str, ...], block_info=None):
+    """Partial sums (and extremes) of one block: ``(t, 1, 1, n_regions, n_fields)``."""
+    loc = block_info[0]["chunk-location"]
+    frac, w = bw[(loc[-2], loc[-1])]
     lead = block.shape[:-2]
-    flat = block.reshape(-1, block.shape[-2] * block.shape[-1])
-    valid = np.isfinite(flat)
-    if valid.all():  # the common case: one sparse product, full weights everywhere
-        num = (wt @ flat.T.astype(np.float64)).T
-        den = np.broadcast_to(full[None, :], num.shape)
+    # no float64 copy of the block: scipy accumulates float32 values in float64 weights
+    x = block.reshape(-1, block.shape[-2] * block.shape[-1])
+    valid = np.isfinite(x)
+    all_valid = bool(valid.all())
+    xz = x if all_valid else np.where(valid, x, 0.0)
+    fields = []
+    den = None
+    if all_valid:
+        den_full = np.asarray(w.sum(axis=1)).ravel()
+        den = np.broadcast_to(den_full, (x.shape[0], w.shape[0]))
     else:
-        num = (wt @ np.where(valid, flat, 0.0).T).T
-        den = (wt @ valid.T.astype(np.float64)).T
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = num / den
-    out[den < min_coverage * full[None, :]] = np.nan
-    return out.reshape(lead + (wt.shape[0],))
+        den = (w @ valid.T.astype(np.float64)).T
+    fields.append(den)
+    fields.append((w @ xz.T).T)
+    if "std" in stats:
+        x64 = xz.astype(np.float64)  # squares in float32 lose the variance to cancellation
+        fields.append((w @ (x64 * x64).T).T)
+    if "sum" in stats:
+        fields.append((frac @ xz.T).T)
+    if "count" in stats:
+        fields.append((frac @ valid.T.astype(np.float64)).T)
+    out = np.stack(fields, axis=-1)
+    return out.reshape(lead + (1, 1) + out.shape[-2:])
+
+
+def _extreme(block, bw, which: str, block_info=None):
+    """Per-region min or max over covered valid cells of one block: ``(t, 1, 1, n_regions)``."""
+    loc = block_info[0]["chunk-location"]
+    frac, _ = bw[(loc[-2], loc[-1])]
+    lead = block.shape[:-2]
+    x = block.reshape(-1, block.shape[-2] * block.shape[-1])
+    fill = np.inf if which == "min" else -np.inf
+    out = np.full((x.shape[0], frac.shape[0]), fill)
+    counts = np.diff(frac.indptr)
+    has = counts > 0
+    if has.any():
+        vals = x[:, frac.indices].astype(np.float64)  # (t, nnz) covered cells, region-major
+        vals = np.where(np.isfinite(vals), vals, fill)
+        starts = frac.indptr[:-1][has]
+        red = np.minimum.reduceat if which == "min" else np.maximum.reduceat
+        out[:, has] = red(vals, starts, axis=1)
+    return out.reshape(lead + (1, 1, frac.shape[0]))
+
+
+def zonal_stats(
+    obj: xr.DataArray | xr.Dataset,
+    weights: ZonalWeights,
+    *,
+    stats: tuple[str, ...] = ("mean",),
+    min_coverage: float = 0.5,
+    region_dim: str = "region",
+) -> xr.Dataset:
+    """Area-weighted zonal statistics of every time step, lazily.
+
+    Parameters
+    ----------
+    obj : xarray.DataArray or Dataset
+        Variables with trailing spatial dims (``lat, lon`` or ``y, x``); numpy- or
+        dask-backed, chunked in any way (time and space).
+    weights : ZonalWeights
+        From :func:`zonal_weights` on the same grid.
+    stats : tuple of str
+        Any of ``mean`` (area-weighted), ``std`` (area-weighted, population), ``sum``
+        (values × coverage fraction, as exactextract), ``count`` (covered valid cells,
+        fractional), ``min`` and ``max`` (over cells at least partly covered).
+    min_coverage : float
+        A region's ``mean``/``std`` at a time step is NaN when its valid (non-NaN) weight is
+        below this fraction of its full weight; otherwise weights are renormalized over the
+        valid cells.
+    region_dim : str
+        Name of the new region dimension.
+
+    Returns
+    -------
+    xarray.Dataset
+        One variable per input variable and statistic: ``<var>`` for ``mean`` when it is
+        the only statistic, else ``<var>_<stat>``; dims ``(..., region)``.
+
+    Examples
+    --------
+    >>> from spatialmeta.data import synthetic_climate, synthetic_regions
+    >>> ds = synthetic_climate(bbox=(0, 40, 4, 44), resolution=1, years=1)
+    >>> w = zonal_weights(ds, synthetic_regions((0, 40, 4, 44), 4))
+    >>> out = zonal_stats(ds[["tas"]], w, stats=("mean", "max"))
+    >>> sorted(out.data_vars), dict(out.tas_mean.sizes)
+    (['tas_max', 'tas_mean'], {'time': 12, 'region': 4})
+    """
+    unknown = [s for s in stats if s not in STATS]
+    if unknown or not stats:
+        raise ValueError(f"unknown statistics {unknown}; choose from {STATS}.")
+    ds = obj.to_dataset() if isinstance(obj, xr.DataArray) else obj
+    ydim, xdim = weights.dims
+    if (ds.sizes.get(ydim), ds.sizes.get(xdim)) != weights.shape:
+        raise ValueError(
+            f"raster grid {(ds.sizes.get(ydim), ds.sizes.get(xdim))} does not match the weights' "
+            f"grid {weights.shape}; rebuild the weights with zonal_weights() on this raster."
+        )
+    names = [v for v, da in ds.data_vars.items() if da.dims[-2:] == (ydim, xdim)]
+    if not names:
+        raise ValueError(f"no variable ends with the spatial dims ({ydim}, {xdim}).")
+    out = {}
+    for name in names:
+        out.update(_stats_of(ds[name], weights, stats, min_coverage, region_dim))
+    result = xr.Dataset(out)
+    result = result.assign_coords({region_dim: weights.region_ids.astype(str)})
+    result[region_dim].attrs["long_name"] = "region id"
+    result.attrs["zonal_weights"] = (
+        "coverage fraction x cell area (exact, spherical on lat/lon grids)"
+    )
+    return result
+
+
+def _stats_of(da, weights, stats, min_coverage, region_dim) -> dict:
+    ydim, xdim = weights.dims
+    lead_dims = da.dims[:-2]
+    data = da.data if isinstance(da.data, dsa.Array) else dsa.from_array(da.values, chunks=-1)
+    if data.ndim == 2:
+        data = data[None]
+        squeeze = True
+    else:
+        data = data.reshape((-1,) + data.shape[-2:]) if data.ndim > 3 else data
+        squeeze = False
+    ychunks, xchunks = data.chunks[-2], data.chunks[-1]
+    bw = dask.delayed(_block_weights(weights, ychunks, xchunks), pure=True)
+    nreg = weights.fraction.shape[0]
+    nfield = 2 + ("std" in stats) + ("sum" in stats) + ("count" in stats)
+    partial = dsa.map_blocks(
+        _partial, data, bw, tuple(stats),
+        chunks=(data.chunks[0], (1,) * len(ychunks), (1,) * len(xchunks), (nreg,), (nfield,)),
+        new_axis=[3, 4], dtype=np.float64, meta=np.empty((0, 0, 0, 0, 0)),
+    ).sum(axis=(1, 2))  # fmt: skip
+    full = np.asarray(weights.matrix.sum(axis=1)).ravel()
+    den, num = partial[..., 0], partial[..., 1]
+    low = (den <= 0) | (den < min_coverage * full)
+    safe = dsa.where(den > 0, den, 1.0)
+    mean = dsa.where(low, np.nan, num / safe)
+    fields = {}
+    k = 2
+    if "mean" in stats:
+        fields["mean"] = mean
+    if "std" in stats:
+        var = partial[..., k] / safe - mean**2
+        fields["std"] = dsa.where(low, np.nan, dsa.sqrt(dsa.maximum(var, 0.0)))
+        k += 1
+    if "sum" in stats:
+        fields["sum"] = dsa.where(den > 0, partial[..., k], np.nan)
+        k += 1
+    if "count" in stats:
+        fields["count"] = partial[..., k]
+        k += 1
+    for which in ("min", "max"):
+        if which in stats:
+            ext = dsa.map_blocks(
+                _extreme, data, bw, which,
+                chunks=(data.chunks[0], (1,) * len(ychunks), (1,) * len(xchunks), (nreg,)),
+                new_axis=[3], dtype=np.float64, meta=np.empty((0, 0, 0, 0)),
+            )  # fmt: skip
+            red = ext.min(axis=(1, 2)) if which == "min" else ext.max(axis=(1, 2))
+            fields[which] = dsa.where(dsa.isfinite(red), red, np.nan)
+    shape_lead = tuple(da.sizes[d] for d in lead_dims)
+    attrs = {k_: v for k_, v in da.attrs.items() if k_ in ("units", "standard_name", "long_name")}
+    coords = {d: da[d] for d in lead_dims if d in da.coords}
+    for c, v in da.coords.items():  # non-index coords on the leading dims (valid_time, ...)
+        if c not in coords and set(v.dims) <= set(lead_dims) and v.dims:
+            coords[c] = v
+    out = {}
+    only_mean = tuple(stats) == ("mean",)
+    for stat, arr in fields.items():
+        arr = arr[0] if squeeze else arr.reshape(shape_lead + (nreg,))
+        a = dict(attrs)
+        a["cell_methods"] = (
+            f"area: {stat}" if stat in ("mean", "std", "min", "max", "sum") else "area: count"
+        )
+        if stat == "count":
+            a["units"] = "1"
+        key = da.name if only_mean else f"{da.name}_{stat}"
+        out[key] = xr.DataArray(arr, dims=lead_dims + (region_dim,), coords=coords, attrs=a)
+    return out
 
 
 def zonal_mean(
@@ -212,47 +524,18 @@ def zonal_mean(
     min_coverage: float = 0.5,
     region_dim: str = "region",
 ) -> xr.DataArray:
-    """Area-weighted regional means of every time step, lazily.
-
-    Parameters
-    ----------
-    da : xarray.DataArray
-        Variable with trailing ``(lat, lon)`` dims; may be dask-backed (chunked in time).
-    weights : ZonalWeights
-        From :func:`zonal_weights` on the same grid.
-    min_coverage : float
-        A region-time value is NaN when the valid (non-NaN) weight is below this fraction
-        of the region's full weight; otherwise weights are renormalized over valid cells.
-    region_dim : str
-        Name of the new dimension.
+    """Area-weighted regional means of every time step, lazily (see :func:`zonal_stats`).
 
     Returns
     -------
     xarray.DataArray
-        Dimensions ``(..., region)`` with ``region`` coordinate holding the region ids.
+        Dimensions ``(..., region)`` with the region ids as coordinate.
     """
-    if da.sizes.get("lat") is None or da.sizes.get("lon") is None:
-        raise ValueError(f"`da` needs dims lat and lon; got {da.dims}.")
-    if (da.sizes["lat"], da.sizes["lon"]) != weights.shape:
-        raise ValueError(
-            f"raster grid {(da.sizes['lat'], da.sizes['lon'])} does not match the weights' grid "
-            f"{weights.shape}; rebuild the weights with zonal_weights() on this raster."
-        )
-    wt = weights.matrix.tocsr()
-    full = np.asarray(wt.sum(axis=1)).ravel()
-    if da.chunks is not None:
-        da = da.chunk({"lat": -1, "lon": -1})
-    out = xr.apply_ufunc(
-        _apply,
-        da,
-        kwargs={"wt": wt, "min_coverage": min_coverage, "full": full},
-        input_core_dims=[["lat", "lon"]],
-        output_core_dims=[[region_dim]],
-        dask="parallelized",
-        output_dtypes=[np.float64],
-        dask_gufunc_kwargs={"output_sizes": {region_dim: wt.shape[0]}},
+    name = da.name if da.name is not None else "value"
+    ds = zonal_stats(
+        da.rename(name), weights, stats=("mean",), min_coverage=min_coverage, region_dim=region_dim
     )
-    out = out.assign_coords({region_dim: weights.region_ids})
-    out.attrs = {k: v for k, v in da.attrs.items() if k in ("units", "standard_name", "long_name")}
-    out.attrs["cell_methods"] = "area: mean"
+    out = ds[name]
+    if da.chunks is None:
+        out = out.compute()
     return out

@@ -1,0 +1,186 @@
+"""The aggregation job: rasters + polygons (or tiles) → a (region, time) Zarr store.
+
+One code path for a laptop and a cluster: the work is a dask graph, computed by whatever
+scheduler is active — the threaded scheduler, a ``dask.distributed`` LocalCluster, or an
+existing scheduler reached by address (:func:`dask_client`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+
+from spatialmeta.raster.io import open_raster, write_zarr
+from spatialmeta.raster.zonal import ZonalWeights, zonal_stats, zonal_weights
+
+__all__ = ["AggregateResult", "aggregate", "dask_client", "read_regions"]
+
+
+@dataclass(frozen=True)
+class AggregateResult:
+    """What :func:`aggregate` wrote."""
+
+    store: Path
+    weights: Path | None
+    n_regions: int
+    missing_regions: list[str]
+
+
+def read_regions(path: str | os.PathLike, *, id_column: str) -> gpd.GeoDataFrame:
+    """Read polygons (GeoPackage, Shapefile, GeoJSON, GeoParquet), checking the id column."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"regions file '{p}' does not exist; check --regions.")
+    try:
+        frame = (
+            gpd.read_parquet(p)
+            if p.suffix.lower() in (".parquet", ".geoparquet")
+            else gpd.read_file(p)
+        )
+    except Exception as exc:  # any reader failure becomes one message naming the file
+        raise ValueError(f"cannot read regions '{p}': {exc}") from exc
+    if id_column not in frame.columns:
+        raise KeyError(
+            f"regions '{p}' have no column {id_column!r} (columns: "
+            f"{[c for c in frame.columns if c != 'geometry']}); pass --id-column."
+        )
+    return frame
+
+
+@contextlib.contextmanager
+def dask_client(
+    scheduler_address: str | None = None, *, n_workers: int = 2, memory_limit: str | None = "auto"
+) -> Iterator[object]:
+    """A ``dask.distributed`` client: to a scheduler by address, else to a new LocalCluster.
+
+    The cluster's workers run one thread each; ``memory_limit`` is per worker (dask spills
+    to disk above 60% of it and pauses at 80%, so memory stays bounded out of core).
+    """
+    from distributed import Client, LocalCluster
+
+    if scheduler_address:
+        with Client(scheduler_address) as client:
+            yield client
+        return
+    with (
+        LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            memory_limit=memory_limit,
+            dashboard_address=None,
+            processes=True,
+        ) as cluster,  # fmt: skip
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def aggregate(
+    rasters,
+    out: str | os.PathLike,
+    *,
+    regions: gpd.GeoDataFrame | None = None,
+    id_column: str = "region_id",
+    tile_size: int | None = None,
+    stats: tuple[str, ...] = ("mean",),
+    variables: list[str] | None = None,
+    weights_path: str | os.PathLike | None = None,
+    min_coverage: float = 0.5,
+    assume_crs: str | None = None,
+    combine: str = "auto",
+    progress: bool = True,
+) -> AggregateResult:
+    """Aggregate rasters to regions and write a ``(..., time, region)`` Zarr store.
+
+    Parameters
+    ----------
+    rasters : path, glob or list
+        Anything :func:`open_raster` takes.
+    out : path-like
+        The Zarr store to write (atomically).
+    regions : GeoDataFrame, optional
+        Polygons with ``id_column``; or give ``tile_size`` to aggregate to regular tiles.
+    stats : tuple of str
+        Statistics (see :func:`zonal_stats`).
+    variables : list of str, optional
+        Variables to aggregate (default: every gridded variable).
+    weights_path : path-like, optional
+        Reuse weights saved here when present; save them here otherwise.
+    progress : bool
+        Show a progress bar while computing.
+
+    Returns
+    -------
+    AggregateResult
+    """
+    import warnings
+
+    ds = open_raster(rasters, assume_crs=assume_crs, combine=combine)
+    if variables:
+        missing = [v for v in variables if v not in ds.data_vars]
+        if missing:
+            raise KeyError(
+                f"variables {missing} are not in the raster (has {list(ds.data_vars)}); check --var."
+            )
+        ds = ds[variables]
+    if (regions is None) == (tile_size is None):
+        raise ValueError(
+            "give either regions (--regions) or a tile size (--tiles), not both or neither."
+        )
+    if tile_size is not None:
+        from spatialmeta.raster.tiles import tile
+
+        regions, id_column = tile(ds, tile_size).regions, "region_id"
+    weights = None
+    wpath = Path(weights_path) if weights_path else None
+    if wpath is not None and wpath.exists():
+        weights = ZonalWeights.load(wpath)
+        if weights.shape != (ds.sizes[weights.dims[0]], ds.sizes[weights.dims[1]]) or len(
+            weights.region_ids
+        ) != len(regions):
+            raise ValueError(
+                f"weights in '{wpath}' were built for another grid or region set; delete the file to rebuild them."
+            )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if weights is None:
+            weights = zonal_weights(ds, regions, id_column=id_column)
+            if wpath is not None:
+                weights.save(wpath)
+    for w in caught:
+        warnings.warn(w.message, w.category, stacklevel=2)
+    result = zonal_stats(ds, weights, stats=stats, min_coverage=min_coverage)
+    result.attrs.update(
+        {"source": str(ds.attrs.get("source_path", rasters)), "Conventions": "CF-1.10"}
+    )
+    with _progress(progress):
+        result = result.compute()
+    write_zarr(result, out)
+    missing = [str(r) for r in weights.region_ids[weights.coverage == 0]]
+    return AggregateResult(Path(out), wpath, len(weights.region_ids), missing)
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool):
+    if not enabled:
+        yield
+        return
+    try:
+        from distributed import get_client
+
+        get_client()
+        distributed = True
+    except (ImportError, ValueError):
+        distributed = False
+    if distributed:
+        yield  # the distributed scheduler shows progress in its dashboard; stay quiet
+        return
+    from dask.diagnostics import ProgressBar
+
+    with ProgressBar(minimum=1.0):
+        yield

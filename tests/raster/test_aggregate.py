@@ -1,0 +1,189 @@
+import subprocess
+import sys
+
+import dask
+import numpy as np
+import pytest
+import xarray as xr
+
+from spatialmeta.data import synthetic_climate, synthetic_regions
+from spatialmeta.raster import (
+    RasterError,
+    aggregate,
+    dask_client,
+    open_raster,
+    write_netcdf,
+    zonal_stats,
+    zonal_weights,
+)
+
+
+@pytest.fixture(scope="module")
+def grid():
+    ds = synthetic_climate(bbox=(0, 40, 12, 48), resolution=0.5, years=1, seed=2)
+    regions = synthetic_regions((0, 40, 12, 48), 8, seed=2)
+    tas = ds.tas.copy()
+    tas[0, :4, :6] = np.nan  # some missing cells
+    return ds.assign(tas=tas), regions
+
+
+def test_stats_match_brute_force(grid):
+    ds, regions = grid
+    w = zonal_weights(ds, regions)
+    out = zonal_stats(
+        ds[["tas"]], w, stats=("mean", "std", "sum", "count", "min", "max"), min_coverage=0.0
+    )
+    frac = w.fraction.toarray()
+    area = w.cell_area
+    x = ds.tas.values.reshape(ds.sizes["time"], -1)
+    for r in range(len(regions)):
+        cov = frac[r] > 0
+        for t in (0, 5):
+            v, f, a = x[t, cov], frac[r, cov], area[cov]
+            ok = np.isfinite(v)
+            wt = f[ok] * a[ok]
+            mean = (wt * v[ok]).sum() / wt.sum()
+            std = np.sqrt((wt * (v[ok] - mean) ** 2).sum() / wt.sum())
+            np.testing.assert_allclose(out.tas_mean.values[t, r], mean, rtol=1e-10)
+            np.testing.assert_allclose(out.tas_std.values[t, r], std, rtol=1e-6)
+            np.testing.assert_allclose(out.tas_sum.values[t, r], (f[ok] * v[ok]).sum(), rtol=1e-10)
+            np.testing.assert_allclose(out.tas_count.values[t, r], f[ok].sum(), rtol=1e-12)
+            assert (
+                out.tas_min.values[t, r] == v[ok].min() and out.tas_max.values[t, r] == v[ok].max()
+            )
+
+
+def test_spatial_chunks_give_the_same_answer(grid):
+    ds, regions = grid
+    w = zonal_weights(ds, regions)
+    whole = zonal_stats(ds[["tas"]], w, stats=("mean", "max")).compute()
+    with dask.config.set(scheduler=_raise):
+        lazy = zonal_stats(
+            ds[["tas"]].chunk({"time": 5, "lat": 7, "lon": 9}), w, stats=("mean", "max")
+        )
+    chunked = lazy.compute()
+    np.testing.assert_allclose(chunked.tas_mean.values, whole.tas_mean.values, rtol=1e-12)
+    np.testing.assert_array_equal(chunked.tas_max.values, whole.tas_max.values)
+
+
+def _raise(*a, **k):
+    raise RuntimeError("computed too early")
+
+
+def test_min_coverage_masks_mostly_missing_regions(grid):
+    ds, regions = grid
+    w = zonal_weights(ds, regions)
+    tas = ds.tas.copy()
+    tas[1] = np.nan
+    tas[1, 0, 0] = 280.0
+    out = zonal_stats(tas.to_dataset(), w, min_coverage=0.5).tas.values
+    assert np.isnan(out[1]).all()
+
+
+def test_local_cluster_gives_identical_numbers(grid, tmp_path):
+    ds, regions = grid
+    p = write_netcdf(ds, tmp_path / "g.nc")
+    aggregate(p, tmp_path / "threads.zarr", regions=regions, stats=("mean", "max"), progress=False)
+    with dask_client(n_workers=2, memory_limit="1GB"):
+        aggregate(
+            p, tmp_path / "cluster.zarr", regions=regions, stats=("mean", "max"), progress=False
+        )
+    a, b = xr.open_zarr(tmp_path / "threads.zarr"), xr.open_zarr(tmp_path / "cluster.zarr")
+    for v in ("tas_mean", "tas_max", "pr_mean"):
+        np.testing.assert_array_equal(a[v].values, b[v].values)
+
+
+def test_weights_are_saved_and_reused(grid, tmp_path):
+    ds, regions = grid
+    p = write_netcdf(ds, tmp_path / "g.nc")
+    r1 = aggregate(
+        p, tmp_path / "a.zarr", regions=regions, weights_path=tmp_path / "w.npz", progress=False
+    )
+    assert r1.weights.exists()
+    mtime = r1.weights.stat().st_mtime_ns
+    aggregate(
+        p, tmp_path / "b.zarr", regions=regions, weights_path=tmp_path / "w.npz", progress=False
+    )
+    assert r1.weights.stat().st_mtime_ns == mtime
+    np.testing.assert_array_equal(
+        xr.open_zarr(tmp_path / "a.zarr").tas.values, xr.open_zarr(tmp_path / "b.zarr").tas.values
+    )
+    with pytest.raises(ValueError, match="another grid or region set"):
+        aggregate(
+            p,
+            tmp_path / "c.zarr",
+            regions=regions.iloc[:3],
+            weights_path=tmp_path / "w.npz",
+            progress=False,
+        )
+
+
+def test_members_and_time_pieces(tmp_path):
+    a = synthetic_climate(bbox=(0, 40, 4, 44), resolution=1, years=2, seed=1)
+    b = synthetic_climate(bbox=(0, 40, 4, 44), resolution=1, years=2, seed=2)
+    for name, d in (("run.m1.nc", a), ("run.m2.nc", b)):
+        write_netcdf(d, tmp_path / name)
+    ens = open_raster(str(tmp_path / "run.m*.nc"))
+    assert list(ens.member.values) == ["m1", "m2"] and ens.tas.dims[0] == "member"
+    np.testing.assert_array_equal(ens.tas.sel(member="m2").values, b.tas.values)
+    later = synthetic_climate(bbox=(0, 40, 4, 44), resolution=1, years=2, seed=1, start="1983-01")
+    write_netcdf(later, tmp_path / "piece2.nc")
+    write_netcdf(a, tmp_path / "piece1.nc")
+    whole = open_raster([tmp_path / "piece2.nc", tmp_path / "piece1.nc"])
+    assert whole.sizes["time"] == 48 and whole.time.to_index().is_monotonic_increasing
+    with pytest.raises(RasterError, match="overlap"):
+        open_raster([tmp_path / "piece1.nc", tmp_path / "run.m1.nc"], combine="time")
+    with pytest.raises(RasterError, match="different time axes: .*piece2.nc"):
+        open_raster([tmp_path / "piece1.nc", tmp_path / "piece2.nc"], combine="member")
+    coarse = synthetic_climate(bbox=(0, 40, 4, 44), resolution=2, years=2, seed=1)
+    write_netcdf(coarse, tmp_path / "coarse.nc")
+    with pytest.raises(RasterError, match="mismatched grids: .*coarse.nc"):
+        open_raster([tmp_path / "piece1.nc", tmp_path / "coarse.nc"])
+    with pytest.raises(RasterError, match="no file matches"):
+        open_raster(str(tmp_path / "nothing*.nc"))
+
+
+def test_time_units_made_explicit(tmp_path):
+    raw = xr.Dataset(
+        {"v": (("time", "lat", "lon"), np.zeros((3, 2, 2)))},
+        coords={
+            "time": ("time", [0, 1, 13], {"units": "months since 2000-01-01"}),
+            "lat": [0.5, 1.5],
+            "lon": [0.5, 1.5],
+        },
+    )
+    raw.to_netcdf(tmp_path / "months.nc")
+    ds = open_raster(tmp_path / "months.nc")
+    assert [str(t)[:10] for t in ds.time.values] == ["2000-01-01", "2000-02-01", "2001-02-01"]
+    assert "months since 2000-01-01" in ds.time.attrs["decoded_from"]
+    leap = raw.assign_coords(
+        time=("time", [0, 365, 730], {"units": "days since 2000-01-01", "calendar": "noleap"})
+    )
+    leap.to_netcdf(tmp_path / "noleap.nc")
+    assert [str(t)[:10] for t in open_raster(tmp_path / "noleap.nc").time.values] == [
+        "2000-01-01",
+        "2001-01-01",
+        "2002-01-01",
+    ]
+
+
+def test_cli_aggregate_tiles_and_errors(tmp_path, grid):
+    ds, regions = grid
+    p = write_netcdf(ds, tmp_path / "g.nc")
+    out = tmp_path / "tiles.zarr"
+    proc = subprocess.run(
+        [sys.executable, "-m", "spatialmeta.cli", "aggregate", str(p), "--tiles", "4", "--out", str(out),
+         "--local-threads", "--no-progress"], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    agg = xr.open_zarr(out)
+    assert agg.sizes["region"] == 4 * 6  # 16x24 cells in 4x4 tiles
+    bad = tmp_path / "bad.nc"
+    bad.write_bytes(b"garbage")
+    proc = subprocess.run(
+        [sys.executable, "-m", "spatialmeta.cli", "aggregate", str(bad), "--tiles", "4", "--out",
+         str(tmp_path / "x.zarr"), "--local-threads"], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert proc.stderr.strip().startswith("error: cannot read raster") and "bad.nc" in proc.stderr
+    assert "Traceback" not in proc.stderr
