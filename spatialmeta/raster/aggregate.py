@@ -158,29 +158,30 @@ def aggregate(
     result.attrs.update(
         {"source": str(ds.attrs.get("source_path", rasters)), "Conventions": "CF-1.10"}
     )
-    with _progress(progress):
-        result = result.compute()
+    result = _compute(result, progress)
     write_zarr(result, out)
     missing = [str(r) for r in weights.region_ids[weights.coverage == 0]]
     return AggregateResult(Path(out), wpath, len(weights.region_ids), missing)
 
 
-@contextlib.contextmanager
-def _progress(enabled: bool):
-    if not enabled:
-        yield
-        return
+def _compute(result, progress: bool):
+    """Compute on the active scheduler, with a progress bar (dask's, or distributed's)."""
     try:
         from distributed import get_client
 
-        get_client()
-        distributed = True
+        client = get_client()
     except (ImportError, ValueError):
-        distributed = False
-    if distributed:
-        yield  # the distributed scheduler shows progress in its dashboard; stay quiet
-        return
-    from dask.diagnostics import ProgressBar
+        client = None
+    if client is None:
+        if not progress:
+            return result.compute()
+        from dask.diagnostics import ProgressBar
 
-    with ProgressBar(minimum=1.0):
-        yield
+        with ProgressBar(minimum=1.0):
+            return result.compute()
+    future = client.compute(result)
+    if progress:
+        from distributed import progress as show_progress
+
+        show_progress(future)
+    return future.result()

@@ -214,7 +214,8 @@ def _open_one(p: Path, *, format, chunks, assume_crs, times, calendar, time_unit
             ds = xr.open_dataset(p, chunks=chunks, decode_coords="all", decode_times=False)
             ds = decode_time(ds, source=str(p), calendar=calendar, units=time_units)
         elif fmt == "zarr":
-            ds = xr.open_zarr(p, chunks=chunks, decode_coords="all")
+            # "auto" keeps the stored chunks (dask's own auto-chunking splits them)
+            ds = xr.open_zarr(p, chunks={} if chunks == "auto" else chunks, decode_coords="all")
         elif fmt == "geotiff":
             ds = _open_geotiff(p, chunks, times)
         elif fmt == "grib":

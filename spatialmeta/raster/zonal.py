@@ -19,7 +19,9 @@ polygon edges.
 
 from __future__ import annotations
 
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import dask
@@ -49,7 +51,7 @@ __all__ = [
     "STATS",
 ]
 
-STATS = ("mean", "sum", "min", "max", "std", "count")
+STATS = ("mean", "sum", "min", "max", "std", "count", "quantile")
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,20 @@ class ZonalWeights:
         )
 
 
+def _threaded(func, *arrays, min_size: int = 4096):
+    """Apply a vectorized shapely function over array pieces in threads (shapely releases the GIL)."""
+    n = len(arrays[0])
+    workers = min(os.cpu_count() or 1, 8)
+    if workers < 2 or n < min_size:
+        return func(*arrays)
+    bounds = np.linspace(0, n, workers + 1).astype(int)
+    with ThreadPoolExecutor(workers) as pool:
+        parts = pool.map(
+            lambda i: func(*(a[bounds[i] : bounds[i + 1]] for a in arrays)), range(workers)
+        )
+        return np.concatenate(list(parts))
+
+
 def _boxes(yb: np.ndarray, xb: np.ndarray, r0, r1, c0, c1) -> np.ndarray:
     """Boxes covering cell index ranges ``[r0, r1) x [c0, c1)`` (arrays), from cell bounds."""
     ylo, yhi = yb.min(axis=1), yb.max(axis=1)
@@ -173,8 +189,8 @@ def _coverage_pairs(geoms: np.ndarray, yb: np.ndarray, xb: np.ndarray):
         boxes = _boxes(yb, xb, r0, r1, c0, c1)
         # classify against the whole (prepared) polygon: a clipped piece has artificial
         # edges along its block that would make interior cells look like boundary cells
-        inside = shapely.contains_properly(geoms[poly], boxes)
-        touch = ~inside & shapely.intersects(geoms[poly], boxes)
+        inside = _threaded(shapely.contains_properly, geoms[poly], boxes)
+        touch = ~inside & _threaded(shapely.intersects, geoms[poly], boxes)
         if inside.any():  # every cell of an interior block is fully covered
             ow, ir0, _ = _split(r0[inside], r1[inside], 1)
             ow2, jc0, _ = _split(c0[inside][ow], c1[inside][ow], 1)
@@ -187,7 +203,7 @@ def _coverage_pairs(geoms: np.ndarray, yb: np.ndarray, xb: np.ndarray):
         # clipping costs a fixed overhead per call plus the piece's vertex count: clip to
         # the block only while pieces are still large, and always at single cells
         if step == 1 or shapely.get_num_coordinates(piece).mean() > 48:
-            piece = shapely.intersection(piece, boxes)
+            piece = _threaded(shapely.intersection, piece, boxes)
         if step == 1:  # single boundary cells: the clipped piece is the covered part
             area = shapely.area(piece)
             keep = area > 0
@@ -332,33 +348,48 @@ def _block_weights(weights: ZonalWeights, ychunks, xchunks) -> dict:
     return out
 
 
+_SLAB_BYTES = 32 * 2**20  # float64 temporaries per slab of time steps
+
+
+def _slabs(n_steps: int, n_cells: int) -> tuple[range, int]:
+    """Start indices of time slabs whose float64 temporaries stay under ``_SLAB_BYTES``."""
+    step = max(1, _SLAB_BYTES // (8 * max(n_cells, 1)))
+    return range(0, n_steps, step), step
+
+
 def _partial(block, bw, stats: tuple[str, ...], block_info=None):
-    """Partial sums (and extremes) of one block: ``(t, 1, 1, n_regions, n_fields)``."""
+    """Partial sums of one block: ``(t, 1, 1, n_regions, n_fields)``.
+
+    The block is processed in slabs of time steps so that the float64 temporaries of the
+    sparse products stay small next to the block itself (memory stays bounded per worker).
+    """
     loc = block_info[0]["chunk-location"]
     frac, w = bw[(loc[-2], loc[-1])]
     lead = block.shape[:-2]
-    # no float64 copy of the block: scipy accumulates float32 values in float64 weights
-    x = block.reshape(-1, block.shape[-2] * block.shape[-1])
-    valid = np.isfinite(x)
-    all_valid = bool(valid.all())
-    xz = x if all_valid else np.where(valid, x, 0.0)
-    fields = []
-    den = None
-    if all_valid:
-        den_full = np.asarray(w.sum(axis=1)).ravel()
-        den = np.broadcast_to(den_full, (x.shape[0], w.shape[0]))
-    else:
-        den = (w @ valid.T.astype(np.float64)).T
-    fields.append(den)
-    fields.append((w @ xz.T).T)
-    if "std" in stats:
-        x64 = xz.astype(np.float64)  # squares in float32 lose the variance to cancellation
-        fields.append((w @ (x64 * x64).T).T)
-    if "sum" in stats:
-        fields.append((frac @ xz.T).T)
-    if "count" in stats:
-        fields.append((frac @ valid.T.astype(np.float64)).T)
-    out = np.stack(fields, axis=-1)
+    x_all = block.reshape(-1, block.shape[-2] * block.shape[-1])
+    nfield = 2 + ("std" in stats) + ("sum" in stats) + ("count" in stats)
+    out = np.empty((x_all.shape[0], w.shape[0], nfield))
+    den_full = np.asarray(w.sum(axis=1)).ravel()
+    starts, step = _slabs(x_all.shape[0], x_all.shape[1])
+    for s0 in starts:  # slabs of time steps, each one array-at-a-time
+        x = x_all[s0 : s0 + step]
+        valid = np.isfinite(x)
+        all_valid = bool(valid.all())
+        # no float64 copy of the values: scipy accumulates them in float64 weights
+        xz = x if all_valid else np.where(valid, x, 0.0)
+        o = out[s0 : s0 + step]
+        o[..., 0] = den_full if all_valid else (w @ valid.T.astype(np.float64)).T
+        o[..., 1] = (w @ xz.T).T
+        k = 2
+        if "std" in stats:
+            x64 = xz.astype(np.float64)  # squares in float32 lose the variance to cancellation
+            o[..., k] = (w @ (x64 * x64).T).T
+            k += 1
+        if "sum" in stats:
+            o[..., k] = (frac @ xz.T).T
+            k += 1
+        if "count" in stats:
+            o[..., k] = (frac @ valid.T.astype(np.float64)).T
     return out.reshape(lead + (1, 1) + out.shape[-2:])
 
 
@@ -367,18 +398,60 @@ def _extreme(block, bw, which: str, block_info=None):
     loc = block_info[0]["chunk-location"]
     frac, _ = bw[(loc[-2], loc[-1])]
     lead = block.shape[:-2]
-    x = block.reshape(-1, block.shape[-2] * block.shape[-1])
+    x_all = block.reshape(-1, block.shape[-2] * block.shape[-1])
     fill = np.inf if which == "min" else -np.inf
-    out = np.full((x.shape[0], frac.shape[0]), fill)
-    counts = np.diff(frac.indptr)
-    has = counts > 0
+    out = np.full((x_all.shape[0], frac.shape[0]), fill)
+    has = np.diff(frac.indptr) > 0
     if has.any():
-        vals = x[:, frac.indices].astype(np.float64)  # (t, nnz) covered cells, region-major
-        vals = np.where(np.isfinite(vals), vals, fill)
-        starts = frac.indptr[:-1][has]
+        starts_r = frac.indptr[:-1][has]
         red = np.minimum.reduceat if which == "min" else np.maximum.reduceat
-        out[:, has] = red(vals, starts, axis=1)
+        starts, step = _slabs(x_all.shape[0], frac.nnz)
+        for s0 in starts:
+            vals = x_all[s0 : s0 + step][:, frac.indices].astype(np.float64)  # region-major
+            vals = np.where(np.isfinite(vals), vals, fill)
+            out[s0 : s0 + step, has] = red(vals, starts_r, axis=1)
     return out.reshape(lead + (1, 1, frac.shape[0]))
+
+
+def _quantile_block(block, bw, q: np.ndarray, block_info=None):
+    """Weighted quantiles of each region's cells (whole grid in one block): ``(t, n_regions, nq)``.
+
+    Inverse of the coverage-×-area weighted CDF (the smallest value whose cumulative weight
+    reaches ``q``; NaN cells carry no weight), for all regions and time steps at once:
+    values are sorted within each region's segment of the sparse pattern by two stable
+    sorts along the segment axis, and the rank reaching ``q`` is counted per segment.
+    """
+    frac, w = bw[(0, 0)]
+    x_all = block.reshape(-1, block.shape[-2] * block.shape[-1])
+    nreg = frac.shape[0]
+    out = np.full((x_all.shape[0], nreg, len(q)), np.nan)
+    counts = np.diff(w.indptr)
+    has = counts > 0
+    if not has.any():
+        return out
+    seg = np.repeat(np.arange(nreg), counts)
+    starts, step = _slabs(x_all.shape[0], w.nnz * 4)
+    for s0 in starts:
+        vals = x_all[s0 : s0 + step][:, w.indices].astype(np.float64)  # (t, nnz)
+        wts = np.where(np.isfinite(vals), w.data[None, :], 0.0)
+        vals = np.where(np.isfinite(vals), vals, np.inf)
+        o1 = np.argsort(vals, axis=1, kind="stable")
+        o2 = np.argsort(seg[o1], axis=1, kind="stable")
+        order = np.take_along_axis(o1, o2, axis=1)  # region-major, ascending within region
+        v = np.take_along_axis(vals, order, axis=1)
+        cw = np.cumsum(np.take_along_axis(wts, order, axis=1), axis=1)
+        seg_start = w.indptr[:-1][has]
+        before = np.concatenate([np.zeros((len(v), 1)), cw], axis=1)[:, seg_start]  # (t, R')
+        total = np.add.reduceat(np.take_along_axis(wts, order, axis=1), seg_start, axis=1)
+        rel = (cw - np.repeat(before, counts[has], axis=1)) / np.repeat(
+            np.where(total > 0, total, 1.0), counts[has], axis=1
+        )
+        for j, qj in enumerate(q):  # a handful of quantile levels
+            below = np.add.reduceat((rel < qj - 1e-12).astype(np.int64), seg_start, axis=1)
+            idx = seg_start[None, :] + np.minimum(below, counts[has][None, :] - 1)
+            got = np.take_along_axis(v, idx, axis=1)
+            out[s0 : s0 + step, has, j] = np.where((total > 0) & np.isfinite(got), got, np.nan)
+    return out
 
 
 def zonal_stats(
@@ -386,6 +459,7 @@ def zonal_stats(
     weights: ZonalWeights,
     *,
     stats: tuple[str, ...] = ("mean",),
+    quantiles: tuple[float, ...] = (0.1, 0.5, 0.9),
     min_coverage: float = 0.5,
     region_dim: str = "region",
 ) -> xr.Dataset:
@@ -401,7 +475,11 @@ def zonal_stats(
     stats : tuple of str
         Any of ``mean`` (area-weighted), ``std`` (area-weighted, population), ``sum``
         (values × coverage fraction, as exactextract), ``count`` (covered valid cells,
-        fractional), ``min`` and ``max`` (over cells at least partly covered).
+        fractional), ``min`` and ``max`` (over cells at least partly covered), and
+        ``quantile`` (coverage-×-area weighted, inverse CDF; needs the whole grid of a time
+        step in memory, so the raster is rechunked to whole grids for it).
+    quantiles : tuple of float
+        Levels for ``quantile`` (a ``quantile`` dimension in the output).
     min_coverage : float
         A region's ``mean``/``std`` at a time step is NaN when its valid (non-NaN) weight is
         below this fraction of its full weight; otherwise weights are renormalized over the
@@ -427,6 +505,9 @@ def zonal_stats(
     unknown = [s for s in stats if s not in STATS]
     if unknown or not stats:
         raise ValueError(f"unknown statistics {unknown}; choose from {STATS}.")
+    q = np.asarray(quantiles, dtype=float)
+    if "quantile" in stats and (q.size == 0 or (q < 0).any() or (q > 1).any()):
+        raise ValueError(f"`quantiles` must lie in [0, 1]; got {list(quantiles)}.")
     ds = obj.to_dataset() if isinstance(obj, xr.DataArray) else obj
     ydim, xdim = weights.dims
     if (ds.sizes.get(ydim), ds.sizes.get(xdim)) != weights.shape:
@@ -439,7 +520,7 @@ def zonal_stats(
         raise ValueError(f"no variable ends with the spatial dims ({ydim}, {xdim}).")
     out = {}
     for name in names:
-        out.update(_stats_of(ds[name], weights, stats, min_coverage, region_dim))
+        out.update(_stats_of(ds[name], weights, stats, min_coverage, region_dim, q))
     result = xr.Dataset(out)
     result = result.assign_coords({region_dim: weights.region_ids.astype(str)})
     result[region_dim].attrs["long_name"] = "region id"
@@ -449,7 +530,7 @@ def zonal_stats(
     return result
 
 
-def _stats_of(da, weights, stats, min_coverage, region_dim) -> dict:
+def _stats_of(da, weights, stats, min_coverage, region_dim, q=None) -> dict:
     ydim, xdim = weights.dims
     lead_dims = da.dims[:-2]
     data = da.data if isinstance(da.data, dsa.Array) else dsa.from_array(da.values, chunks=-1)
@@ -496,6 +577,13 @@ def _stats_of(da, weights, stats, min_coverage, region_dim) -> dict:
             )  # fmt: skip
             red = ext.min(axis=(1, 2)) if which == "min" else ext.max(axis=(1, 2))
             fields[which] = dsa.where(dsa.isfinite(red), red, np.nan)
+    if "quantile" in stats:
+        whole = data.rechunk({1: -1, 2: -1})
+        bw1 = dask.delayed(_block_weights(weights, whole.chunks[1], whole.chunks[2]), pure=True)
+        fields["quantile"] = dsa.map_blocks(
+            _quantile_block, whole, bw1, q, chunks=(whole.chunks[0], (nreg,), (len(q),)),
+            drop_axis=[1, 2], new_axis=[1, 2], dtype=np.float64, meta=np.empty((0, 0, 0)),
+        )  # fmt: skip
     shape_lead = tuple(da.sizes[d] for d in lead_dims)
     attrs = {k_: v for k_, v in da.attrs.items() if k_ in ("units", "standard_name", "long_name")}
     coords = {d: da[d] for d in lead_dims if d in da.coords}
@@ -505,15 +593,20 @@ def _stats_of(da, weights, stats, min_coverage, region_dim) -> dict:
     out = {}
     only_mean = tuple(stats) == ("mean",)
     for stat, arr in fields.items():
-        arr = arr[0] if squeeze else arr.reshape(shape_lead + (nreg,))
+        extra = (len(q),) if stat == "quantile" else ()
+        arr = arr[0] if squeeze else arr.reshape(shape_lead + (nreg,) + extra)
         a = dict(attrs)
         a["cell_methods"] = (
-            f"area: {stat}" if stat in ("mean", "std", "min", "max", "sum") else "area: count"
+            "area: count"
+            if stat == "count"
+            else f"area: {'percentile' if stat == 'quantile' else stat}"
         )
         if stat == "count":
             a["units"] = "1"
         key = da.name if only_mean else f"{da.name}_{stat}"
-        out[key] = xr.DataArray(arr, dims=lead_dims + (region_dim,), coords=coords, attrs=a)
+        dims = lead_dims + (region_dim,) + (("quantile",) if stat == "quantile" else ())
+        c = dict(coords, quantile=("quantile", q)) if stat == "quantile" else coords
+        out[key] = xr.DataArray(arr, dims=dims, coords=c, attrs=a)
     return out
 
 

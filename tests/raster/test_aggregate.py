@@ -187,3 +187,64 @@ def test_cli_aggregate_tiles_and_errors(tmp_path, grid):
     assert proc.returncode != 0
     assert proc.stderr.strip().startswith("error: cannot read raster") and "bad.nc" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_weighted_quantiles_match_brute_force(grid):
+    ds, regions = grid
+    w = zonal_weights(ds, regions)
+    q = (0.0, 0.1, 0.5, 0.9, 1.0)
+    out = zonal_stats(
+        ds[["tas"]].chunk({"time": 4, "lat": 5}), w, stats=("quantile", "min"), quantiles=q
+    ).compute()
+    assert out.tas_quantile.dims == ("time", "region", "quantile")
+    wt_all = w.matrix.toarray()
+    x = ds.tas.values.reshape(ds.sizes["time"], -1)
+    for r in range(len(regions)):
+        cov = wt_all[r] > 0
+        for t in (0, 7):
+            v, wt = x[t, cov], wt_all[r, cov]
+            ok = np.isfinite(v)
+            order = np.argsort(v[ok], kind="stable")
+            vs, cw = v[ok][order], np.cumsum(wt[ok][order]) / wt[ok].sum()
+            for j, qj in enumerate(q):
+                expected = vs[min(np.searchsorted(cw, qj - 1e-12, side="left"), len(vs) - 1)]
+                assert out.tas_quantile.values[t, r, j] == expected, (r, t, qj)
+    np.testing.assert_array_equal(out.tas_quantile.sel(quantile=0.0).values, out.tas_min.values)
+    with pytest.raises(ValueError, match=r"`quantiles` must lie in \[0, 1\]"):
+        zonal_stats(ds[["tas"]], w, stats=("quantile",), quantiles=(1.5,))
+
+
+def test_polygon_smaller_than_a_cell(grid):
+    import geopandas as gpd
+    import shapely
+
+    ds, _ = grid
+    tiny = gpd.GeoDataFrame({"region_id": ["tiny", "straddle"]},
+                            geometry=[shapely.box(3.1, 41.1, 3.2, 41.2), shapely.box(2.95, 41.45, 3.05, 41.55)],
+                            crs="EPSG:4326")  # fmt: skip
+    w = zonal_weights(ds, tiny)
+    assert w.fraction[0].nnz == 1 and w.fraction[1].nnz == 4  # inside one cell; across four
+    np.testing.assert_allclose(w.coverage, 1.0)
+    iy = int(np.argmin(np.abs(ds.lat.values - 41.25)))  # the cell holding the tiny box
+    ix = int(np.argmin(np.abs(ds.lon.values - 3.25)))
+    got = zonal_stats(ds[["tas"]], w).tas.values[:, 0]
+    np.testing.assert_array_equal(got, ds.tas.values[:, iy, ix].astype(np.float64))
+
+
+def test_scheduler_address_path(grid, tmp_path):
+    from distributed import LocalCluster
+
+    ds, regions = grid
+    p = write_netcdf(ds, tmp_path / "g.nc")
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster:
+        with dask_client(cluster.scheduler_address) as client:
+            assert client.scheduler.address == cluster.scheduler_address
+            aggregate(p, tmp_path / "addr.zarr", regions=regions, progress=False)
+    assert xr.open_zarr(tmp_path / "addr.zarr").sizes["region"] == len(regions)
+
+
+def test_zarr_v2_store_opens(grid, tmp_path):
+    ds, _ = grid
+    ds.to_zarr(tmp_path / "v2.zarr", zarr_format=2, consolidated=True)
+    back = open_raster(tmp_path / "v2.zarr")
+    np.testing.assert_array_equal(back.tas.values, ds.tas.values)
