@@ -35,6 +35,9 @@ class LearnConfig:
         Validate every ``val_every`` episodes; stop after ``patience`` checks without gain.
     seed : int
         Seed for initialization and episode sampling.
+    subgraph_hops : int, optional
+        Compute each meta-batch on the task regions' k-hop neighbourhood instead of the
+        whole graph (1 covers the backbone's single graph layer exactly); for large graphs.
     """
 
     lags: int = 12
@@ -49,6 +52,7 @@ class LearnConfig:
     val_every: int = 20
     patience: int = 6
     seed: int = 0
+    subgraph_hops: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

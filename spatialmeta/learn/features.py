@@ -61,10 +61,12 @@ def origin_batch(
     *,
     lags: int,
     horizon: int,
+    regions: np.ndarray | None = None,
 ) -> OriginBatch:
     """Gather lag windows and targets for ``origins`` (time indices) for every region at once.
 
-    ``known`` is the ``(R, T)`` mask of values available at this stage (from
+    ``regions`` restricts the batch to some regions (rows of ``known`` and ``norm`` are
+    those of the whole task set). ``known`` is the ``(R, T)`` mask of values available at this stage (from
     :meth:`RegionSplit.known`, cut at ``test_start`` while training). A lag value is used
     only if known — and since the lags of origin ``o`` are ``o-L .. o-1``, nothing at or
     after the origin ever enters the inputs. Targets are ``o .. o+H-1``, masked where
@@ -73,11 +75,12 @@ def origin_batch(
     origins = np.asarray(origins, dtype=np.int64)
     if origins.min() < lags:
         raise ValueError(f"origin {origins.min()} has fewer than {lags} lags before it.")
-    r, t = tasks.series.shape
-    known = known & np.isfinite(tasks.series)
-    z = np.where(known, (tasks.series - norm.mean[:, None]) / norm.std[:, None], 0.0).astype(
-        np.float32
-    )
+    series, mean, std = tasks.series, norm.mean, norm.std
+    if regions is not None:  # only these regions (a subgraph), in this order
+        series, known, mean, std = series[regions], known[regions], mean[regions], std[regions]
+    r, t = series.shape
+    known = known & np.isfinite(series)
+    z = np.where(known, (series - mean[:, None]) / std[:, None], 0.0).astype(np.float32)
     pad = np.zeros((r, horizon), dtype=np.float32)
     zp = np.concatenate([z, pad], axis=1)
     kp = np.concatenate([known, np.zeros((r, horizon), dtype=bool)], axis=1)

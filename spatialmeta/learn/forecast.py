@@ -12,6 +12,7 @@ from spatialmeta.learn.features import origin_batch, window_stats
 from spatialmeta.learn.meta import RidgeMetaLearner
 from spatialmeta.learn.train import standardized_covariates
 from spatialmeta.tasks.region import RegionSplit, RegionTaskSet
+from spatialmeta.tasks.sampling import support_query_origins
 
 __all__ = ["Forecast", "forecast_heldout", "test_origins"]
 
@@ -80,7 +81,7 @@ def forecast_heldout(
     with torch.no_grad():
         coef = None
         if adapt:
-            sup = np.arange(t0 - S + L, t0 - H + 1)
+            sup, _ = support_query_origins(t0, S, L, H, 0)
             b = origin_batch(tasks, known, sup, norm, lags=L, horizon=H)
             f = learner.backbone.features(b.lags, b.lag_mask, b.calendar, covariates, ei)[
                 :, hi

@@ -17,6 +17,7 @@ from spatialmeta.learn.features import origin_batch, window_stats
 from spatialmeta.learn.meta import RidgeMetaLearner
 from spatialmeta.learn.model import GraphForecaster
 from spatialmeta.tasks.region import RegionSplit, RegionTaskSet
+from spatialmeta.tasks.sampling import EpisodeSampler, batch_subgraph, support_query_origins
 
 __all__ = ["TrainResult", "meta_train", "gaussian_nll", "standardized_covariates", "episode_loss"]
 
@@ -61,19 +62,25 @@ def episode_loss(
 ) -> torch.Tensor:
     """Loss of one meta-batch: tasks ``task_idx`` with support window ``[s - support, s)``.
 
-    One graph forward covers every support and query origin for all regions; the ridge
-    head is then adapted for all tasks of the batch in one batched solve.
+    One graph forward covers every support and query origin — for all regions, or, with
+    ``config.subgraph_hops``, for the task regions' neighbourhood only (identical task
+    features when the hops cover the backbone's message passing); the ridge head is then
+    adapted for all tasks of the batch in one batched solve.
     """
     L, H, Q = config.lags, config.horizon, config.query
-    sup = np.arange(s - support + L, s - H + 1)
-    qry = np.arange(s, s + Q)
+    sup, qry = support_query_origins(s, support, L, H, Q)
     norm = window_stats(tasks.series, known, s - support, s)
-    batch = origin_batch(tasks, known, np.concatenate([sup, qry]), norm, lags=L, horizon=H)
-    feats = learner.backbone.features(
-        batch.lags, batch.lag_mask, batch.calendar, covariates, tasks.graph.data.edge_index
-    )  # (O, R, d)
+    edge_index = tasks.graph.data.edge_index
+    regions, cov, ti = None, covariates, torch.as_tensor(task_idx)
+    if config.subgraph_hops is not None:
+        subset, edge_index, ti = batch_subgraph(
+            edge_index, task_idx, config.subgraph_hops, tasks.n_regions
+        )
+        regions, cov = subset.numpy(), covariates[subset]
+    origins = np.concatenate([sup, qry])
+    batch = origin_batch(tasks, known, origins, norm, lags=L, horizon=H, regions=regions)
+    feats = learner.backbone.features(batch.lags, batch.lag_mask, batch.calendar, cov, edge_index)
     ns = len(sup)
-    ti = torch.as_tensor(task_idx)
     f = feats[:, ti].transpose(0, 1)  # (B, O, d)
     y = batch.target[:, ti].transpose(0, 1)
     m = batch.target_mask[:, ti].transpose(0, 1).float()
@@ -134,10 +141,11 @@ def meta_train(
     known = split.known(tasks.n_time)
     known[:, t0:] = False  # nothing from the test period while training
     covariates = standardized_covariates(tasks)
-    train_idx = np.flatnonzero(~split.held_out)
+    train_idx = np.flatnonzero(split.training)
     n_val = max(1, int(round(config.val_fraction * len(train_idx))))
     val_idx = np.sort(rng.choice(train_idx, size=n_val, replace=False))
     fit_idx = np.setdiff1d(train_idx, val_idx)
+    sampler = EpisodeSampler(fit_idx, (s_lo, s_hi), config.meta_batch, seed=config.seed + 1)
     val_s = [s for s in (s_hi, s_hi - Q, s_hi - 2 * Q) if s >= s_lo] or [s_hi]
 
     backbone = GraphForecaster(
@@ -151,10 +159,9 @@ def meta_train(
     bar = _progress(config.episodes, progress)
     for episode in range(1, config.episodes + 1):
         learner.train()
-        s = int(rng.integers(s_lo, s_hi + 1))
-        batch = rng.choice(fit_idx, size=min(config.meta_batch, len(fit_idx)), replace=False)
+        ep = sampler.next()
         loss = episode_loss(
-            learner, tasks, known, covariates, batch, s, S, config, global_weight=0.3
+            learner, tasks, known, covariates, ep.tasks, ep.s, S, config, global_weight=0.3
         )
         opt.zero_grad()
         loss.backward()

@@ -83,6 +83,12 @@ class StudyTaskSet:
             measure,
         )
 
+    def to_parquet(self, path) -> None:
+        """Save to Parquet (see :func:`spatialmeta.tasks.load_study_tasks`)."""
+        from spatialmeta.tasks.io import save_study_tasks
+
+        save_study_tasks(self, path)
+
     def estimates(self) -> Estimates:
         """Effect, variance, labels and moderators, as pooling reads them."""
         return Estimates(self.yi, self.vi, self.labels, self.mods, self.measure)
