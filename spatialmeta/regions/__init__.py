@@ -1,5 +1,21 @@
 """Polygons and the graphs between them."""
 
-from spatialmeta.regions.graph import RegionGraph, contiguity_graph, haversine_km
+from spatialmeta.regions.graph import (
+    EDGE_FEATURES,
+    RegionGraph,
+    contiguity_graph,
+    distance_band_graph,
+    grid_graph,
+    haversine_km,
+    knn_graph,
+)
 
-__all__ = ["RegionGraph", "contiguity_graph", "haversine_km"]
+__all__ = [
+    "EDGE_FEATURES",
+    "RegionGraph",
+    "contiguity_graph",
+    "distance_band_graph",
+    "grid_graph",
+    "haversine_km",
+    "knn_graph",
+]

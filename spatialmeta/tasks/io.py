@@ -52,6 +52,7 @@ def save_region_tasks(tasks: RegionTaskSet, path: str | os.PathLike) -> Path:
         ds["island"] = ("region", g.data.island.numpy())
         ds.attrs["node_features"] = json.dumps(list(g.node_features))
         ds.attrs["edge_features"] = json.dumps(list(g.edge_features))
+        ds.attrs["directed"] = int(g.directed)
     return write_zarr(ds, path)
 
 
@@ -78,6 +79,7 @@ def load_region_tasks(path: str | os.PathLike) -> RegionTaskSet:
             ids,
             tuple(json.loads(ds.attrs["node_features"])),
             tuple(json.loads(ds.attrs["edge_features"])),
+            bool(ds.attrs.get("directed", 0)),
         )
     return RegionTaskSet(
         series=ds.series.values,

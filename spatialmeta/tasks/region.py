@@ -81,7 +81,11 @@ def subgraph(graph: RegionGraph, keep: np.ndarray) -> RegionGraph:
     kept = {k: d[k][mask] for k in ("x", "pos", "island") if k in d}
     data = Data(edge_index=ei, edge_attr=ea, num_nodes=int(mask.sum()), **kept)
     return RegionGraph(
-        data, graph.region_ids[mask.numpy()], graph.node_features, graph.edge_features
+        data,
+        graph.region_ids[mask.numpy()],
+        graph.node_features,
+        graph.edge_features,
+        graph.directed,
     )
 
 

@@ -167,3 +167,23 @@ def test_support_must_hold_lags_and_horizon():
     )
     with pytest.raises(ValueError, match="must hold at least lags \\+ horizon = 15"):
         meta_train(tasks, split, LearnConfig(), progress=False)
+
+
+def test_per_task_normalization_is_undone_on_output():
+    from spatialmeta.learn import forecast_heldout
+
+    tasks = _tasks(n_time=144)
+    held = spatial_holdout(tasks.n_regions, 0.25, seed=0)
+    split = tasks.split(held_out=held, test_start=tasks.time[120], support=24)
+    cfg = LearnConfig(episodes=5, val_every=5, hidden=8, meta_batch=4, seed=0)
+    result = meta_train(tasks, split, cfg, progress=False)
+    base = forecast_heldout(result.learner, tasks, split, cfg)
+    # rescale and shift every region's series (°C → °F, say): normalized inputs are unchanged,
+    # so the forecasts must be the same affine map of the original forecasts
+    scaled = RegionTaskSet(
+        tasks.series * 1.8 + 32.0, tasks.time, tasks.region_ids, tasks.covariates,
+        tasks.covariate_names, tasks.graph,
+    )  # fmt: skip
+    moved = forecast_heldout(result.learner, scaled, split, cfg)
+    np.testing.assert_allclose(moved.mean, base.mean * 1.8 + 32.0, rtol=1e-5)
+    np.testing.assert_allclose(moved.std, base.std * 1.8, rtol=1e-4)

@@ -6,6 +6,7 @@ import shapely
 from spatialmeta.data import synthetic_regions
 from spatialmeta.regions import contiguity_graph, haversine_km
 from tests.conftest import shared_path
+from tests.regions.test_graph_builders import assert_graph_invariants
 
 
 def _edges(graph):
@@ -24,10 +25,13 @@ def test_contiguity_matches_libpysal_on_us_states(rook):
     theirs = set(zip(adj.iloc[:, 0], adj.iloc[:, 1], strict=True))
     assert _edges(ours) == theirs
     assert not ours.data.island.any()
+    assert_graph_invariants(ours, states, id_column="STATE_NAME")
 
 
 def test_graph_is_symmetric_with_consistent_attributes():
-    g = contiguity_graph(synthetic_regions((0, 40, 20, 55), 30, seed=1))
+    regions = synthetic_regions((0, 40, 20, 55), 30, seed=1)
+    g = contiguity_graph(regions)
+    assert_graph_invariants(g, regions)
     e = _edges(g)
     assert all((b, a) in e for a, b in e)
     src, dst = g.data.edge_index.numpy()
@@ -65,6 +69,7 @@ def test_islands_linked_to_nearest_and_flagged():
     ]
     frame = gpd.GeoDataFrame({"region_id": list("abcd")}, geometry=boxes, crs="EPSG:4326")
     g = contiguity_graph(frame, island_neighbours=1)
+    assert_graph_invariants(g, frame)
     assert g.data.island.tolist() == [False, False, True, True]
     e = _edges(g)
     assert ("c", "b") in e and ("d", "c") in e and ("b", "c") in e

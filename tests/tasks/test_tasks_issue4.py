@@ -176,3 +176,22 @@ def test_region_trend_estimates_and_pooling(tasks):
     assert pooled.ci_lb < float(np.mean(trend * 120)) < pooled.ci_ub
     assert pooled.tau2 > 0  # trends truly differ between regions
     assert list(est.mods.columns) == list(ts.covariate_names)
+
+
+def test_directed_knn_graph_survives_subsetting_and_zarr(tasks, tmp_path):
+    from spatialmeta.data import synthetic_regions
+    from spatialmeta.regions import knn_graph
+    from spatialmeta.tasks import subgraph
+
+    regions = synthetic_regions((0, 40, 30, 60), 40, seed=1)
+    g = knn_graph(regions, 3, symmetric=False)
+    assert g.directed
+    keep = np.ones(g.num_nodes, bool)
+    keep[:5] = False
+    assert subgraph(g, keep).directed
+    ts, _ = tasks
+    directed_ts = RegionTaskSet(
+        ts.series, ts.time, ts.region_ids, ts.covariates, ts.covariate_names, g
+    )
+    directed_ts.to_zarr(tmp_path / "d.zarr")
+    assert load_region_tasks(tmp_path / "d.zarr").graph.directed
