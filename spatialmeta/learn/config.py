@@ -38,6 +38,8 @@ class LearnConfig:
     subgraph_hops : int, optional
         Compute each meta-batch on the task regions' k-hop neighbourhood instead of the
         whole graph (1 covers the backbone's single graph layer exactly); for large graphs.
+    device : str
+        ``"auto"`` (CUDA when present, else CPU), ``"cpu"`` or ``"cuda"``.
     """
 
     lags: int = 12
@@ -53,6 +55,7 @@ class LearnConfig:
     patience: int = 6
     seed: int = 0
     subgraph_hops: int | None = None
+    device: str = "auto"
 
     def to_dict(self) -> dict:
         return asdict(self)

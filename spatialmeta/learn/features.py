@@ -62,6 +62,7 @@ def origin_batch(
     lags: int,
     horizon: int,
     regions: np.ndarray | None = None,
+    device: torch.device | str = "cpu",
 ) -> OriginBatch:
     """Gather lag windows and targets for ``origins`` (time indices) for every region at once.
 
@@ -96,11 +97,15 @@ def origin_batch(
     month[t:] = (last + np.arange(1, horizon + 1) - 1) % 12 + 1
     ang = 2 * np.pi * month[tgt_idx] / 12.0  # (O, H)
     cal = np.concatenate([np.sin(ang), np.cos(ang)], axis=1).astype(np.float32)
+
+    def _t(a):
+        return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
     return OriginBatch(
         origins=origins,
-        lags=torch.from_numpy(np.ascontiguousarray(lag_v)),
-        lag_mask=torch.from_numpy(np.ascontiguousarray(lag_m)).float(),
-        calendar=torch.from_numpy(cal),
-        target=torch.from_numpy(np.ascontiguousarray(tgt_v)),
-        target_mask=torch.from_numpy(np.ascontiguousarray(tgt_m)),
+        lags=_t(lag_v),
+        lag_mask=_t(lag_m).float(),
+        calendar=_t(cal),
+        target=_t(tgt_v),
+        target_mask=_t(tgt_m),
     )

@@ -71,18 +71,19 @@ def forecast_heldout(
     """
     L, H, S, t0 = config.lags, config.horizon, split.support, split.test_start
     known = split.known(tasks.n_time)
-    covariates = standardized_covariates(tasks)
+    device = next(learner.parameters()).device
+    covariates = standardized_covariates(tasks).to(device)
     norm = window_stats(tasks.series, known, t0 - S, t0)
     held = np.flatnonzero(split.held_out)
-    hi = torch.as_tensor(held)
-    ei = tasks.graph.data.edge_index
+    hi = torch.as_tensor(held, device=device)
+    ei = tasks.graph.data.edge_index.to(device)
     origins = test_origins(tasks, split, H)
     learner.eval()
     with torch.no_grad():
         coef = None
         if adapt:
             sup, _ = support_query_origins(t0, S, L, H, 0)
-            b = origin_batch(tasks, known, sup, norm, lags=L, horizon=H)
+            b = origin_batch(tasks, known, sup, norm, lags=L, horizon=H, device=device)
             f = learner.backbone.features(b.lags, b.lag_mask, b.calendar, covariates, ei)[
                 :, hi
             ].transpose(0, 1)
@@ -91,15 +92,17 @@ def forecast_heldout(
             )
         means, variances = [], []
         for start in range(0, len(origins), chunk):
-            b = origin_batch(tasks, known, origins[start : start + chunk], norm, lags=L, horizon=H)
+            b = origin_batch(
+                tasks, known, origins[start : start + chunk], norm, lags=L, horizon=H, device=device
+            )
             f = learner.backbone.features(b.lags, b.lag_mask, b.calendar, covariates, ei)[
                 :, hi
             ].transpose(0, 1)
             m, v = learner.predict(f, coef)
             means.append(m)
             variances.append(v)
-    mean = torch.cat(means, dim=1).numpy()
-    std = np.sqrt(torch.cat(variances, dim=1).numpy())
+    mean = torch.cat(means, dim=1).cpu().numpy()
+    std = np.sqrt(torch.cat(variances, dim=1).cpu().numpy())
     mu, sd = norm.mean[held, None, None], norm.std[held, None, None]
     return Forecast(
         method="meta" if adapt else "global",

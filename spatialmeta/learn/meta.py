@@ -51,12 +51,12 @@ class RidgeMetaLearner(nn.Module):
             ``(B, H, d + 1)`` coefficients (features and intercept) per task and horizon.
         """
         b, n, d = feats.shape
-        x = torch.cat([feats, torch.ones(b, n, 1, dtype=feats.dtype)], dim=-1)  # (B, N, d+1)
+        x = torch.cat([feats, feats.new_ones(b, n, 1)], dim=-1)  # (B, N, d+1)
         resid = (target - self.backbone.mean_head(feats)) * mask  # (B, N, H)
         m = mask.transpose(1, 2)  # (B, H, N)
         gram = torch.einsum("bni,bhn,bnj->bhij", x, m, x)  # (B, H, d+1, d+1)
         rhs = torch.einsum("bni,bnh->bhi", x, resid)  # masked rows are zero already
-        eye = torch.eye(d + 1, dtype=feats.dtype)
+        eye = torch.eye(d + 1, dtype=feats.dtype, device=feats.device)
         coef = torch.linalg.solve(gram + torch.exp(self.log_lambda) * eye, rhs.unsqueeze(-1))
         return coef.squeeze(-1)
 
@@ -66,6 +66,6 @@ class RidgeMetaLearner(nn.Module):
         """Mean and variance ``(B, N, H)`` for query features ``(B, N, d)``; ``coef=None`` is unadapted."""
         mean = self.backbone.mean_head(feats)
         if coef is not None:
-            x = torch.cat([feats, torch.ones(*feats.shape[:-1], 1, dtype=feats.dtype)], dim=-1)
+            x = torch.cat([feats, feats.new_ones(*feats.shape[:-1], 1)], dim=-1)
             mean = mean + torch.einsum("bni,bhi->bnh", x, coef)
         return mean, self.backbone.variance(feats)

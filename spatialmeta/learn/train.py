@@ -70,16 +70,22 @@ def episode_loss(
     L, H, Q = config.lags, config.horizon, config.query
     sup, qry = support_query_origins(s, support, L, H, Q)
     norm = window_stats(tasks.series, known, s - support, s)
+    device = covariates.device
     edge_index = tasks.graph.data.edge_index
     regions, cov, ti = None, covariates, torch.as_tensor(task_idx)
     if config.subgraph_hops is not None:
         subset, edge_index, ti = batch_subgraph(
             edge_index, task_idx, config.subgraph_hops, tasks.n_regions
         )
-        regions, cov = subset.numpy(), covariates[subset]
+        regions, cov = subset.numpy(), covariates[subset.to(device)]
     origins = np.concatenate([sup, qry])
-    batch = origin_batch(tasks, known, origins, norm, lags=L, horizon=H, regions=regions)
-    feats = learner.backbone.features(batch.lags, batch.lag_mask, batch.calendar, cov, edge_index)
+    batch = origin_batch(
+        tasks, known, origins, norm, lags=L, horizon=H, regions=regions, device=device
+    )
+    feats = learner.backbone.features(
+        batch.lags, batch.lag_mask, batch.calendar, cov, edge_index.to(device)
+    )
+    ti = ti.to(device)
     ns = len(sup)
     f = feats[:, ti].transpose(0, 1)  # (B, O, d)
     y = batch.target[:, ti].transpose(0, 1)
@@ -99,6 +105,7 @@ def meta_train(
     config: LearnConfig = LearnConfig(),
     *,
     checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = False,
     progress: bool = True,
 ) -> TrainResult:
     """Meta-train a graph forecaster over the training regions' tasks.
@@ -115,6 +122,12 @@ def meta_train(
     split : RegionSplit
     config : LearnConfig
     checkpoint_dir : path-like, optional
+        Where ``model.pt`` (best state), ``history.json`` and ``state.pt`` (everything
+        needed to resume: model, optimizer, sampler, early-stopping counters) are written
+        atomically at every validation.
+    resume : bool
+        Continue from ``checkpoint_dir/state.pt`` when it exists; the resumed run draws
+        the same episodes and reaches the same parameters as an uninterrupted one.
     progress : bool
         Show a progress bar.
 
@@ -140,7 +153,8 @@ def meta_train(
     rng = np.random.default_rng(config.seed)
     known = split.known(tasks.n_time)
     known[:, t0:] = False  # nothing from the test period while training
-    covariates = standardized_covariates(tasks)
+    device = resolve_device(config.device)
+    covariates = standardized_covariates(tasks).to(device)
     train_idx = np.flatnonzero(split.training)
     n_val = max(1, int(round(config.val_fraction * len(train_idx))))
     val_idx = np.sort(rng.choice(train_idx, size=n_val, replace=False))
@@ -151,13 +165,25 @@ def meta_train(
     backbone = GraphForecaster(
         len(tasks.covariate_names), H, hidden=config.hidden, conv=config.conv
     )
-    learner = RidgeMetaLearner(backbone)
+    learner = RidgeMetaLearner(backbone).to(device)
     opt = torch.optim.Adam(learner.parameters(), lr=config.lr)
     result = TrainResult(learner, config)
     best, best_state, bad = np.inf, copy.deepcopy(learner.state_dict()), 0
+    start = 1
+    state_path = Path(checkpoint_dir) / "state.pt" if checkpoint_dir is not None else None
+    if resume and state_path is not None and state_path.exists():
+        saved = torch.load(state_path, weights_only=False, map_location=device)
+        _check_resumable(saved["config"], config, state_path)
+        learner.load_state_dict(saved["learner"])
+        opt.load_state_dict(saved["optimizer"])
+        sampler.load_state_dict(saved["sampler"])
+        best, best_state, bad = saved["best"], saved["best_state"], saved["bad"]
+        result.history, result.best_episode = saved["history"], saved["best_episode"]
+        start = saved["episode"] + 1
 
     bar = _progress(config.episodes, progress)
-    for episode in range(1, config.episodes + 1):
+    bar.update(start - 1)
+    for episode in range(start, config.episodes + 1):
         learner.train()
         ep = sampler.next()
         loss = episode_loss(
@@ -193,6 +219,15 @@ def meta_train(
                 bad += 1
             if checkpoint_dir is not None:
                 save_checkpoint(checkpoint_dir, best_state, config, result.history + [row])
+                with atomic_path(state_path) as tmp:
+                    torch.save(
+                        {"learner": learner.state_dict(), "optimizer": opt.state_dict(),
+                         "sampler": sampler.state_dict(), "best": best, "best_state": best_state,
+                         "bad": bad, "best_episode": result.best_episode,
+                         "history": result.history + [row], "episode": episode,
+                         "config": config.to_dict()},
+                        tmp,
+                    )  # fmt: skip
         result.history.append(row)
         bar.update(1, loss=row["train_nll"], val=row.get("val_nll"))
         if bad >= config.patience:
@@ -202,6 +237,28 @@ def meta_train(
     learner.load_state_dict(best_state)
     learner.eval()
     return result
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` is CUDA when a GPU is present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"device {name!r} requested but no CUDA GPU is available; use device='cpu'."
+        )
+    return torch.device(name)
+
+
+def _check_resumable(saved: dict, config: LearnConfig, path: Path) -> None:
+    """Only the length of training (episodes, patience) may change between runs."""
+    now = config.to_dict()
+    diff = [k for k in now if k not in ("episodes", "patience") and saved.get(k) != now[k]]
+    if diff:
+        raise ValueError(
+            f"cannot resume from '{path}': settings {diff} differ from the checkpoint's "
+            f"({[saved.get(k) for k in diff]} there); use another checkpoint folder or resume=False."
+        )
 
 
 def save_checkpoint(directory, state: dict, config: LearnConfig, history: list[dict]) -> Path:

@@ -187,3 +187,28 @@ def test_per_task_normalization_is_undone_on_output():
     moved = forecast_heldout(result.learner, scaled, split, cfg)
     np.testing.assert_allclose(moved.mean, base.mean * 1.8 + 32.0, rtol=1e-5)
     np.testing.assert_allclose(moved.std, base.std * 1.8, rtol=1e-4)
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+    tasks = _tasks(n_time=144)
+    split = tasks.split(
+        held_out=spatial_holdout(tasks.n_regions, 0.25, seed=0),
+        test_start=tasks.time[120],
+        support=24,
+    )
+    full_cfg = LearnConfig(episodes=30, val_every=10, patience=100, hidden=8, meta_batch=4, seed=2)
+    full = meta_train(tasks, split, full_cfg, progress=False)
+    # "interrupted" after 20 episodes (the last checkpoint), then resumed to 30
+    first = LearnConfig(**{**full_cfg.to_dict(), "episodes": 20})
+    meta_train(tasks, split, first, checkpoint_dir=tmp_path, progress=False)
+    resumed = meta_train(
+        tasks, split, full_cfg, checkpoint_dir=tmp_path, resume=True, progress=False
+    )
+    assert [r["train_nll"] for r in resumed.history] == [r["train_nll"] for r in full.history]
+    for (k, a), (_, b) in zip(
+        full.learner.state_dict().items(), resumed.learner.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), k
+    other = LearnConfig(**{**full_cfg.to_dict(), "hidden": 16})
+    with pytest.raises(ValueError, match=r"settings \['hidden'\] differ"):
+        meta_train(tasks, split, other, checkpoint_dir=tmp_path, resume=True, progress=False)
