@@ -71,6 +71,7 @@ def forecast_all(result, tasks, split):
         learn.forecast_heldout(result.learner, tasks, split, cfg, adapt=False),
         learn.climatology(tasks, split, cfg.horizon),
         learn.persistence(tasks, split, cfg.horizon),
+        learn.ridge_ar(tasks, split, cfg.horizon, lags=cfg.lags),
     ]
 
 

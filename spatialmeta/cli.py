@@ -193,6 +193,62 @@ def aggregate(
         typer.echo(f"weights: {result.weights}")
 
 
+@app.command()
+def forecast(
+    series: Path = typer.Option(..., help="(region, time) series store: Zarr or NetCDF."),
+    var: str = typer.Option(..., help="Variable to forecast."),
+    regions: Path = typer.Option(
+        ..., help="Polygons of the regions (GeoPackage, Shapefile, GeoParquet)."
+    ),
+    region_id: str = typer.Option(
+        "region_id", help="Column of the polygons holding the series' region ids."
+    ),
+    holdout: str = typer.Option(
+        "0.2", help="Fraction of regions to hold out, or a file of region ids."
+    ),
+    support: int = typer.Option(36, help="Steps a held-out region is known before --test-start."),
+    test_start: str = typer.Option(..., help="First date of the test period, e.g. 2016-01."),
+    horizon: int = typer.Option(3, help="Forecast steps 1..H."),
+    member: str | None = typer.Option(
+        None, help="Ensemble member to use when the store has several."
+    ),
+    lags: int = typer.Option(12, help="Lag window of the model."),
+    episodes: int = typer.Option(400, help="Maximum meta-training episodes."),
+    seed: int = typer.Option(0, help="Seed."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+    progress: bool = typer.Option(True, help="Show progress."),
+) -> None:
+    """Meta-train over regions, forecast held-out regions from a short support window, score.
+
+    Writes OUT/forecasts.zarr, OUT/forecasts.parquet, OUT/skill.csv (one row per method) and
+    OUT/skill_by_region.csv.
+
+    Example: spatialmeta forecast --series outputs/demo/series.zarr --var tas --regions outputs/demo/data/regions.gpkg --test-start 2016-01 --out outputs/forecast
+    """
+    from spatialmeta.learn.config import LearnConfig
+    from spatialmeta.learn.job import forecast_job
+    from spatialmeta.raster.aggregate import read_regions
+
+    try:
+        polys = read_regions(regions, id_column=region_id)
+        cfg = LearnConfig(lags=lags, episodes=episodes, seed=seed)
+        result = forecast_job(
+            series, var, polys, out, region_id=region_id, holdout=holdout, support=support,
+            test_start=test_start, horizon=horizon, member=member, config=cfg, progress=progress,
+        )  # fmt: skip
+    except _known_errors() as exc:
+        if os.environ.get(_DEBUG_ENV):
+            raise
+        _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    table = result.evaluation.table[["method", "rmse", "mae", "crps", "bias"]]
+    typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if result.n_missing:
+        typer.echo(
+            f"{result.n_missing} missing values were masked (never used as inputs or scored)."
+        )
+    typer.echo(f"outputs in {result.out}")
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -12,6 +12,7 @@ _METHOD_NAMES = {
     "global": "global graph network (no adaptation)",
     "climatology": "climatology (support window)",
     "persistence": "persistence",
+    "ridge_ar": "ridge autoregression (support window)",
 }
 
 

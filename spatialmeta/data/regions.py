@@ -39,7 +39,7 @@ def synthetic_regions(
     Examples
     --------
     >>> g = synthetic_regions((0, 0, 10, 10), 9, seed=1)
-    >>> len(g), round(float(g.area.sum()), 6)
+    >>> len(g), round(float(shapely.area(g.geometry.to_numpy()).sum()), 6)
     (9, 100.0)
     """
     if n_regions < 2:

@@ -1,6 +1,6 @@
 """Learning over region tasks: backbone, meta-learner, training, forecasting, baselines, scores."""
 
-from spatialmeta.learn.baselines import climatology, persistence
+from spatialmeta.learn.baselines import climatology, persistence, ridge_ar
 from spatialmeta.learn.config import LearnConfig
 from spatialmeta.learn.evaluate import ForecastEvaluation, evaluate
 from spatialmeta.learn.forecast import Forecast, forecast_heldout
@@ -13,6 +13,7 @@ from spatialmeta.learn.train import TrainResult, meta_train
 __all__ = [
     "climatology",
     "persistence",
+    "ridge_ar",
     "LearnConfig",
     "ForecastEvaluation",
     "evaluate",

@@ -1,11 +1,14 @@
-"""Meta-analysis: pool effect sizes as metafor's rma.uni does, and draw forest plots."""
+"""Meta-analysis: effect sizes (escalc), pooling as metafor's rma.uni does, forest plots."""
 
 from typing import Any
 
+from spatialmeta.meta_analysis.effect_sizes import MEASURES, escalc
 from spatialmeta.meta_analysis.estimators import FIXED_METHODS, METHODS, RANDOM_METHODS
 from spatialmeta.meta_analysis.pool import PoolResult, pool
 
-__all__ = ["FIXED_METHODS", "METHODS", "RANDOM_METHODS", "PoolResult", "forest_plot", "pool"]
+__all__ = [
+    "FIXED_METHODS", "MEASURES", "METHODS", "RANDOM_METHODS", "PoolResult", "escalc", "forest_plot", "pool",
+]  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:

@@ -66,7 +66,7 @@ def gaussian_latitude_bounds(lat: np.ndarray, *, atol: float = 1e-4) -> np.ndarr
 
     Examples
     --------
-    >>> x, _ = np.polynomial.legendre.leggauss(4)
+    >>> x, _ = np.polynomial.legendre.leggauss(8)
     >>> b = gaussian_latitude_bounds(np.rad2deg(np.arcsin(x)))
     >>> float(b[0, 0]), float(b[-1, 1])
     (-90.0, 90.0)

@@ -214,7 +214,9 @@ class RegionTaskSet:
         if on_invalid not in ("raise", "drop"):
             raise ValueError(f"`on_invalid` must be 'raise' or 'drop'; got {on_invalid!r}.")
         da = da.transpose("region", "time")
-        order = pd.Index(da.region.values.astype(str)).get_indexer(graph.region_ids.astype(str))
+        # ids compared as text (Zarr v3 stores return numpy StringDType, which astype(str) refuses)
+        store_ids = np.array(da.region.values.tolist(), dtype=str)
+        order = pd.Index(store_ids).get_indexer(np.array(graph.region_ids.tolist(), dtype=str))
         if (order < 0).any():
             missing = graph.region_ids[order < 0][:5]
             raise ValueError(

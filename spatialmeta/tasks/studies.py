@@ -83,6 +83,39 @@ class StudyTaskSet:
             measure,
         )
 
+    @classmethod
+    def from_raw(
+        cls,
+        frame: pd.DataFrame,
+        measure: str,
+        *,
+        label: str | None = None,
+        mods: list[str] | None = None,
+        **columns,
+    ) -> StudyTaskSet:
+        """Compute effect sizes from raw study data (metafor's ``escalc`` conventions).
+
+        ``columns`` name the raw columns as escalc does (``ai=``, ``bi=``, ... for 2x2
+        tables; ``m1i=``, ``sd1i=``, ``n1i=``, ... for means; ``ri=``, ``ni=`` for
+        correlations); see :func:`spatialmeta.meta_analysis.escalc`.
+
+        Examples
+        --------
+        >>> df = pd.DataFrame({"study": ["a", "b"], "tpos": [4, 6], "tneg": [119, 300],
+        ...                    "cpos": [11, 29], "cneg": [128, 274]})
+        >>> st = StudyTaskSet.from_raw(df, "RR", label="study", ai="tpos", bi="tneg", ci="cpos", di="cneg")
+        >>> st.measure, st.estimates().k
+        ('RR', 2)
+        """
+        from spatialmeta.meta_analysis.effect_sizes import escalc
+
+        slab = frame[label] if label else None
+        es = escalc(measure, frame, slab=slab, **columns)
+        table = frame.reset_index(drop=True).assign(yi=es["yi"].to_numpy(), vi=es["vi"].to_numpy())
+        return cls.from_frame(
+            table, label=label, mods=mods, measure=measure.upper(), source="escalc"
+        )
+
     def to_parquet(self, path) -> None:
         """Save to Parquet (see :func:`spatialmeta.tasks.load_study_tasks`)."""
         from spatialmeta.tasks.io import save_study_tasks

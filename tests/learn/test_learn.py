@@ -212,3 +212,29 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     other = LearnConfig(**{**full_cfg.to_dict(), "hidden": 16})
     with pytest.raises(ValueError, match=r"settings \['hidden'\] differ"):
         meta_train(tasks, split, other, checkpoint_dir=tmp_path, resume=True, progress=False)
+
+
+def test_ridge_ar_recovers_an_ar1_and_uses_only_support():
+    from spatialmeta.learn import ridge_ar
+
+    tasks = _tasks(n_time=200)
+    rng = np.random.default_rng(4)
+    x = np.zeros((tasks.n_regions, tasks.n_time))
+    for t in range(1, tasks.n_time):  # a pure AR(1) per region (test data, small)
+        x[:, t] = 0.8 * x[:, t - 1] + rng.normal(size=tasks.n_regions)
+    ar = RegionTaskSet((10 + x).astype(np.float32), tasks.time, tasks.region_ids, tasks.covariates,
+                       tasks.covariate_names, tasks.graph)  # fmt: skip
+    held = spatial_holdout(ar.n_regions, 0.25, seed=0)
+    split = ar.split(held_out=held, test_start=ar.time[120], support=72)
+    f = ridge_ar(ar, split, 2, lags=3, alpha=1e-6)
+    # one-step forecast ≈ 10 + 0.8 (y[o-1] - 10): compare with the oracle AR(1) forecast
+    y_prev = ar.series[np.flatnonzero(held)][:, f.origins - 1].astype(float)
+    oracle = 10 + 0.8 * (y_prev - 10)
+    assert np.mean(np.abs(f.mean[:, :, 0] - oracle)) < 0.25
+    # values after test_start never enter the fit: changing the future changes no coefficient
+    future = ar.series.copy()
+    future[:, 150:] += 100.0
+    moved = ridge_ar(RegionTaskSet(future, ar.time, ar.region_ids, ar.covariates, ar.covariate_names, ar.graph),
+                     split, 2, lags=3, alpha=1e-6)  # fmt: skip
+    early = f.origins < 150 - 3
+    np.testing.assert_allclose(moved.mean[:, early], f.mean[:, early], rtol=1e-10)

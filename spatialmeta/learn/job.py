@@ -1,0 +1,127 @@
+"""The batch forecast job: a (region, time) series store + polygons → forecasts and skill tables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from spatialmeta._io import ensure_writable_dir, write_csv
+from spatialmeta.learn.baselines import climatology, persistence, ridge_ar
+from spatialmeta.learn.config import LearnConfig
+from spatialmeta.learn.evaluate import ForecastEvaluation, evaluate
+from spatialmeta.learn.forecast import forecast_heldout
+from spatialmeta.learn.output import forecast_dataset, write_forecasts
+from spatialmeta.learn.train import meta_train
+
+__all__ = ["ForecastJobResult", "forecast_job", "read_holdout"]
+
+
+@dataclass(frozen=True)
+class ForecastJobResult:
+    """What :func:`forecast_job` wrote, and the evaluation."""
+
+    out: Path
+    evaluation: ForecastEvaluation
+    n_missing: int
+
+
+def read_holdout(spec: str, region_ids: np.ndarray, *, seed: int = 0) -> np.ndarray:
+    """A hold-out mask from a fraction ("0.2") or a file of region ids (one per line)."""
+    from spatialmeta.tasks.region import spatial_holdout
+
+    try:
+        fraction = float(spec)
+    except ValueError:
+        fraction = None
+    if fraction is not None:
+        return spatial_holdout(len(region_ids), fraction, seed=seed)
+    path = Path(spec)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"--holdout '{spec}' is neither a fraction nor an existing file of region ids."
+        )
+    wanted = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    ids = region_ids.astype(str)
+    unknown = sorted(set(wanted) - set(ids))
+    if unknown:
+        raise ValueError(f"hold-out file '{path}' names regions not in the series: {unknown[:5]}.")
+    return np.isin(ids, wanted)
+
+
+def forecast_job(
+    series: str | os.PathLike,
+    var: str,
+    regions,
+    out: str | os.PathLike,
+    *,
+    region_id: str = "region_id",
+    holdout: str = "0.2",
+    support: int = 36,
+    test_start: str,
+    horizon: int = 3,
+    member: str | None = None,
+    config: LearnConfig | None = None,
+    progress: bool = True,
+) -> ForecastJobResult:
+    """Meta-train on the training regions, forecast the held-out ones, score every method.
+
+    Writes ``forecasts.zarr`` (region, time, horizon, quantile; CF attributes),
+    ``forecasts.parquet`` (GeoParquet), ``skill.csv`` (one row per method, area-weighted)
+    and ``skill_by_region.csv`` into ``out``. Missing values (NaN gaps) are masked: they
+    never enter the inputs or the losses, and scores skip them.
+    """
+    from spatialmeta.regions.graph import contiguity_graph
+    from spatialmeta.tasks.region import RegionTaskSet
+
+    out = ensure_writable_dir(out)
+    path = Path(series)
+    if not path.exists():
+        raise FileNotFoundError(f"series store '{path}' does not exist; check --series.")
+    try:
+        ds = (
+            xr.open_zarr(path) if path.is_dir() or path.suffix == ".zarr" else xr.open_dataset(path)
+        )
+    except Exception as exc:  # any reader failure becomes one message naming the store
+        raise ValueError(f"cannot read series store '{path}': {exc}") from exc
+    if var not in ds:
+        raise KeyError(
+            f"series store '{path}' has no variable {var!r}; it has {list(ds.data_vars)}."
+        )
+    da = ds[var]
+    if "member" in da.dims:
+        if member is None:
+            raise ValueError(
+                f"'{var}' has members {list(da.member.values[:5])}...; choose one with --member."
+            )
+        da = da.sel(member=member)
+    extra = [d for d in da.dims if d not in ("region", "time")]
+    if extra:
+        raise ValueError(
+            f"'{var}' has dims {list(da.dims)}; expected (region, time) (extra: {extra})."
+        )
+    graph = contiguity_graph(regions, id_column=region_id)
+    cfg = config or LearnConfig()
+    tasks = RegionTaskSet.from_dataarray(da.load(), graph)
+    held = read_holdout(holdout, tasks.region_ids, seed=cfg.seed)
+    split = tasks.split(held_out=held, test_start=test_start, support=support)
+    cfg = LearnConfig(**{**cfg.to_dict(), "horizon": horizon})
+    result = meta_train(tasks, split, cfg, checkpoint_dir=out / "checkpoint", progress=progress)
+    forecasts = [
+        forecast_heldout(result.learner, tasks, split, cfg),
+        forecast_heldout(result.learner, tasks, split, cfg, adapt=False),
+        climatology(tasks, split, horizon),
+        persistence(tasks, split, horizon),
+        ridge_ar(tasks, split, horizon, lags=cfg.lags),
+    ]
+    evaluation = evaluate(tasks, forecasts)
+    write_csv(evaluation.table, out / "skill.csv")
+    write_csv(evaluation.by_region, out / "skill_by_region.csv")
+    ordered = regions.set_index(region_id).loc[tasks.region_ids].reset_index()
+    write_forecasts(
+        forecast_dataset(tasks, forecasts[0]), ordered.rename(columns={region_id: "region_id"}), out
+    )
+    return ForecastJobResult(out, evaluation, int(np.isnan(tasks.series).sum()))

@@ -1,0 +1,75 @@
+import subprocess
+import sys
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from spatialmeta.data import synthetic_regions
+from spatialmeta.learn import LearnConfig
+from spatialmeta.learn.job import forecast_job
+from spatialmeta.raster import write_zarr
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fjob")
+    regions = synthetic_regions((0, 40, 16, 52), 16, seed=0)
+    regions.to_file(d / "regions.gpkg")
+    rng = np.random.default_rng(0)
+    t = np.arange(120)
+    series = 280 + 8 * np.cos(2 * np.pi * t / 12)[:, None] + rng.normal(size=(120, len(regions)))
+    series[50:53, 2] = np.nan  # a gap
+    da = xr.DataArray(series, dims=("time", "region"), name="tas", attrs={"units": "K"},
+                      coords={"time": pd.date_range("2000-01", periods=120, freq="MS"),
+                              "region": regions.region_id.to_numpy().astype(object)})  # fmt: skip
+    write_zarr(da.to_dataset(), d / "series.zarr")
+    return d, regions
+
+
+def test_forecast_job_writes_outputs_and_masks_gaps(store, tmp_path):
+    d, regions = store
+    res = forecast_job(d / "series.zarr", "tas", regions, tmp_path / "out", holdout="0.25", support=24,
+                       test_start="2008-01", horizon=2, config=LearnConfig(episodes=10, val_every=5, hidden=8),
+                       progress=False)  # fmt: skip
+    table = pd.read_csv(tmp_path / "out" / "skill.csv")
+    assert set(table.method) == {"meta", "global", "climatology", "persistence", "ridge_ar"}
+    by_region = pd.read_csv(tmp_path / "out" / "skill_by_region.csv")
+    assert (by_region.groupby("method").size() == 4).all()
+    assert res.n_missing == 3
+    fc = xr.open_zarr(tmp_path / "out" / "forecasts.zarr")
+    assert fc.sizes["horizon"] == 2 and np.isfinite(fc.forecast_mean.values).all()
+    assert len(gpd.read_parquet(tmp_path / "out" / "forecasts.parquet")) == 4 * fc.sizes["time"] * 2
+
+
+def test_holdout_from_a_file_of_ids(store, tmp_path):
+    from spatialmeta.learn.job import read_holdout
+
+    d, regions = store
+    ids = regions.region_id.to_numpy()
+    f = tmp_path / "ids.txt"
+    f.write_text(f"{ids[1]}\n{ids[4]}\n")
+    np.testing.assert_array_equal(np.flatnonzero(read_holdout(str(f), ids)), [1, 4])
+    f.write_text("R999\n")
+    with pytest.raises(ValueError, match="names regions not in the series: \\['R999'\\]"):
+        read_holdout(str(f), ids)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--test-start", "1990-01"], "outside the series"),
+        (["--test-start", "2008-01", "--support", "500"], "does not fit before test_start"),
+        (["--test-start", "2008-01", "--region-id", "name"], "has no region"),
+    ],
+)
+def test_cli_forecast_bad_input_is_one_line(store, tmp_path, args, message):
+    d, _ = store
+    cmd = [sys.executable, "-m", "spatialmeta.cli", "forecast", "--series", str(d / "series.zarr"), "--var", "tas",
+           "--regions", str(d / "regions.gpkg"), "--out", str(tmp_path / "o"), "--episodes", "2", "--no-progress", *args]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert len(proc.stderr.strip().splitlines()) == 1
