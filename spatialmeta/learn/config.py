@@ -40,6 +40,10 @@ class LearnConfig:
         whole graph (1 covers the backbone's single graph layer exactly); for large graphs.
     device : str
         ``"auto"`` (CUDA when present, else CPU), ``"cpu"`` or ``"cuda"``.
+    learner : {"ridge", "anil"}
+        Per-task adaptation: closed-form ridge head (R2-D2) or ANIL's inner SGD on the
+        head (second order). MAML, Reptile and ProtoNets live in
+        :mod:`spatialmeta.learn.learners` and are driven by ``learner_episode_loss``.
     """
 
     lags: int = 12
@@ -56,6 +60,7 @@ class LearnConfig:
     seed: int = 0
     subgraph_hops: int | None = None
     device: str = "auto"
+    learner: str = "ridge"
 
     def to_dict(self) -> dict:
         return asdict(self)

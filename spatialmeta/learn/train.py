@@ -13,11 +13,11 @@ import torch
 
 from spatialmeta._io import atomic_path
 from spatialmeta.learn.config import LearnConfig
-from spatialmeta.learn.features import origin_batch, window_stats
+from spatialmeta.learn.learners import gaussian_nll, learner_episode_loss
 from spatialmeta.learn.meta import RidgeMetaLearner
 from spatialmeta.learn.model import GraphForecaster
 from spatialmeta.tasks.region import RegionSplit, RegionTaskSet
-from spatialmeta.tasks.sampling import EpisodeSampler, batch_subgraph, support_query_origins
+from spatialmeta.tasks.sampling import EpisodeSampler
 
 __all__ = ["TrainResult", "meta_train", "gaussian_nll", "standardized_covariates", "episode_loss"]
 
@@ -31,14 +31,6 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     best_episode: int = 0
     stopped_early: bool = False
-
-
-def gaussian_nll(
-    y: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, mask: torch.Tensor
-) -> torch.Tensor:
-    """Masked mean Gaussian negative log-likelihood (constant dropped)."""
-    nll = 0.5 * (torch.log(var) + (y - mean) ** 2 / var)
-    return (nll * mask).sum() / mask.sum().clamp_min(1.0)
 
 
 def standardized_covariates(tasks: RegionTaskSet) -> torch.Tensor:
@@ -64,39 +56,13 @@ def episode_loss(
 
     One graph forward covers every support and query origin — for all regions, or, with
     ``config.subgraph_hops``, for the task regions' neighbourhood only (identical task
-    features when the hops cover the backbone's message passing); the ridge head is then
-    adapted for all tasks of the batch in one batched solve.
+    features when the hops cover the backbone's message passing); the learner then adapts
+    all tasks of the batch at once (see :func:`spatialmeta.learn.learners.learner_episode_loss`,
+    which accepts every learner).
     """
-    L, H, Q = config.lags, config.horizon, config.query
-    sup, qry = support_query_origins(s, support, L, H, Q)
-    norm = window_stats(tasks.series, known, s - support, s)
-    device = covariates.device
-    edge_index = tasks.graph.data.edge_index
-    regions, cov, ti = None, covariates, torch.as_tensor(task_idx)
-    if config.subgraph_hops is not None:
-        subset, edge_index, ti = batch_subgraph(
-            edge_index, task_idx, config.subgraph_hops, tasks.n_regions
-        )
-        regions, cov = subset.numpy(), covariates[subset.to(device)]
-    origins = np.concatenate([sup, qry])
-    batch = origin_batch(
-        tasks, known, origins, norm, lags=L, horizon=H, regions=regions, device=device
+    return learner_episode_loss(
+        learner, tasks, known, covariates, task_idx, s, support, config, global_weight
     )
-    feats = learner.backbone.features(
-        batch.lags, batch.lag_mask, batch.calendar, cov, edge_index.to(device)
-    )
-    ti = ti.to(device)
-    ns = len(sup)
-    f = feats[:, ti].transpose(0, 1)  # (B, O, d)
-    y = batch.target[:, ti].transpose(0, 1)
-    m = batch.target_mask[:, ti].transpose(0, 1).float()
-    coef = learner.adapt(f[:, :ns], y[:, :ns], m[:, :ns])
-    mean, var = learner.predict(f[:, ns:], coef)
-    loss = gaussian_nll(y[:, ns:], mean, var, m[:, ns:])
-    if global_weight > 0:  # keep the unadapted global head a forecaster in its own right
-        g_mean, g_var = learner.predict(f[:, ns:], None)
-        loss = loss + global_weight * gaussian_nll(y[:, ns:], g_mean, g_var, m[:, ns:])
-    return loss
 
 
 def meta_train(
@@ -165,7 +131,7 @@ def meta_train(
     backbone = GraphForecaster(
         len(tasks.covariate_names), H, hidden=config.hidden, conv=config.conv
     )
-    learner = RidgeMetaLearner(backbone).to(device)
+    learner = make_learner(config.learner, backbone).to(device)
     opt = torch.optim.Adam(learner.parameters(), lr=config.lr)
     result = TrainResult(learner, config)
     best, best_state, bad = np.inf, copy.deepcopy(learner.state_dict()), 0
@@ -237,6 +203,17 @@ def meta_train(
     learner.load_state_dict(best_state)
     learner.eval()
     return result
+
+
+def make_learner(name: str, backbone: GraphForecaster):
+    """The meta-learner named in the configuration, around ``backbone``."""
+    if name == "ridge":
+        return RidgeMetaLearner(backbone)
+    if name == "anil":
+        from spatialmeta.learn.learners import ANILLearner
+
+        return ANILLearner(backbone)
+    raise ValueError(f"`learner` must be 'ridge' or 'anil'; got {name!r}.")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -238,3 +238,25 @@ def test_ridge_ar_recovers_an_ar1_and_uses_only_support():
                      split, 2, lags=3, alpha=1e-6)  # fmt: skip
     early = f.origins < 150 - 3
     np.testing.assert_allclose(moved.mean[:, early], f.mean[:, early], rtol=1e-10)
+
+
+def test_anil_learner_trains_and_forecasts_through_the_same_path():
+    from spatialmeta.learn import forecast_heldout
+
+    tasks = _tasks(n_time=144)
+    split = tasks.split(
+        held_out=spatial_holdout(tasks.n_regions, 0.25, seed=0),
+        test_start=tasks.time[120],
+        support=24,
+    )
+    cfg = LearnConfig(
+        episodes=20, val_every=10, patience=100, hidden=8, meta_batch=4, seed=1, learner="anil"
+    )
+    res = meta_train(tasks, split, cfg, progress=False)
+    assert type(res.learner).__name__ == "ANILLearner"
+    vals = [r["val_nll"] for r in res.history if "val_nll" in r]
+    assert vals[-1] < vals[0]
+    f = forecast_heldout(res.learner, tasks, split, cfg)
+    assert np.isfinite(f.mean).all() and (f.std > 0).all()
+    with pytest.raises(ValueError, match="`learner` must be 'ridge' or 'anil'; got 'bogus'"):
+        meta_train(tasks, split, LearnConfig(learner="bogus"), progress=False)
