@@ -19,9 +19,7 @@ polygon edges.
 
 from __future__ import annotations
 
-import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import dask
@@ -117,20 +115,6 @@ class ZonalWeights:
         )
 
 
-def _threaded(func, *arrays, min_size: int = 4096):
-    """Apply a vectorized shapely function over array pieces in threads (shapely releases the GIL)."""
-    n = len(arrays[0])
-    workers = min(os.cpu_count() or 1, 8)
-    if workers < 2 or n < min_size:
-        return func(*arrays)
-    bounds = np.linspace(0, n, workers + 1).astype(int)
-    with ThreadPoolExecutor(workers) as pool:
-        parts = pool.map(
-            lambda i: func(*(a[bounds[i] : bounds[i + 1]] for a in arrays)), range(workers)
-        )
-        return np.concatenate(list(parts))
-
-
 def _boxes(yb: np.ndarray, xb: np.ndarray, r0, r1, c0, c1) -> np.ndarray:
     """Boxes covering cell index ranges ``[r0, r1) x [c0, c1)`` (arrays), from cell bounds."""
     ylo, yhi = yb.min(axis=1), yb.max(axis=1)
@@ -189,8 +173,10 @@ def _coverage_pairs(geoms: np.ndarray, yb: np.ndarray, xb: np.ndarray):
         boxes = _boxes(yb, xb, r0, r1, c0, c1)
         # classify against the whole (prepared) polygon: a clipped piece has artificial
         # edges along its block that would make interior cells look like boundary cells
-        inside = _threaded(shapely.contains_properly, geoms[poly], boxes)
-        touch = ~inside & _threaded(shapely.intersects, geoms[poly], boxes)
+        # single-threaded on purpose: GEOS prepared geometries are not safe to use from
+        # several threads at once (a threaded version crashed with heap corruption)
+        inside = shapely.contains_properly(geoms[poly], boxes)
+        touch = ~inside & shapely.intersects(geoms[poly], boxes)
         if inside.any():  # every cell of an interior block is fully covered
             ow, ir0, _ = _split(r0[inside], r1[inside], 1)
             ow2, jc0, _ = _split(c0[inside][ow], c1[inside][ow], 1)
@@ -203,7 +189,7 @@ def _coverage_pairs(geoms: np.ndarray, yb: np.ndarray, xb: np.ndarray):
         # clipping costs a fixed overhead per call plus the piece's vertex count: clip to
         # the block only while pieces are still large, and always at single cells
         if step == 1 or shapely.get_num_coordinates(piece).mean() > 48:
-            piece = _threaded(shapely.intersection, piece, boxes)
+            piece = shapely.intersection(piece, boxes)
         if step == 1:  # single boundary cells: the clipped piece is the covered part
             area = shapely.area(piece)
             keep = area > 0
