@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import statistics
 import sys
 import tempfile
 import threading
@@ -32,18 +31,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import best_of  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 BBOX = (-125.0, 24.5, -65.0, 49.5)
-
-
-def timed(fn, repeat):
-    times, out = [], None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
 
 
 def make_files(work: Path, ny: int, nx: int, nt: int) -> dict[str, Path]:
@@ -214,14 +205,14 @@ def main(argv=None) -> None:
     rows = []
     results = {}
     for name, path in files.items():
-        t_read, _ = timed(functools.partial(read_once, name, path), args.repeat)
-        t_ours, got = timed(functools.partial(ours, path, states), args.repeat)
+        t_read, _ = best_of(functools.partial(read_once, name, path), args.repeat)
+        t_ours, got = best_of(functools.partial(ours, path, states), args.repeat)
         results[name] = got
         row = [name, t_read, t_ours, None]
         if name.startswith("GeoTIFF") and not args.skip_exactextract:
             best = None
             for strategy in ("feature-sequential", "raster-sequential"):
-                t_ee, ref = timed(functools.partial(theirs, path, states, strategy), 1)
+                t_ee, ref = best_of(functools.partial(theirs, path, states, strategy), 1)
                 print(f"    exactextract {strategy:18s} {name}: {t_ee:.2f} s")
                 best = t_ee if best is None else min(best, t_ee)
             row[3] = best

@@ -28,7 +28,9 @@ from spatialmeta.learn.evaluate import observed
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--regions", type=int, default=12_500)
     p.add_argument("--holdout", type=float, default=0.8)
     p.add_argument("--years", type=int, default=20)
@@ -53,12 +55,16 @@ def main(argv=None) -> None:
     tasks = sm.tasks.RegionTaskSet.from_dataarray(da, graph)
     held = sm.tasks.spatial_holdout(n, args.holdout, seed=0)
     split = tasks.split(held_out=held, test_start=str(tasks.time[-36].date()), support=36)
-    print(f"setup: {n} regions ({held.sum()} held out), {nt} months: {time.perf_counter() - t:.1f} s")
+    print(
+        f"setup: {n} regions ({held.sum()} held out), {nt} months: {time.perf_counter() - t:.1f} s"
+    )
 
     cfg = sm.learn.LearnConfig(episodes=args.episodes, val_every=20, subgraph_hops=1, device="cpu")
     t = time.perf_counter()
     result = sm.learn.meta_train(tasks, split, cfg, progress=False)
-    print(f"meta-training {len(result.history)} episodes on subgraph batches: {time.perf_counter() - t:.1f} s")
+    print(
+        f"meta-training {len(result.history)} episodes on subgraph batches: {time.perf_counter() - t:.1f} s"
+    )
 
     t = time.perf_counter()
     fc = sm.learn.forecast_heldout(result.learner, tasks, split, cfg)

@@ -18,10 +18,9 @@ import argparse
 import time
 
 import numpy as np
-import pandas as pd
 import torch
 
-from spatialmeta.data import synthetic_regions
+from spatialmeta.data import synthetic_region_tasks
 from spatialmeta.learn import GraphForecaster, LearnConfig
 from spatialmeta.learn.learners import (
     ANILLearner,
@@ -31,7 +30,6 @@ from spatialmeta.learn.learners import (
     task_nll,
 )
 from spatialmeta.learn.train import standardized_covariates
-from spatialmeta.regions import contiguity_graph
 from spatialmeta.tasks import RegionTaskSet
 
 
@@ -47,19 +45,8 @@ def fastest(fn, repeat: int) -> float:
 
 def task_set(n_regions: int, n_time: int, seed: int = 0) -> RegionTaskSet:
     """Seasonal synthetic series on a contiguity graph of synthetic regions."""
-    graph = contiguity_graph(synthetic_regions((-20, 30, 40, 70), n_regions, seed=seed))
-    rng = np.random.default_rng(seed)
-    t = np.arange(n_time)
-    lat = graph.data.pos[:, 1].numpy()[:, None]
-    series = 280 + 8 * np.cos(2 * np.pi * t / 12)[None, :] * (1 + 0.02 * (lat - 50))
-    series = (series + rng.normal(size=series.shape) * 0.5).astype(np.float32)
-    return RegionTaskSet(
-        series,
-        pd.date_range("2000-01", periods=n_time, freq="MS"),
-        graph.region_ids,
-        graph.data.x.numpy().astype(float),
-        graph.node_features,
-        graph,
+    return synthetic_region_tasks(
+        n_regions, n_time, bbox=(-20.0, 30.0, 40.0, 70.0), amplitude_per_degree=0.02, seed=seed
     )
 
 

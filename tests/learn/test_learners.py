@@ -1,12 +1,11 @@
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from torch.nn import functional as F
 
-from spatialmeta.data import synthetic_regions
+from spatialmeta.data import synthetic_region_tasks
 from spatialmeta.learn import LearnConfig
 from spatialmeta.learn.learners import (
     ANILLearner,
@@ -23,8 +22,6 @@ from spatialmeta.learn.learners import (
 from spatialmeta.learn.meta import RidgeMetaLearner
 from spatialmeta.learn.model import GraphForecaster
 from spatialmeta.learn.train import episode_loss, standardized_covariates
-from spatialmeta.regions import contiguity_graph
-from spatialmeta.tasks import RegionTaskSet
 from spatialmeta.tasks.sampling import EpisodeSampler
 
 CFG = LearnConfig(lags=6, horizon=2, query=4, hidden=8, meta_batch=4)
@@ -32,25 +29,7 @@ SUPPORT = 18
 
 
 def _tasks(n_time=72, seed=0):
-    graph = contiguity_graph(synthetic_regions((0, 40, 16, 52), 16, seed=seed))
-    rng = np.random.default_rng(seed)
-    t = np.arange(n_time)
-    season = (
-        8 * np.cos(2 * np.pi * t / 12)[None, :] * (1 + 0.05 * graph.data.pos[:, 1].numpy()[:, None])
-    )
-    noise = rng.normal(size=(graph.num_nodes, n_time)) * 0.5
-    series = (280 + season + noise).astype(np.float32)
-    return RegionTaskSet(
-        series,
-        pd.date_range("2000-01", periods=n_time, freq="MS"),
-        graph.region_ids,
-        graph.data.x.numpy().astype(float),
-        graph.node_features,
-        graph,
-        "tas",
-        "K",
-        graph.data.x[:, 2].numpy().astype(float),
-    )
+    return synthetic_region_tasks(16, n_time, seed=seed)
 
 
 @pytest.fixture(scope="module")
