@@ -5,11 +5,46 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 
 from spatialmeta.tasks.region import RegionTaskSet
 
-__all__ = ["Window", "window_stats", "origin_batch", "OriginBatch"]
+__all__ = [
+    "Window",
+    "window_stats",
+    "origin_batch",
+    "OriginBatch",
+    "calendar_phases",
+    "CALENDAR_FEATURES",
+]
+
+CALENDAR_FEATURES = 4  # per horizon: sin/cos of the annual and of the diurnal phase
+
+
+def calendar_phases(time: pd.DatetimeIndex, extra: int) -> tuple[np.ndarray, np.ndarray]:
+    """Annual and diurnal phases (radians) of every time step, continued ``extra`` steps.
+
+    Monthly, daily and hourly records alike: the annual phase follows the day of year (a
+    monthly record's months), the diurnal phase the time of day (constant for daily and
+    coarser records, so it carries no information there).
+
+    Examples
+    --------
+    >>> t = pd.date_range("2000-01-01", periods=3, freq="6h")
+    >>> a, d = calendar_phases(t, 1)
+    >>> np.round(d / (2 * np.pi), 2).tolist()
+    [0.0, 0.25, 0.5, 0.75]
+    """
+    from spatialmeta.learn.output import _extend_time
+
+    full = _extend_time(pd.DatetimeIndex(time), extra)
+    day = (full.day_of_year.to_numpy() - 1) + (
+        full.hour.to_numpy() + full.minute.to_numpy() / 60
+    ) / 24
+    annual = 2 * np.pi * day / 365.25
+    diurnal = 2 * np.pi * (full.hour.to_numpy() + full.minute.to_numpy() / 60) / 24
+    return annual, diurnal
 
 
 @dataclass(frozen=True)
@@ -41,8 +76,9 @@ def window_stats(series: np.ndarray, known: np.ndarray, start: int, stop: int) -
 class OriginBatch:
     """Model inputs for a set of forecast origins × all regions.
 
-    Shapes: ``lags``/``lag_mask`` ``(O, R, L)``, ``calendar`` ``(O, 2 * H)``,
-    ``target``/``target_mask`` ``(O, R, H)`` in normalized units.
+    Shapes: ``lags``/``lag_mask`` ``(O, R, L)``, ``calendar`` ``(O, 4 * H)``,
+    ``target``/``target_mask`` ``(O, R, H)`` in normalized units; ``calendar`` is
+    ``(O, CALENDAR_FEATURES * H)``.
     """
 
     origins: np.ndarray
@@ -91,12 +127,9 @@ def origin_batch(
     lag_m = np.transpose(kp[:, lag_idx], (1, 0, 2))
     tgt_v = np.transpose(zp[:, tgt_idx], (1, 0, 2))
     tgt_m = np.transpose(kp[:, tgt_idx], (1, 0, 2))
-    month = np.concatenate([tasks.time.month.to_numpy(), np.zeros(horizon, dtype=int)])
-    # months past the record continue the calendar
-    last = tasks.time.month.to_numpy()[-1]
-    month[t:] = (last + np.arange(1, horizon + 1) - 1) % 12 + 1
-    ang = 2 * np.pi * month[tgt_idx] / 12.0  # (O, H)
-    cal = np.concatenate([np.sin(ang), np.cos(ang)], axis=1).astype(np.float32)
+    annual, diurnal = calendar_phases(tasks.time, horizon)
+    a, d = annual[tgt_idx], diurnal[tgt_idx]  # (O, H) phases of the target times
+    cal = np.concatenate([np.sin(a), np.cos(a), np.sin(d), np.cos(d)], axis=1).astype(np.float32)
 
     def _t(a):
         return torch.from_numpy(np.ascontiguousarray(a)).to(device)

@@ -150,7 +150,7 @@ class EpisodeInputs:
     Attributes
     ----------
     lags, lag_mask : ``(O, R', L)``
-    calendar : ``(O, 2H)``
+    calendar : ``(O, 4H)``
     covariates : ``(R', C)`` standardized
     edge_index : ``(2, E')`` graph over the ``R'`` nodes
     task_pos : ``(B,)`` positions of the task regions among the ``R'`` nodes

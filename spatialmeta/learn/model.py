@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from torch_geometric.nn import GATConv, GCNConv, SAGEConv
 
+from spatialmeta.learn.features import CALENDAR_FEATURES
+
 __all__ = ["GraphForecaster", "CONVS"]
 
 CONVS = {"sage": SAGEConv, "gat": GATConv, "gcn": GCNConv}
@@ -39,7 +41,7 @@ class GraphForecaster(nn.Module):
         self.hidden = hidden
         self.gru = nn.GRU(input_size=2, hidden_size=hidden, batch_first=True)
         self.context = nn.Sequential(
-            nn.Linear(hidden + n_covariates + 2 * horizon, hidden), nn.GELU()
+            nn.Linear(hidden + n_covariates + CALENDAR_FEATURES * horizon, hidden), nn.GELU()
         )
         self.conv = CONVS[conv](hidden, hidden)
         self.mix = nn.Sequential(
@@ -61,7 +63,7 @@ class GraphForecaster(nn.Module):
         Parameters
         ----------
         lags, lag_mask : ``(O, R, L)``
-        calendar : ``(O, 2H)`` sin/cos of the target months
+        calendar : ``(O, 4H)`` sin/cos of the target times' annual and diurnal phases
         covariates : ``(R, C)``
         edge_index : ``(2, E)`` region graph
         """

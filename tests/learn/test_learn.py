@@ -60,7 +60,7 @@ def test_backbone_equivariant_to_node_permutation():
     r = tasks.n_regions
     lags = torch.randn(4, r, 12)
     mask = torch.ones(4, r, 12)
-    cal = torch.randn(4, 6)
+    cal = torch.randn(4, 4 * 3)
     cov = torch.randn(r, len(tasks.covariate_names))
     perm = torch.randperm(r)
     inv = torch.argsort(perm)
