@@ -31,7 +31,7 @@ class RidgeMetaLearner(nn.Module):
         Initial log ridge penalty (meta-learned).
     """
 
-    def __init__(self, backbone: GraphForecaster, log_lambda: float = 1.0):
+    def __init__(self, backbone: GraphForecaster, log_lambda: float = 4.0):
         super().__init__()
         self.backbone = backbone
         self.log_lambda = nn.Parameter(torch.tensor(float(log_lambda)))
