@@ -165,3 +165,18 @@ def test_matches_exactextract_area_weighted_mean(small_data):
     cols = [c for c in ref.columns if c.endswith("weighted_mean")]
     theirs = ref.set_index("region_id").loc[ours.region.values, cols].to_numpy().T
     np.testing.assert_allclose(ours.values, theirs, rtol=1e-6)
+
+
+def test_vectorized_rectangle_clip_matches_shapely():
+    from spatialmeta.raster.zonal import _clipped_area
+
+    donut = shapely.Polygon(
+        [(0, 0), (10, 0), (10, 10), (0, 10)], [[(3, 3), (7, 3), (7, 7), (3, 7)]]
+    )
+    multi = shapely.MultiPolygon([donut, shapely.box(20, 20, 22, 22)])
+    star = shapely.Polygon([(5, 0), (6, 4), (10, 5), (6, 6), (5, 10), (4, 6), (0, 5), (4, 4)])
+    geoms = np.array([donut, donut, multi, multi, star, star, star])
+    boxes = np.array([[2, 2, 8, 8], [4, 4, 5, 5], [5, 5, 21, 21], [-1, -1, 30, 30], [4.5, 4.5, 5.5, 5.5],
+                      [5.5, 3.5, 9, 6], [11, 11, 12, 12]], dtype=float)  # fmt: skip
+    ref = shapely.area(shapely.intersection(geoms, shapely.box(*boxes.T)))
+    np.testing.assert_allclose(_clipped_area(geoms, *boxes.T), ref, rtol=1e-12, atol=1e-12)
