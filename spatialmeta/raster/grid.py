@@ -104,7 +104,10 @@ def spherical_cell_area(lat_bounds: np.ndarray, lon_bounds: np.ndarray) -> np.nd
 def _bounds_var(obj, dim: str) -> np.ndarray | None:
     name = obj[dim].attrs.get("bounds", f"{dim}_bnds")
     if isinstance(obj, xr.Dataset) and name in obj.variables and obj[name].ndim == 2:
-        return np.asarray(obj[name].values, dtype=float)
+        data = obj[name].data
+        if hasattr(data, "dask"):  # a few numbers: read them here, not on a cluster
+            data = data.compute(scheduler="sync")
+        return np.asarray(data, dtype=float)
     return None
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import shapely
 import xarray as xr
 
-from spatialmeta.raster.zonal import cell_bounds
+from spatialmeta.raster.grid import grid_bounds
 
 __all__ = ["Tiles", "tile", "untile", "TILE_DIM", "WINDOW_DIMS"]
 
@@ -60,20 +60,6 @@ def _is_dask(a) -> bool:
     except ImportError:  # pragma: no cover - dask is a dependency
         return False
     return isinstance(a, dsa.Array)
-
-
-def _edges(obj, dim: str) -> np.ndarray:
-    """Cell edges ``(n, 2)`` (low, high) from CF bounds when present, else from the centres."""
-    name = obj[dim].attrs.get("bounds", f"{dim}_bnds")
-    n = obj.sizes[dim]
-    if isinstance(obj, xr.Dataset) and name in obj.variables:
-        b = obj[name]
-        if b.ndim == 2 and b.dims[0] == dim and b.shape == (n, 2):
-            data = b.data
-            if _is_dask(data):  # a few numbers: read them here, not on a cluster
-                data = data.compute(scheduler="sync")
-            return np.sort(np.asarray(data, dtype=float), axis=1)
-    return cell_bounds(obj[dim].values)
 
 
 def _split_axis(a, axis: int, n: int, s: int, w: int):
@@ -338,8 +324,9 @@ def tile(obj, size, *, halo=0, id_prefix: str = "T") -> Tiles:
     obj : xarray.Dataset or DataArray
         A raster in normal form: dims ``(..., lat, lon)`` or ``(..., y, x)``, coordinates
         ascending, CRS attached with rioxarray. Cell edges come from CF bounds
-        (``lat_bnds``/``lon_bnds``, Datasets only) when present, else from the centres
-        (:func:`spatialmeta.raster.zonal.cell_bounds`). Only coordinates and bounds are
+        (``lat_bnds``/``lon_bnds``, Datasets only) when present, else inferred from the
+        centres as :func:`spatialmeta.raster.grid_bounds` does for zonal weights
+        (Gaussian latitudes included). Only coordinates and bounds are
         read; the data stays lazy.
     size : int or (int, int)
         Core tile size in cells, ``(ny, nx)`` or one int for both.
@@ -398,7 +385,9 @@ def tile(obj, size, *, halo=0, id_prefix: str = "T") -> Tiles:
     row, col = np.divmod(np.arange(nty * ntx), ntx)
     y0, x0 = row * sy, col * sx
     y1, x1 = np.minimum(y0 + sy, ny), np.minimum(x0 + sx, nx)
-    yb, xb = _edges(obj, dims[0]), _edges(obj, dims[1])
+    # the same cell edges zonal_weights uses (CF bounds, else inferred, Gaussian included),
+    # so a tile polygon covers exactly its cells; rows sorted to (low, high)
+    yb, xb = (np.sort(b, axis=1) for b in grid_bounds(obj))
     geometry = shapely.box(xb[x0, 0], yb[y0, 0], xb[x1 - 1, 1], yb[y1 - 1, 1])
     width = max(4, len(str(nty * ntx - 1)))
     regions = gpd.GeoDataFrame(
