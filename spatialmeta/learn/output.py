@@ -31,6 +31,16 @@ def _extend_time(time: pd.DatetimeIndex, n: int) -> pd.DatetimeIndex:
     return time.append(pd.DatetimeIndex(extra))
 
 
+def _centroid_coord(
+    tasks: RegionTaskSet, forecast: Forecast, name: str, standard_name: str, units: str
+):
+    """The regions' centroid coordinate from the task covariates (NaN when absent)."""
+    if name not in tasks.covariate_names:
+        return ("region", np.full(len(forecast.regions), np.nan))
+    values = tasks.covariates[forecast.regions, tasks.covariate_names.index(name)]
+    return ("region", values, {"standard_name": standard_name, "units": units})
+
+
 def forecast_dataset(
     tasks: RegionTaskSet, forecast: Forecast, quantiles=DEFAULT_QUANTILES
 ) -> xr.Dataset:
@@ -87,20 +97,8 @@ def forecast_dataset(
             ),
             "quantile": ("quantile", q, {"long_name": "quantile level"}),
             "valid_time": (("time", "horizon"), valid, {"standard_name": "time"}),
-            "lon": (
-                "region",
-                tasks.covariates[forecast.regions, tasks.covariate_names.index("lon")],
-                {"standard_name": "longitude", "units": "degrees_east"},
-            )
-            if "lon" in tasks.covariate_names
-            else ("region", np.full(len(forecast.regions), np.nan)),
-            "lat": (
-                "region",
-                tasks.covariates[forecast.regions, tasks.covariate_names.index("lat")],
-                {"standard_name": "latitude", "units": "degrees_north"},
-            )
-            if "lat" in tasks.covariate_names
-            else ("region", np.full(len(forecast.regions), np.nan)),
+            "lon": _centroid_coord(tasks, forecast, "lon", "longitude", "degrees_east"),
+            "lat": _centroid_coord(tasks, forecast, "lat", "latitude", "degrees_north"),
         },
         attrs={
             "Conventions": "CF-1.10",
