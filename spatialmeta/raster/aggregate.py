@@ -118,8 +118,6 @@ def aggregate(
     -------
     AggregateResult
     """
-    import warnings
-
     ds = open_raster(rasters, assume_crs=assume_crs, combine=combine)
     if variables:
         missing = [v for v in variables if v not in ds.data_vars]
@@ -146,14 +144,10 @@ def aggregate(
             raise ValueError(
                 f"weights in '{wpath}' were built for another grid or region set; delete the file to rebuild them."
             )
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        if weights is None:
-            weights = zonal_weights(ds, regions, id_column=id_column)
-            if wpath is not None:
-                weights.save(wpath)
-    for w in caught:
-        warnings.warn(w.message, w.category, stacklevel=2)
+    if weights is None:
+        weights = zonal_weights(ds, regions, id_column=id_column)
+        if wpath is not None:
+            weights.save(wpath)
     result = zonal_stats(ds, weights, stats=stats, min_coverage=min_coverage)
     result.attrs.update(
         {"source": str(ds.attrs.get("source_path", rasters)), "Conventions": "CF-1.10"}
