@@ -18,6 +18,7 @@ import xarray as xr
 
 from spatialmeta.regions.graph import RegionGraph
 from spatialmeta.tasks.estimates import Estimates
+from spatialmeta.tasks.trend import ols_trend
 
 __all__ = ["RegionTaskSet", "RegionSplit", "spatial_holdout"]
 
@@ -351,24 +352,8 @@ class RegionTaskSet:
 
 def _trend_estimates(tasks: RegionTaskSet, per_years: float, lags: int | None) -> Estimates:
     """OLS trend of every region's known values, with Newey–West variance, all regions at once."""
-    y = tasks.series.astype(np.float64)
-    ok = np.isfinite(y)
     t = (tasks.time - tasks.time[0]).total_seconds().to_numpy() / (365.25 * 86400) / per_years
-    n = ok.sum(axis=1)
-    tt = np.where(ok, t[None, :], 0.0)
-    tbar = tt.sum(axis=1) / np.maximum(n, 1)
-    ybar = np.where(ok, y, 0.0).sum(axis=1) / np.maximum(n, 1)
-    dt = np.where(ok, t[None, :] - tbar[:, None], 0.0)
-    dy = np.where(ok, y - ybar[:, None], 0.0)
-    sxx = (dt**2).sum(axis=1)
-    slope = (dt * dy).sum(axis=1) / np.where(sxx > 0, sxx, np.nan)
-    resid = np.where(ok, dy - slope[:, None] * dt, 0.0)
-    score = dt * resid  # (R, T) per-observation score of the slope
-    L = lags if lags is not None else int(np.floor(4 * (np.median(n) / 100) ** (2 / 9)))
-    s = (score**2).sum(axis=1)
-    for lag in range(1, L + 1):  # Bartlett-weighted autocovariances, a handful of lags
-        s += 2 * (1 - lag / (L + 1)) * (score[:, lag:] * score[:, :-lag]).sum(axis=1)
-    var = s / np.where(sxx > 0, sxx, np.nan) ** 2
+    slope, var, _ = ols_trend(tasks.series, t, lags)
     mods = pd.DataFrame(tasks.covariates, columns=list(tasks.covariate_names))
     unit = f"{tasks.units} per {per_years:g} years" if tasks.units else f"per {per_years:g} years"
     return Estimates(
