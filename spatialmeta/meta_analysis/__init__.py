@@ -12,14 +12,31 @@ from spatialmeta.meta_analysis.bias import (
     ranktest,
     trimfill,
 )
+from spatialmeta.meta_analysis.diagnostics import (
+    CumulResult,
+    InfluenceResult,
+    LeaveOneOutResult,
+    ResidualResult,
+    cumul,
+    influence,
+    leave1out,
+    rstandard,
+    rstudent,
+)
 from spatialmeta.meta_analysis.effect_sizes import MEASURES, escalc
 from spatialmeta.meta_analysis.estimators import FIXED_METHODS, METHODS, RANDOM_METHODS
 from spatialmeta.meta_analysis.gridded import pool_gridded
 from spatialmeta.meta_analysis.pool import PoolResult, pool
+from spatialmeta.meta_analysis.profile import Tau2Interval, confint_tau2
+from spatialmeta.meta_analysis.regtest import PetPeeseResult, RegtestResult, pet_peese, regtest
+from spatialmeta.meta_analysis.subgroups import SubgroupResult, subgroups
 
 __all__ = [
     "FIXED_METHODS", "MEASURES", "METHODS", "RANDOM_METHODS", "PoolResult", "escalc", "pool",
-    "pool_gridded",
+    "pool_gridded", "Tau2Interval", "confint_tau2",
+    "CumulResult", "InfluenceResult", "LeaveOneOutResult", "ResidualResult", "cumul", "influence",
+    "leave1out", "rstandard", "rstudent", "SubgroupResult", "subgroups",
+    "PetPeeseResult", "RegtestResult", "pet_peese", "regtest",
     "BaujatResult", "FsnResult", "RankTestResult", "TrimFillResult", "baujat", "fsn", "ranktest",
     "trimfill",
     "forest_plot", "funnel_plot", "baujat_plot", "radial_plot",

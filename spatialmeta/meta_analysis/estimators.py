@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["FIXED_METHODS", "RANDOM_METHODS", "METHODS", "Tau2Fit", "estimate_tau2"]
+__all__ = ["FIXED_METHODS", "RANDOM_METHODS", "METHODS", "Tau2Fit", "estimate_tau2", "tau2_max"]
 
 FIXED_METHODS = ("FE", "EE", "CE")
 RANDOM_METHODS = ("DL", "HE", "HS", "SJ", "ML", "REML", "EB", "PM")
@@ -235,8 +235,30 @@ def _zeroin(
     return root, ok, iters
 
 
-def _paule_mandel(y, v, m, k):
-    """PM: root of Q(tau2) = k - 1 on [0, 100] by uniroot, as metafor."""
+def _row_median(x: np.ndarray, m: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Median of the observed entries of each row (R's ``median``)."""
+    s = np.sort(np.where(m, x, np.inf), axis=-1)
+    lo = np.take_along_axis(s, ((k - 1) // 2)[:, None], axis=-1)[:, 0]
+    hi = np.take_along_axis(s, (k // 2)[:, None], axis=-1)[:, 0]
+    return 0.5 * (lo + hi)
+
+
+def tau2_max(y: np.ndarray, m: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """metafor's default upper end of the tau^2 search: ``max(100, 10 * mad(yi)^2)``."""
+    out = np.full(y.shape[0], TAU2_MAX)
+    # mad <= 1.4826 * range, so only rows with a wide range can exceed 100: sort only those.
+    spread = np.where(m, y, -np.inf).max(axis=-1) - np.where(m, y, np.inf).min(axis=-1)
+    wide = np.flatnonzero(10.0 * (1.4826 * spread) ** 2 > TAU2_MAX)
+    if wide.size:
+        yw, mw, kw = y[wide], m[wide], k[wide]
+        med = _row_median(yw, mw, kw)
+        mad = 1.4826 * _row_median(np.abs(np.where(mw, yw, 0.0) - med[:, None]), mw, kw)
+        out[wide] = np.maximum(TAU2_MAX, 10.0 * mad * mad)
+    return out
+
+
+def _paule_mandel(y, v, m, k, upper0=None):
+    """PM: root of Q(tau2) = k - 1 on [0, tau2.max] by uniroot, as metafor."""
     target = k - 1.0
 
     def f(x, rows):
@@ -250,7 +272,7 @@ def _paule_mandel(y, v, m, k):
     converged = f0 < 0.0
     iterations = np.zeros(n, dtype=int)
     need = ~converged & np.isfinite(f0)
-    upper = np.full(n, TAU2_MAX)
+    upper = np.full(n, TAU2_MAX) if upper0 is None else upper0.copy()
     fu = np.full(n, np.nan)
     if need.any():
         fu[need] = f(upper, need)
@@ -381,7 +403,8 @@ def estimate_tau2(
             else:
                 se = np.sqrt(2.0 * kf**2 / (kf - 1.0) / s**2)
         elif method == "PM":
-            tau2, converged, iterations = _paule_mandel(yc, v, m, kf)
+            upper = tau2_max(yc, m, k)
+            tau2, converged, iterations = _paule_mandel(yc, v, m, kf, upper)
             tau2 = np.maximum(0.0, tau2)
             s = _inv(v, m, tau2).sum(axis=-1)
             se = np.sqrt(2.0 * kf**2 / (kf - 1.0) / s**2)

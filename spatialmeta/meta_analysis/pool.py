@@ -1,4 +1,4 @@
-"""Pool effect sizes like ``metafor::rma.uni``: many meta-analyses at once."""
+"""Pool effect sizes like ``metafor::rma.uni``: many meta-analyses at once, with moderators."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from spatialmeta.meta_analysis import regression
 from spatialmeta.meta_analysis.estimators import (
     FIXED_METHODS,
     METHODS,
@@ -25,6 +26,9 @@ _ROW_FIELDS = (
     "I2", "H2", "QE", "QEp", "pi_lb", "pi_ub", "k", "converged", "iterations",
 )  # fmt: skip
 _STUDY_FIELDS = ("yi", "vi", "weights")
+# Per-meta-analysis fields that carry a trailing axis (coefficients) or are optional.
+_EXTRA_FIELDS = ("beta", "vb", "QM", "QMp", "QMdf", "R2", "vt")
+_COEF_FIELDS = ("estimate", "se", "zval", "pval", "ci_lb", "ci_ub")
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,9 +38,22 @@ class PoolResult:
     Every per-meta-analysis field is a Python scalar when ``pool`` got one
     meta-analysis (1-D ``yi``) and an array of the batch shape otherwise.
     ``zval`` holds the test statistic; with ``test="knha"`` it is a t value
-    (also available as :attr:`tval`) on ``df = k - 1`` degrees of freedom.
+    (also available as :attr:`tval`) on ``df = k - p`` degrees of freedom.
     ``yi``, ``vi`` and ``weights`` (percent weight of each study, as metafor's
     ``weights()``) keep the study axis, NaN where a study is missing.
+
+    With moderators (a meta-regression, :attr:`has_mods`), ``estimate``
+    (also ``beta``), ``se``, ``zval``, ``pval``, ``ci_lb`` and ``ci_ub`` have a
+    trailing coefficient axis of length ``p`` named by ``coef_names``; ``vb``
+    is the ``(p, p)`` covariance matrix of the coefficients; ``QM``/``QMp``
+    test the moderators (all coefficients but the intercept; an F test on
+    ``QMdf = (m, k - p)`` with ``test="knha"``); ``QE``/``QEp`` test residual
+    heterogeneity on ``k - p`` df; ``I2``/``H2`` are residual (from tau^2 and
+    ``vt``, the typical within-study variance ``(k - p) / tr(P)``); ``R2`` is
+    metafor's pseudo-R^2 in percent; ``pi_lb``/``pi_ub`` are NaN (use
+    :meth:`predict`); ``X`` is the design matrix ``(..., k, p)``.
+    Intercept-only results also carry ``beta`` (``(..., 1)``), ``vb``, ``QM``,
+    ``QMp``, ``QMdf`` and ``vt``; their ``R2`` is None (metafor: NULL).
     """
 
     estimate: Any
@@ -65,6 +82,23 @@ class PoolResult:
     yi: np.ndarray | None = None
     vi: np.ndarray | None = None
     measure: str = "effect"
+    beta: Any = None
+    vb: Any = None
+    coef_names: tuple[str, ...] = ("intrcpt",)
+    QM: Any = None
+    QMp: Any = None
+    QMdf: Any = None
+    R2: Any = None
+    vt: Any = None
+    p: int = 1
+    X: np.ndarray | None = None
+    int_incl: bool = True
+    user_weights: bool = False
+
+    @property
+    def has_mods(self) -> bool:
+        """True for a meta-regression (a result of ``pool(..., mods=...)``)."""
+        return self.X is not None
 
     @property
     def tval(self) -> Any:
@@ -76,14 +110,18 @@ class PoolResult:
     @property
     def batch_shape(self) -> tuple[int, ...]:
         """Shape of the batch; ``()`` for a single meta-analysis."""
-        return np.shape(self.estimate)
+        return np.shape(self.tau2)
 
     def row(self, index: int | tuple[int, ...]) -> PoolResult:
         """One meta-analysis of a batched result, with its missing studies dropped."""
         if not self.batch_shape:
             raise IndexError("this result holds a single meta-analysis; `row` needs a batch.")
         index = index if isinstance(index, tuple) else (index,)
-        values = {f: _scalar(np.asarray(getattr(self, f))[index]) for f in _ROW_FIELDS}
+        values = {}
+        for f in _ROW_FIELDS + _EXTRA_FIELDS:
+            value = getattr(self, f)
+            if value is not None:
+                values[f] = _cell(np.asarray(value)[index], f)
         y = np.asarray(self.yi)[index]
         keep = ~np.isnan(y)
         for f in _STUDY_FIELDS:
@@ -92,6 +130,7 @@ class PoolResult:
         if self.labels is not None:
             lab = np.asarray(self.labels)
             labels = (lab[index] if lab.ndim == np.ndim(self.yi) else lab)[keep]
+        X = None if self.X is None else np.asarray(self.X)[index][keep]
         return PoolResult(
             **values,
             method=self.method,
@@ -99,7 +138,66 @@ class PoolResult:
             level=self.level,
             labels=labels,
             measure=self.measure,
+            coef_names=self.coef_names,
+            p=self.p,
+            X=X,
+            int_incl=self.int_incl,
+            user_weights=self.user_weights,
         )
+
+    def predict(self, newmods=None, *, intercept: bool = True) -> dict[str, Any]:
+        """Predicted effects with confidence and prediction intervals (metafor's ``predict``).
+
+        Parameters
+        ----------
+        newmods : array_like, optional
+            Moderator values at which to predict: shape ``(q, p - 1)`` for a model
+            with an intercept (the intercept is added; a 1-D array is ``q``
+            values of a single moderator, or one point when there are several),
+            or ``(q, p)`` full design rows. Without it, a meta-regression gives
+            the fitted value of every study and an intercept-only model its
+            pooled estimate.
+        intercept : bool
+            Whether to add the intercept to ``newmods`` (when the model has one).
+
+        Returns
+        -------
+        dict
+            ``pred, se, ci_lb, ci_ub, pi_lb, pi_ub``; each with the batch shape
+            followed by the ``q`` points. The prediction interval is
+            ``pred +- crit * sqrt(se^2 + tau2)`` (crit from z, or t on ``k - p``
+            df with ``test="knha"``), NaN for common-effect models.
+        """
+        if not self.has_mods:
+            if newmods is not None:
+                raise ValueError(
+                    "this model has no moderators, so `newmods` cannot be used; call "
+                    "predict() without arguments, or refit with pool(..., mods=...)."
+                )
+            return {
+                f: getattr(self, f) for f in ("estimate", "se", "ci_lb", "ci_ub", "pi_lb", "pi_ub")
+            }
+        alpha = 1.0 - self.level / 100.0
+        df = np.asarray(self.df, dtype=float)
+        if self.test == "knha":
+            with np.errstate(invalid="ignore"):
+                crit = np.where(df > 0, stats.t.isf(alpha / 2.0, np.where(df > 0, df, 1.0)), np.nan)
+        else:
+            crit = np.full(np.shape(df), stats.norm.isf(alpha / 2.0))
+        if newmods is None:
+            newx = np.nan_to_num(np.asarray(self.X, dtype=float))
+        else:
+            newx = _new_design(newmods, self.p, self.int_incl and intercept, self.coef_names)
+        out = regression.predict_mods(
+            np.asarray(self.beta), np.asarray(self.vb), self.tau2, crit, newx
+        )
+        if self.method in FIXED_METHODS:
+            out["pi_lb"] = np.full(np.shape(out["pred"]), np.nan)
+            out["pi_ub"] = np.full(np.shape(out["pred"]), np.nan)
+        if newmods is None:
+            keep = ~np.isnan(np.asarray(self.yi))
+            out = {f: np.where(keep, val, np.nan) for f, val in out.items()}
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """Plain Python values (floats, ints, bools, nested lists); NaN becomes None."""
@@ -111,12 +209,24 @@ class PoolResult:
         return out
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per meta-analysis (a single row when unbatched)."""
+        """One row per meta-analysis (a single row when unbatched).
+
+        For a meta-regression the coefficient fields become one column per
+        coefficient, ``<field>_<name>`` (``estimate_ablat``, ``se_ablat``, ...),
+        and ``QM``, ``QMp`` and ``R2`` are added.
+        """
         shape = self.batch_shape
         cols = {}
-        for f in _ROW_FIELDS:
+        extra = ("QM", "QMp", "R2") if self.has_mods else ()
+        for f in _ROW_FIELDS + extra:
             name = "tval" if (f == "zval" and self.test == "knha") else f
-            cols[name] = np.asarray(getattr(self, f)).reshape(-1)
+            value = np.asarray(getattr(self, f))
+            if self.has_mods and f in _COEF_FIELDS:
+                value = value.reshape(-1, self.p)
+                for j, cname in enumerate(self.coef_names):
+                    cols[f"{name}_{cname}"] = value[:, j]
+            else:
+                cols[name] = value.reshape(-1)
         frame = pd.DataFrame(cols)
         frame["method"] = self.method
         frame["test"] = self.test
@@ -127,12 +237,13 @@ class PoolResult:
 
     def summary(self) -> str:
         """A report that reads like metafor's ``print.rma`` (one block per row)."""
+        one = _summary_mods if self.has_mods else _summary_one
         if not self.batch_shape:
-            return _summary_one(self)
+            return one(self)
         blocks = []
         for index in np.ndindex(*self.batch_shape):
             head = f"Row {index if len(index) > 1 else index[0]}:"
-            blocks.append(head + "\n" + _summary_one(self.row(index)))
+            blocks.append(head + "\n" + one(self.row(index)))
         return "\n".join(blocks)
 
     def __str__(self) -> str:
@@ -148,14 +259,45 @@ def _scalar(x: Any) -> Any:
     return float(x)
 
 
+def _cell(x: np.ndarray, name: str) -> Any:
+    """One row's value of a field: a Python scalar, or an array for coefficient fields."""
+    if x.ndim == 0:
+        return _scalar(x)
+    if name == "QMdf":
+        return tuple(float(v) for v in x)
+    return x
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, np.ndarray) or isinstance(value, np.generic):
         value = value.tolist()
     if isinstance(value, float) and np.isnan(value):
         return None
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
+
+
+def _new_design(newmods, p: int, add_intercept: bool, names) -> np.ndarray:
+    """New design rows (q, p) (or (..., q, p)) from predict()'s ``newmods``."""
+    x = np.asarray(newmods, dtype=float)
+    width = p - 1 if add_intercept else p
+    if x.ndim == 0:
+        x = x.reshape(1, 1)
+    elif x.ndim == 1:
+        x = x[:, None] if width == 1 else x[None, :]
+    if x.shape[-1] == width and add_intercept:
+        x = np.concatenate([np.ones(x.shape[:-1] + (1,)), x], axis=-1)
+    elif x.shape[-1] != p:
+        raise ValueError(
+            f"`newmods` has {x.shape[-1]} columns but the model has {p} coefficients "
+            f"({', '.join(names)}); give {width} moderator values per point"
+            + (" (the intercept is added)" if add_intercept else "")
+            + "."
+        )
+    if not np.isfinite(x).all():
+        raise ValueError("`newmods` must be finite.")
+    return x
 
 
 def _where(index: tuple[int, ...]) -> str:
@@ -169,6 +311,7 @@ def _first(mask: np.ndarray) -> tuple[int, ...]:
 def _read_inputs(yi, vi, labels):
     measure = "effect"
     est = None
+    est_mods = None
     if hasattr(yi, "estimates") and callable(yi.estimates):
         est = yi.estimates()
     elif hasattr(yi, "yi") and hasattr(yi, "vi"):
@@ -182,6 +325,7 @@ def _read_inputs(yi, vi, labels):
             )
         yi, vi, measure = est.yi, est.vi, est.measure
         labels = est.labels if labels is None else labels
+        est_mods = getattr(est, "mods", None)
     if vi is None:
         raise TypeError(
             "`vi` is missing: pass sampling variances with the same shape as `yi`, "
@@ -192,7 +336,7 @@ def _read_inputs(yi, vi, labels):
         v = np.array(vi, dtype=float)
     except (TypeError, ValueError) as err:
         raise TypeError(f"`yi` and `vi` must be numeric arrays; conversion failed: {err}") from err
-    return y, v, labels, measure
+    return y, v, labels, measure, est_mods
 
 
 def _validate(y, v, weights, labels):
@@ -284,6 +428,8 @@ def pool(
     yi,
     vi=None,
     *,
+    mods=None,
+    intercept: bool = True,
     method: str = "REML",
     test: str = "z",
     level: float = 95,
@@ -291,6 +437,9 @@ def pool(
     labels=None,
 ) -> PoolResult:
     """Pool effect sizes with a common- or random-effects model, as ``metafor::rma``.
+
+    With ``mods`` it fits a (mixed-effects) meta-regression, as
+    ``metafor::rma.uni(yi, vi, mods = X)``.
 
     Parameters
     ----------
@@ -303,12 +452,28 @@ def pool(
     vi : array_like, optional
         Sampling variances, same shape as ``yi``, > 0 where ``yi`` is observed
         and NaN where it is missing.
+    mods : array_like, DataFrame, dict or column names, optional
+        Moderators: an array ``(k,)``, ``(k, p)`` (one design for every row of
+        the batch) or ``(..., k, p)`` (one per row); a
+        :class:`pandas.DataFrame` or dict of named columns (names are kept;
+        string, categorical and boolean columns are dummy-coded with R's
+        default treatment contrasts, first level as reference, as
+        ``model.matrix(~ x)``); or, when ``yi`` is an Estimates with a ``mods``
+        table, a column name or list of names of that table. Moderator values
+        of missing studies (NaN ``yi``) are ignored; elsewhere they must be
+        finite. The design must have full column rank in every row (no
+        redundant columns are dropped: the error names the collinear ones)
+        and k > p studies (k >= p for common-effect models).
+    intercept : bool
+        Add an intercept column (``"intrcpt"``) to ``mods``. With
+        ``intercept=False`` a column of ones among ``mods`` is still taken as
+        the intercept, as metafor does.
     method : str
         ``"FE"`` (aliases ``"EE"``, ``"CE"``) for a common effect, or a tau^2
         estimator: ``"DL"``, ``"HE"``, ``"HS"``, ``"SJ"``, ``"ML"``, ``"REML"``
         (default), ``"EB"`` or ``"PM"``, with metafor's conventions (Fisher
         scoring from the truncated HE value, threshold 1e-5, at most 100
-        iterations, step halving; PM by Brent's method on [0, 100]).
+        iterations, step halving; PM by Brent's method on [0, max(100, 10 mad(yi)^2)]).
     test : {"z", "knha"}
         Normal-theory test, or the Knapp-Hartung method (t with k - 1 df and the
         variance scaled by the weighted residual variance, not truncated at 1).
@@ -325,21 +490,38 @@ def pool(
         ``estimate, se, zval, pval, ci_lb, ci_ub, tau2, se_tau2, I2, H2, QE,
         QEp, pi_lb, pi_ub, k, converged`` and more, scalars for 1-D ``yi`` and
         arrays of the batch shape otherwise. The prediction interval is NaN for
-        common-effect models, as metafor's ``predict``.
+        common-effect models, as metafor's ``predict``. A meta-regression
+        gives one value per coefficient in ``estimate`` (= ``beta``), ``se``,
+        ``zval``, ``pval``, ``ci_lb``, ``ci_ub`` (trailing axis of length p),
+        and ``QM``, ``QMp``, ``QMdf``, ``R2``, ``vb``; its prediction interval
+        fields are NaN: use :meth:`PoolResult.predict` at chosen moderator
+        values.
 
     Raises
     ------
     ValueError
         Mismatched shapes, non-finite or non-positive variances, NaN in only
         one of ``yi``/``vi``, unknown method or test, or a row with one study
-        under a random-effects method.
+        under a random-effects method; with ``mods``: a wrong number of rows,
+        a non-finite moderator of an observed study (row and column named), a
+        rank-deficient design (collinear columns named), or k <= p.
 
     Notes
     -----
     All rows are iterated together; a row that has not converged after 100
     Fisher-scoring steps is flagged in ``converged`` (metafor would stop with
     an error). Where metafor stops because the PM root exceeds ``tau2.max =
-    100``, the bracket is widened instead.
+    max(100, 10 mad(yi)^2)``, the bracket is widened instead.
+
+    With moderators every estimator uses metafor's residual-based formulas
+    (the ``P`` matrix of the weighted least-squares fit; HE and SJ on OLS
+    residuals and the SJ start ``var(yi) (k-1)/k``; ML, REML, EB and PM with
+    ``k - p`` in place of ``k - 1``), tau^2 is estimated from the mean-centred
+    effects as metafor does, and the pseudo-R^2 is
+    ``max(0, 100 (tau2_0 - tau2) / tau2_0)`` with ``tau2_0`` from the model
+    without moderators (same estimator), or the adjusted R^2 of the weighted
+    regression for common-effect models; it is NaN when the model has no
+    intercept or only one.
 
     References
     ----------
@@ -355,6 +537,10 @@ def pool(
     estimation for meta-analysis. J. R. Stat. Soc. C, 54(2), 367-384.
     Higgins, J. P. T., & Thompson, S. G. (2002). Quantifying heterogeneity in a
     meta-analysis. doi:10.1002/sim.1186
+    Raudenbush, S. W. (2009). Analyzing effect sizes: random-effects models.
+    In *The Handbook of Research Synthesis and Meta-Analysis*, 295-315.
+    Lopez-Lopez, J. A., et al. (2014). Estimation of the predictive power of
+    the model in mixed-effects meta-regression. doi:10.1111/bmsp.12002
 
     Examples
     --------
@@ -367,10 +553,22 @@ def pool(
     >>> batch = pool(np.stack([yi, yi + 0.5]), np.stack([vi, vi]), method="DL")
     >>> np.round(batch.estimate, 4).tolist()
     [-0.8311, -0.3311]
+
+    A meta-regression on a named moderator:
+
+    >>> lat = np.array([44.0, 55.0, 42.0, 52.0, 13.0, 44.0, 19.0])
+    >>> reg = pool(yi, vi, mods={"ablat": lat})
+    >>> reg.coef_names, np.round(reg.beta, 4).tolist()
+    (('intrcpt', 'ablat'), [0.4402, -0.0331])
+    >>> round(reg.QM, 4), round(reg.R2, 2)
+    (17.8589, 87.96)
     """
-    y, v, labels, measure = _read_inputs(yi, vi, labels)
+    y, v, labels, measure, est_mods = _read_inputs(yi, vi, labels)
     method, test, level = _options(method, test, level)
     obs, a, labels = _validate(y, v, weights, labels)
+    if mods is not None:
+        mods = _named_mods(mods, est_mods)
+        return _pool_mods(y, v, obs, a, labels, measure, mods, intercept, method, test, level)
 
     shape = y.shape[:-1]
     kmax = y.shape[-1]
@@ -410,13 +608,18 @@ def pool(
         y2, v2, m, k, fit.tau2, method, test, level, None if a is None else a.reshape(-1, kmax)
     )
     out.update(se_tau2=fit.se_tau2, converged=fit.converged, iterations=fit.iterations, k=k)
+    # metafor's QM for the intercept-only model is the squared test statistic.
+    qm_ok = out["se"] > 0  # metafor: QM is NA when vb is 0 (Knapp-Hartung scale of 0)
+    out.update(
+        beta=out["estimate"][:, None],
+        vb=(out["se"] ** 2)[:, None, None],
+        QM=np.where(qm_ok, out["zval"] ** 2, np.nan),
+        QMp=np.where(qm_ok, out["pval"], np.nan),
+        QMdf=np.stack([np.ones(k.size), out["df"]], axis=-1),
+    )
     pct = out.pop("weights_pct")
-    if shape:
-        out = {key: val.reshape(shape) for key, val in out.items()}
-    else:
-        out = {key: _scalar(val[0]) for key, val in out.items()}
     return PoolResult(
-        **out,
+        **_shaped(out, shape),
         method=method,
         test=test,
         level=level,
@@ -425,6 +628,108 @@ def pool(
         yi=y,
         vi=v,
         measure=str(measure),
+        user_weights=a is not None,
+    )
+
+
+def _shaped(out: dict[str, np.ndarray], shape: tuple[int, ...]) -> dict[str, Any]:
+    """Flat-batch arrays back to the batch shape, or Python scalars for one analysis."""
+    if shape:
+        return {key: val.reshape(shape + val.shape[1:]) for key, val in out.items()}
+    return {key: _cell(val[0], key) for key, val in out.items()}
+
+
+def _named_mods(mods, est_mods):
+    """Column names of an Estimates' moderator table become that table's columns."""
+    names = None
+    if isinstance(mods, str):
+        names = [mods]
+    elif isinstance(mods, list | tuple) and mods and all(isinstance(x, str) for x in mods):
+        names = list(mods)
+    if names is None:
+        return mods
+    if est_mods is None:
+        raise ValueError(
+            f"`mods` names columns {names!r}, but `yi` has no moderator table; pass the "
+            "moderator values (an array, DataFrame or dict) instead."
+        )
+    missing = [n for n in names if n not in est_mods.columns]
+    if missing:
+        raise ValueError(
+            f"`mods` names {missing!r}, which are not columns of the moderator table "
+            f"(columns: {list(est_mods.columns)!r})."
+        )
+    return est_mods[names]
+
+
+def _pool_mods(y, v, obs, a, labels, measure, mods, intercept, method, test, level):
+    """The meta-regression branch of :func:`pool`."""
+    shape = y.shape[:-1]
+    kmax = y.shape[-1]
+    arr, names = regression.read_mods(mods, y.shape)
+    X, names, int_incl = regression.build_design(arr, names, bool(intercept), obs)
+    p = X.shape[-1]
+    y2 = y.reshape(-1, kmax)
+    v2 = v.reshape(-1, kmax)
+    m = obs.reshape(-1, kmax)
+    k = m.sum(axis=-1)
+    if (k == 0).any():
+        idx = np.unravel_index(int(np.argmax(k == 0)), shape) if shape else ()
+        raise ValueError(
+            f"`yi` row {_where(idx)} has no observed studies (all NaN); drop that row or "
+            "give it at least one study."
+        )
+    fixed = method in FIXED_METHODS
+    X2 = X.reshape(-1, kmax, p)
+    Q, T = regression.check_design(X2, m, k, names, fixed, shape)
+    if fixed and test == "knha":
+        warnings.warn(
+            f"The Knapp-Hartung method is not meant for common-effect models (method={method!r}).",
+            UserWarning,
+            stacklevel=3,
+        )
+    fit = regression.estimate_tau2_mods(Q, y2, v2, m, k, method)
+    if not fit.converged.all():
+        warnings.warn(
+            f"tau^2 estimation ({method}) did not converge for {int((~fit.converged).sum())} "
+            f"of {k.size} meta-regressions; see `converged` on the result.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    a2 = None if a is None else a.reshape(-1, kmax)
+    out = regression.fit_mods(y2, v2, m, k, Q, T, fit.tau2, method, test, level, a2, int_incl)
+    int_only = p == 1 and int_incl
+    if int_incl:
+        out["R2"] = regression.r2_mods(y2, v2, m, k, Q, T, fit.tau2, method, a2, int_only)
+    else:
+        out["R2"] = np.full(k.size, np.nan)
+    out.pop("crit")
+    out.update(
+        estimate=out["beta"],
+        tau2=fit.tau2,
+        se_tau2=fit.se_tau2,
+        converged=fit.converged,
+        iterations=fit.iterations,
+        k=k,
+        pi_lb=np.full(k.size, np.nan),
+        pi_ub=np.full(k.size, np.nan),
+    )
+    pct = out.pop("weights_pct")
+    return PoolResult(
+        **_shaped(out, shape),
+        method=method,
+        test=test,
+        level=level,
+        labels=labels,
+        weights=pct.reshape(y.shape),
+        yi=y,
+        vi=v,
+        measure=str(measure),
+        coef_names=tuple(names),
+        p=p,
+        X=X,
+        int_incl=int_incl,
+        user_weights=a is not None,
     )
 
 
@@ -485,6 +790,7 @@ def _compute(y, v, m, k, tau2, method, test, level, a) -> dict[str, np.ndarray]:
             pi_lb = pi_ub = np.full(k.shape, np.nan)
         i2 = np.where(multi, i2, 0.0)
         h2 = np.where(multi, h2, 1.0)
+        vt = np.where(multi, vt, 0.0)
     return {
         "estimate": beta,
         "se": se,
@@ -500,6 +806,7 @@ def _compute(y, v, m, k, tau2, method, test, level, a) -> dict[str, np.ndarray]:
         "QEp": qep,
         "pi_lb": pi_lb,
         "pi_ub": pi_ub,
+        "vt": vt,
         "weights_pct": np.where(m, pct, np.nan),
     }
 
@@ -566,6 +873,77 @@ def _summary_one(r: PoolResult) -> str:
     if r.method in RANDOM_METHODS:
         lines.append("")
         lines.append(f"{r.level:g}% prediction interval: [{_fmt(r.pi_lb)}, {_fmt(r.pi_ub)}]")
+    lines += [
+        "",
+        "---",
+        "Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _coef_label(idx: list[int]) -> str:
+    """metafor's "coefficient 2" / "coefficients 2:3" (1-based)."""
+    if len(idx) == 1:
+        return f"coefficient {idx[0] + 1}"
+    if idx == list(range(idx[0], idx[-1] + 1)):
+        return f"coefficients {idx[0] + 1}:{idx[-1] + 1}"
+    return "coefficients " + ",".join(str(i + 1) for i in idx)
+
+
+def _summary_mods(r: PoolResult) -> str:
+    """metafor's print of a meta-regression: heterogeneity, QE, QM, coefficient table."""
+    lines = [""]
+    random = r.method in RANDOM_METHODS
+    if random:
+        lines.append(f"Mixed-Effects Model (k = {r.k}; tau^2 estimator: {r.method})")
+        if not r.converged:
+            lines.append("Warning: tau^2 estimation did not converge.")
+        lines.append("")
+        tiny = abs(r.tau2) <= np.finfo(float).eps * 10
+        se = "" if np.isnan(r.se_tau2) else f" (SE = {_fmt(r.se_tau2)})"
+        lines.append(
+            "tau^2 (estimated amount of residual heterogeneity):     "
+            + _fmt(r.tau2, 0 if tiny else 4)
+            + se
+        )
+        lines.append(
+            "tau (square root of estimated tau^2 value):             "
+            + _fmt(np.sqrt(r.tau2), 0 if tiny else 4)
+        )
+    else:
+        lines += ["Fixed-Effects with Moderators Model (k = " + f"{r.k})", ""]
+    lines.append(f"I^2 (residual heterogeneity / unaccounted variability): {r.I2:.2f}%")
+    lines.append(f"H^2 (unaccounted variability / sampling variability):   {r.H2:.2f}")
+    if r.R2 is not None and not np.isnan(r.R2):
+        lines.append(f"R^2 (amount of heterogeneity accounted for):            {r.R2:.2f}%")
+    lines += ["", "Test for Residual Heterogeneity:"]
+    lines.append(f"QE(df = {r.k - r.p}) = {_fmt(r.QE)}, p-val {_pval(r.QEp, showeq=True)}")
+    btt = list(range(1, r.p)) if (r.int_incl and r.p > 1) else list(range(r.p))
+    lines += ["", f"Test of Moderators ({_coef_label(btt)}):"]
+    df1, df2 = r.QMdf
+    if r.test == "knha":
+        head = f"F(df1 = {df1:g}, df2 = {df2:g})"
+    else:
+        head = f"QM(df = {df1:g})"
+    lines.append(f"{head} = {_fmt(r.QM)}, p-val {_pval(r.QMp, showeq=True)}")
+    lines += ["", "Model Results:", ""]
+    header = ["", "estimate", "se", "tval" if r.test == "knha" else "zval"]
+    if r.test == "knha":
+        header.append("df")
+    header += ["pval", "ci.lb", "ci.ub", ""]
+    rows = []
+    for j, name in enumerate(r.coef_names):
+        row = [name, _fmt(r.estimate[j]), _fmt(r.se[j]), _fmt(r.zval[j])]
+        if r.test == "knha":
+            row.append(f"{r.df:g}")
+        row += [_pval(r.pval[j]), _fmt(r.ci_lb[j]), _fmt(r.ci_ub[j]), _stars(r.pval[j])]
+        rows.append(row)
+    widths = [max(len(x[c]) for x in [header, *rows]) for c in range(len(header))]
+    for row in [header, *rows]:
+        cells = [row[0].ljust(widths[0])]
+        cells += [x.rjust(wd) for x, wd in zip(row[1:], widths[1:], strict=True)]
+        lines.append("  ".join(cells).rstrip())
     lines += [
         "",
         "---",

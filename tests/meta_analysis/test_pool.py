@@ -318,9 +318,11 @@ def test_knha_with_common_effect_warns_like_metafor():
 
 
 def test_pm_beyond_metafor_tau2_max_widens_the_bracket():
-    # metafor stops with "Value of 'tau2.max' too low" (tau2.max = 100); we widen it.
-    yi = np.array([0.0, 100.0, 200.0, -100.0, 50.0])
+    # metafor's tau2.max is max(100, 10 mad(yi)^2) = 100 here (mad = 0.15) and it stops
+    # with "Value of 'tau2.max' too low"; we widen the bracket instead.
+    yi = np.array([0.0, 0.1, -0.1, 0.05, 500.0])
     vi = np.array([1.0, 2.0, 3.0, 1.0, 2.0])
+    assert estimators.tau2_max(yi[None], np.ones((1, 5), bool), np.array([5])) == 100.0
     res = pool(yi, vi, method="PM")
     assert res.converged is True and res.tau2 > 100
     w = 1 / (vi + res.tau2)
@@ -337,3 +339,36 @@ def test_common_effect_single_study_rows_in_a_batch():
     with pytest.warns(UserWarning):
         kh = pool(yi, vi, method="FE", test="knha")
     assert np.isnan(kh.pval[0]) and np.isfinite(kh.pval[1])  # t with 0 df is undefined
+
+
+def test_pm_search_interval_is_metafors_max_100_10_mad2():
+    # mad(yi) = 22.239 (R's constant 1.4826), so metafor searches [0, 4945.8]; the root
+    # is found step for step as uniroot on that interval (tighter than the 1e-6 of the
+    # fixtures: a different interval gives a different root within uniroot's tolerance).
+    reg = json.loads((REFERENCE.parent / "regression_reference.json").read_text())
+    wide = reg["confint_extra_datasets"]["wide"]
+    yi, vi = np.array(wide["yi"], dtype=float), np.array(wide["vi"], dtype=float)
+    upper = estimators.tau2_max(yi[None], np.ones((1, 5), bool), np.array([5]))
+    assert upper[0] == pytest.approx(10 * (1.4826 * 15.0) ** 2, rel=1e-12)
+    want = next(r for r in reg["confint"] if (r["dataset"], r["method"]) == ("wide", "PM"))
+    assert pool(yi, vi, method="PM").tau2 == pytest.approx(want["tau2"][0], rel=1e-12)
+
+
+def test_intercept_only_results_carry_the_regression_fields():
+    yi, vi = _data("bcg")
+    for test in ("z", "knha"):
+        res = pool(yi, vi, test=test)
+        assert res.beta.shape == (1,) and res.beta[0] == res.estimate
+        assert res.vb.shape == (1, 1) and res.vb[0, 0] == pytest.approx(res.se**2)
+        assert res.QM == pytest.approx(res.zval**2) and res.QMp == res.pval
+        assert res.coef_names == ("intrcpt",) and res.p == 1 and res.R2 is None
+        assert res.QMdf[0] == 1.0 and (np.isnan(res.QMdf[1]) if test == "z" else res.QMdf[1] == 12)
+        assert res.vt > 0 and not res.has_mods
+    batch = pool(*_padded(["bcg", "pritz1997"]), test="knha")
+    assert batch.beta.shape == (2, 1) and batch.QMdf.shape == (2, 2)
+    np.testing.assert_array_equal(batch.QMdf[:, 1], [12, 13])
+    assert batch.row(1).QMdf == (1.0, 13.0)
+    json.dumps(batch.to_dict(), allow_nan=False)
+    # metafor: QM is NA when the Knapp-Hartung scale (hence vb) is 0
+    flat = pool(np.full(4, 1.5), np.array([0.1, 0.2, 0.3, 0.4]), test="knha")
+    assert np.isnan(flat.QM) and np.isnan(flat.QMp)
