@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import warnings
 from pathlib import Path
@@ -10,10 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spatialmeta.meta_analysis import subgroups as subgroups_module
 from spatialmeta.meta_analysis.pool import PoolResult, pool
 from spatialmeta.meta_analysis.subgroups import SubgroupResult, subgroups
 from spatialmeta.tasks.estimates import Estimates
+
+# the package exports the function subgroups, which hides the module of the same name
+subgroups_module = importlib.import_module("spatialmeta.meta_analysis.subgroups")
 
 REFERENCE = Path(__file__).resolve().parents[1] / "reference" / "diagnostics_reference.json"
 DATA = json.loads(REFERENCE.read_text())
