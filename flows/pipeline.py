@@ -64,15 +64,15 @@ def train(tasks, split, config: learn.LearnConfig, out_dir: str, progress: bool)
 
 
 @task(cache_policy=NO_CACHE)
-def forecast_all(result, tasks, split):
-    cfg = result.config
-    return [
-        learn.forecast_heldout(result.learner, tasks, split, cfg),
-        learn.forecast_heldout(result.learner, tasks, split, cfg, adapt=False),
-        learn.climatology(tasks, split, cfg.horizon),
-        learn.persistence(tasks, split, cfg.horizon),
-        learn.ridge_ar(tasks, split, cfg.horizon, lags=cfg.lags),
-    ]
+def train_global(tasks, split, config: learn.LearnConfig, out_dir: str, progress: bool):
+    return learn.global_train(
+        tasks, split, config, checkpoint_dir=Path(out_dir) / "checkpoint_global", progress=progress
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def forecast_all(result, global_result, tasks, split):
+    return learn.forecast_methods(tasks, split, result.config, meta=result, global_=global_result)
 
 
 @task(cache_policy=NO_CACHE)
@@ -171,8 +171,10 @@ def demo_pipeline(
     config = learn.LearnConfig(episodes=episodes, seed=seed)
     logger.info("4/7 meta-training over %d training regions", int((~split.held_out).sum()))
     result = train(tasks, split, config, str(out_dir), progress)
+    logger.info("4/7 global network (baseline) on the same training regions")
+    global_result = train_global(tasks, split, config, str(out_dir), progress)
     logger.info("5/7 adapting to %d held-out regions and forecasting", int(split.held_out.sum()))
-    forecasts = forecast_all(result, tasks, split)
+    forecasts = forecast_all(result, global_result, tasks, split)
     logger.info("6/7 skill per region and random-effects pooling")
     evaluation, pooled = evaluate_and_pool(tasks, forecasts, str(out_dir))
     logger.info("7/7 writing forecasts, maps and the summary")

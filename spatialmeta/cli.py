@@ -213,28 +213,50 @@ def forecast(
         None, help="Ensemble member to use when the store has several."
     ),
     lags: int = typer.Option(12, help="Lag window of the model."),
+    learner: str = typer.Option(
+        "ridge", help="Meta-learner: ridge, anil, maml, fomaml (first-order MAML) or reptile."
+    ),
     episodes: int = typer.Option(400, help="Maximum meta-training episodes."),
+    shots: str | None = typer.Option(
+        None,
+        help="Also score every method with these support lengths, e.g. 6,12,24,48 "
+        "(writes OUT/shots.csv and OUT/shots.png).",
+    ),
     seed: int = typer.Option(0, help="Seed."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
     progress: bool = typer.Option(True, help="Show progress."),
 ) -> None:
     """Meta-train over regions, forecast held-out regions from a short support window, score.
 
-    Writes OUT/forecasts.zarr, OUT/forecasts.parquet, OUT/skill.csv (one row per method) and
-    OUT/skill_by_region.csv.
+    Methods: the meta-learned network (meta; unadapted: meta_noadapt), the global graph
+    network trained without episodes (global; fine-tuned on each support window:
+    global_finetuned), climatology, persistence and ridge autoregression.
 
-    Example: spatialmeta forecast --series outputs/demo/series.zarr --var tas --regions outputs/demo/data/regions.gpkg --test-start 2016-01 --out outputs/forecast
+    Writes OUT/forecasts.zarr, OUT/forecasts.parquet, OUT/skill.csv (one row per method),
+    OUT/skill_by_region.csv, training logs under OUT/checkpoint*/ (metrics.csv) and, with
+    --shots, OUT/shots.csv and OUT/shots.png.
+
+    Example: spatialmeta forecast --series outputs/demo/series.zarr --var tas --regions outputs/demo/data/regions.gpkg --test-start 2016-01 --shots 6,12,24,48 --out outputs/forecast
     """
     from spatialmeta.learn.config import LearnConfig
     from spatialmeta.learn.job import forecast_job
     from spatialmeta.raster.aggregate import read_regions
 
     try:
+        shot_list = None
+        if shots:
+            try:
+                shot_list = [int(s) for s in shots.split(",") if s.strip()]
+            except ValueError:
+                raise ValueError(
+                    f"--shots must be comma-separated integers, e.g. 6,12,24,48; got {shots!r}."
+                ) from None
         polys = read_regions(regions, id_column=region_id)
-        cfg = LearnConfig(lags=lags, episodes=episodes, seed=seed)
+        cfg = LearnConfig(lags=lags, episodes=episodes, seed=seed, learner=learner)
         result = forecast_job(
             series, var, polys, out, region_id=region_id, holdout=holdout, support=support,
-            test_start=test_start, horizon=horizon, member=member, config=cfg, progress=progress,
+            test_start=test_start, horizon=horizon, member=member, config=cfg, shots=shot_list,
+            progress=progress,
         )  # fmt: skip
     except _known_errors() as exc:
         if os.environ.get(_DEBUG_ENV):
@@ -246,6 +268,10 @@ def forecast(
         typer.echo(
             f"{result.n_missing} missing values were masked (never used as inputs or scored)."
         )
+    if result.shots is not None:
+        typer.echo("\nshots curve (support steps × method):")
+        wide = result.shots.pivot(index="method", columns="support", values="rmse")
+        typer.echo(wide.to_string(float_format=lambda v: f"{v:.3f}") + "\n(RMSE)")
     typer.echo(f"outputs in {result.out}")
 
 

@@ -9,7 +9,9 @@ __all__ = ["forecast_summary"]
 
 _METHOD_NAMES = {
     "meta": "meta-learned graph network (adapted)",
+    "meta_noadapt": "meta-learned graph network (not adapted)",
     "global": "global graph network (no adaptation)",
+    "global_finetuned": "global graph network fine-tuned on the support window",
     "climatology": "climatology (support window)",
     "persistence": "persistence",
     "ridge_ar": "ridge autoregression (support window)",

@@ -15,8 +15,9 @@ def climatology(
 ) -> Forecast:
     """Calendar-month means of each held-out region's support window.
 
-    The spread is the standard deviation of the support values around their monthly means;
-    a month absent from a short support window falls back to the support mean.
+    The spread is the standard deviation of the support values around their monthly means
+    (around their overall mean when no month occurs twice in the window); a month absent
+    from a short support window falls back to the support mean.
     """
     t0, S = split.test_start, split.support
     held = np.flatnonzero(split.held_out)
@@ -30,8 +31,13 @@ def climatology(
     overall = np.nanmean(window, axis=1, keepdims=True)
     clim = np.where(counts > 0, sums / np.maximum(counts, 1), overall)
     resid = window - np.take_along_axis(clim, np.broadcast_to(phase, window.shape), axis=1)
-    dof = np.maximum(ok.sum(axis=1) - (counts > 0).sum(axis=1), 1)
-    spread = np.sqrt(np.nansum(resid**2, axis=1) / dof)
+    dof = ok.sum(axis=1) - (counts > 0).sum(axis=1)
+    spread = np.sqrt(np.nansum(resid**2, axis=1) / np.maximum(dof, 1))
+    # a window with no month seen twice (support < 2 periods) has no residual: fall back to
+    # the spread of the support values themselves (zero spread would make CRPS undefined)
+    plain = np.sqrt(np.nansum((window - overall) ** 2, axis=1) / np.maximum(ok.sum(axis=1) - 1, 1))
+    spread = np.where(dof > 0, spread, plain)
+    spread = np.maximum(spread, 1e-6 * np.maximum(np.abs(overall[:, 0]), 1.0))
     target = origins[:, None] + np.arange(horizon)[None, :]  # (O, H)
     mean = clim[:, target % period]  # (Rh, O, H)
     std = np.broadcast_to(spread[:, None, None], mean.shape).copy()
@@ -53,12 +59,14 @@ def ridge_ar(
 
     For each held-out region and each horizon ``h``, ``y[o + h - 1]`` is regressed on the
     standardized lags ``y[o - lags .. o - 1]`` and an intercept over the support origins
-    (:func:`support_query_origins`), with ridge penalty ``alpha`` (intercept unpenalized);
-    all regions and horizons are solved at once (batched normal equations). Missing lags
-    are filled with the support mean; missing targets are left out of the fit. The spread
-    is each region's residual standard deviation on the support window.
+    (:func:`~spatialmeta.learn.features.support_origins`, as the meta-learner adapts),
+    with ridge penalty ``alpha`` (intercept unpenalized); all regions and horizons are
+    solved at once (batched normal equations). Missing lags — and, for a support window
+    shorter than ``lags + horizon``, lags before the window — sit at the support mean;
+    missing targets are left out of the fit. The spread is each region's residual
+    standard deviation on the support window.
     """
-    from spatialmeta.tasks.sampling import support_query_origins
+    from spatialmeta.learn.features import support_origins
 
     t0, S = split.test_start, split.support
     held = np.flatnonzero(split.held_out)
@@ -72,17 +80,20 @@ def ridge_ar(
     known = np.zeros_like(z, dtype=bool)
     known[:, t0 - S :] = np.isfinite(z[:, t0 - S :])
     zf = np.where(known, z, 0.0)  # unknown or missing values sit at the support mean
-    zp = np.concatenate([zf, np.zeros((len(held), horizon))], axis=1)
-    kp = np.concatenate([known, np.zeros((len(held), horizon), dtype=bool)], axis=1)
+    kp = known.copy()
+    kp[:, t0:] = False  # the fit uses the support window only
+    rh = len(held)  # padded with ``lags`` unknown steps before and ``horizon`` after the record
+    zp = np.concatenate([np.zeros((rh, lags)), zf, np.zeros((rh, horizon))], axis=1)
+    kp = np.concatenate([np.zeros((rh, lags), bool), kp, np.zeros((rh, horizon), bool)], axis=1)
 
     def design(orig):
-        lag_idx = orig[:, None] + np.arange(-lags, 0)[None, :]
+        lag_idx = orig[:, None] + np.arange(-lags, 0)[None, :] + lags
         x = zp[:, lag_idx]  # (Rh, O, lags)
         return np.concatenate([x, np.ones(x.shape[:-1] + (1,))], axis=-1)
 
-    sup, _ = support_query_origins(t0, S, lags, horizon, 0)
+    sup = support_origins(t0, S, lags, horizon)
     xs = design(sup)  # (Rh, Ns, p)
-    tgt = sup[:, None] + np.arange(horizon)[None, :]
+    tgt = sup[:, None] + np.arange(horizon)[None, :] + lags
     ys, ms = zp[:, tgt], kp[:, tgt].astype(float)  # (Rh, Ns, H)
     pen = alpha * np.eye(xs.shape[-1])
     pen[-1, -1] = 0.0

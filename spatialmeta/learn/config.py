@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-__all__ = ["LearnConfig"]
+__all__ = ["LearnConfig", "LEARNERS", "FINETUNE"]
+
+LEARNERS = ("ridge", "anil", "maml", "fomaml", "reptile")
+FINETUNE = ("head", "head+last")
 
 
 @dataclass(frozen=True)
 class LearnConfig:
-    """Hyper-parameters of meta-training and forecasting.
+    """Hyper-parameters of meta-training, global training, fine-tuning and forecasting.
 
     Attributes
     ----------
@@ -26,7 +29,7 @@ class LearnConfig:
     meta_batch : int
         Tasks (regions) per meta-batch.
     episodes : int
-        Maximum meta-training episodes.
+        Maximum training steps (meta-training episodes, or mini-batches of the global network).
     lr : float
         Adam learning rate.
     val_fraction : float
@@ -40,10 +43,20 @@ class LearnConfig:
         whole graph (1 covers the backbone's single graph layer exactly); for large graphs.
     device : str
         ``"auto"`` (CUDA when present, else CPU), ``"cpu"`` or ``"cuda"``.
-    learner : {"ridge", "anil"}
-        Per-task adaptation: closed-form ridge head (R2-D2) or ANIL's inner SGD on the
-        head (second order). MAML, Reptile and ProtoNets live in
-        :mod:`spatialmeta.learn.learners` and are driven by ``learner_episode_loss``.
+    learner : {"ridge", "anil", "maml", "fomaml", "reptile"}
+        Per-task adaptation: closed-form ridge head (R2-D2), ANIL's inner SGD on the head
+        (second order), MAML over every backbone parameter (second order; ``"fomaml"``:
+        first order) or Reptile over every backbone parameter. MAML and Reptile adapt
+        each task with its own graph forward (a Python loop over tasks, inherent to them).
+    inner_steps, inner_lr : optional
+        Inner-loop SGD steps and step size of ANIL, MAML and Reptile (None: the learner's
+        default).
+    finetune : {"head", "head+last"}
+        What the ``global_finetuned`` baseline fits on a held-out region's support window:
+        the mean and variance heads, or those and the backbone's last layer.
+    finetune_steps, finetune_lr : int, float
+        Gradient steps (Adam, per-region moments) and step size of that fine-tuning (all
+        held-out regions at once).
     """
 
     lags: int = 12
@@ -61,6 +74,11 @@ class LearnConfig:
     subgraph_hops: int | None = None
     device: str = "auto"
     learner: str = "ridge"
+    inner_steps: int | None = None
+    inner_lr: float | None = None
+    finetune: str = "head"
+    finetune_steps: int = 10
+    finetune_lr: float = 3e-4
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -17,6 +17,7 @@ __all__ = [
     "OriginBatch",
     "calendar_phases",
     "CALENDAR_FEATURES",
+    "support_origins",
 ]
 
 CALENDAR_FEATURES = 4  # per horizon: sin/cos of the annual and of the diurnal phase
@@ -45,6 +46,31 @@ def calendar_phases(time: pd.DatetimeIndex, extra: int) -> tuple[np.ndarray, np.
     annual = 2 * np.pi * day / 365.25
     diurnal = 2 * np.pi * (full.hour.to_numpy() + full.minute.to_numpy() / 60) / 24
     return annual, diurnal
+
+
+def support_origins(end: int, support: int, lags: int, horizon: int) -> np.ndarray:
+    """Forecast origins of a support window ``[end - support, end)`` for adaptation.
+
+    A window that holds ``lags + horizon`` steps gives the origins whose every lag and
+    target lies inside it (as in meta-training: :func:`support_query_origins`). A shorter
+    window (few shots) gives every origin with at least one lag and one target inside,
+    ``end - support + 1 .. end - 1``: the lags before the window and the targets at or
+    after ``end`` are then masked (unknown), never filled with made-up values.
+
+    Examples
+    --------
+    >>> support_origins(100, 24, 12, 3).tolist() == list(range(88, 98))
+    True
+    >>> support_origins(100, 6, 12, 3).tolist()
+    [95, 96, 97, 98, 99]
+    """
+    from spatialmeta.tasks.sampling import support_query_origins
+
+    if support < 1:
+        raise ValueError(f"`support` must be at least 1 step; got {support}.")
+    if support >= lags + horizon:
+        return support_query_origins(end, support, lags, horizon, 0)[0]
+    return np.arange(end - support + 1, end)
 
 
 @dataclass(frozen=True)
@@ -107,26 +133,29 @@ def origin_batch(
     :meth:`RegionSplit.known`, cut at ``test_start`` while training). A lag value is used
     only if known — and since the lags of origin ``o`` are ``o-L .. o-1``, nothing at or
     after the origin ever enters the inputs. Targets are ``o .. o+H-1``, masked where
-    unknown or past the record.
+    unknown or past the record; lags before the record start are masked too.
     """
     origins = np.asarray(origins, dtype=np.int64)
-    if origins.min() < lags:
-        raise ValueError(f"origin {origins.min()} has fewer than {lags} lags before it.")
+    if origins.size and (origins.min() < 0 or origins.max() > tasks.n_time):
+        raise ValueError(
+            f"origins must lie in [0, {tasks.n_time}] (the record); got {origins.min()}..{origins.max()}."
+        )
     series, mean, std = tasks.series, norm.mean, norm.std
     if regions is not None:  # only these regions (a subgraph), in this order
         series, known, mean, std = series[regions], known[regions], mean[regions], std[regions]
     r, t = series.shape
     known = known & np.isfinite(series)
     z = np.where(known, (series - mean[:, None]) / std[:, None], 0.0).astype(np.float32)
-    pad = np.zeros((r, horizon), dtype=np.float32)
-    zp = np.concatenate([z, pad], axis=1)
-    kp = np.concatenate([known, np.zeros((r, horizon), dtype=bool)], axis=1)
+    # ``lags`` masked steps before the record and ``horizon`` after it: lag windows of early
+    # origins and targets past the end are unknown (mask 0), not made-up values
+    zp = np.concatenate([np.zeros((r, lags), np.float32), z, np.zeros((r, horizon), np.float32)], 1)
+    kp = np.concatenate([np.zeros((r, lags), bool), known, np.zeros((r, horizon), bool)], 1)
     lag_idx = origins[:, None] + np.arange(-lags, 0)[None, :]  # (O, L)
     tgt_idx = origins[:, None] + np.arange(horizon)[None, :]  # (O, H)
-    lag_v = np.transpose(zp[:, lag_idx], (1, 0, 2))  # (O, R, L)
-    lag_m = np.transpose(kp[:, lag_idx], (1, 0, 2))
-    tgt_v = np.transpose(zp[:, tgt_idx], (1, 0, 2))
-    tgt_m = np.transpose(kp[:, tgt_idx], (1, 0, 2))
+    lag_v = np.transpose(zp[:, lag_idx + lags], (1, 0, 2))  # (O, R, L)
+    lag_m = np.transpose(kp[:, lag_idx + lags], (1, 0, 2))
+    tgt_v = np.transpose(zp[:, tgt_idx + lags], (1, 0, 2))
+    tgt_m = np.transpose(kp[:, tgt_idx + lags], (1, 0, 2))
     annual, diurnal = calendar_phases(tasks.time, horizon)
     a, d = annual[tgt_idx], diurnal[tgt_idx]  # (O, H) phases of the target times
     cal = np.concatenate([np.sin(a), np.cos(a), np.sin(d), np.cos(d)], axis=1).astype(np.float32)

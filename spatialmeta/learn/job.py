@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from spatialmeta._io import ensure_writable_dir, write_csv
-from spatialmeta.learn.baselines import climatology, persistence, ridge_ar
+from spatialmeta.learn.compare import forecast_methods, plot_shots, shots_curve, with_support
 from spatialmeta.learn.config import LearnConfig
 from spatialmeta.learn.evaluate import ForecastEvaluation, evaluate
-from spatialmeta.learn.forecast import forecast_heldout
 from spatialmeta.learn.output import forecast_dataset, write_forecasts
-from spatialmeta.learn.train import meta_train
+from spatialmeta.learn.train import global_train, meta_train
 
 __all__ = ["ForecastJobResult", "forecast_job", "read_holdout"]
 
@@ -27,6 +28,7 @@ class ForecastJobResult:
     out: Path
     evaluation: ForecastEvaluation
     n_missing: int
+    shots: pd.DataFrame | None = None
 
 
 def read_holdout(spec: str, region_ids: np.ndarray, *, seed: int = 0) -> np.ndarray:
@@ -65,14 +67,23 @@ def forecast_job(
     horizon: int = 3,
     member: str | None = None,
     config: LearnConfig | None = None,
+    shots: Sequence[int] | None = None,
     progress: bool = True,
 ) -> ForecastJobResult:
     """Meta-train on the training regions, forecast the held-out ones, score every method.
 
+    Trains the meta-learner (``config.learner``; checkpoints in ``out/checkpoint``) and
+    the global graph network by supervised learning (``out/checkpoint_global``), then
+    scores on the held-out regions: ``meta`` (adapted), ``meta_noadapt`` (the same network
+    unadapted), ``global``, ``global_finetuned`` (fine-tuned on each region's support
+    window), ``climatology``, ``persistence`` and ``ridge_ar``.
+
     Writes ``forecasts.zarr`` (region, time, horizon, quantile; CF attributes),
     ``forecasts.parquet`` (GeoParquet), ``skill.csv`` (one row per method, area-weighted)
-    and ``skill_by_region.csv`` into ``out``. Missing values (NaN gaps) are masked: they
-    never enter the inputs or the losses, and scores skip them.
+    and ``skill_by_region.csv`` into ``out``; with ``shots`` (support lengths, e.g.
+    ``(6, 12, 24, 48)``) also ``shots.csv`` (support, method, rmse, crps, ...;
+    area-weighted) and ``shots.png``, from the same trained networks. Missing values (NaN
+    gaps) are masked: they never enter the inputs or the losses, and scores skip them.
     """
     from spatialmeta.regions.graph import contiguity_graph
     from spatialmeta.tasks.region import RegionTaskSet
@@ -109,14 +120,14 @@ def forecast_job(
     held = read_holdout(holdout, tasks.region_ids, seed=cfg.seed)
     split = tasks.split(held_out=held, test_start=test_start, support=support)
     cfg = LearnConfig(**{**cfg.to_dict(), "horizon": horizon})
-    result = meta_train(tasks, split, cfg, checkpoint_dir=out / "checkpoint", progress=progress)
-    forecasts = [
-        forecast_heldout(result.learner, tasks, split, cfg),
-        forecast_heldout(result.learner, tasks, split, cfg, adapt=False),
-        climatology(tasks, split, horizon),
-        persistence(tasks, split, horizon),
-        ridge_ar(tasks, split, horizon, lags=cfg.lags),
-    ]
+    shots = None if shots is None else [int(n) for n in shots]
+    for n in shots or ():  # bad shots fail before any training
+        with_support(tasks, split, n)
+    meta = meta_train(tasks, split, cfg, checkpoint_dir=out / "checkpoint", progress=progress)
+    glob = global_train(
+        tasks, split, cfg, checkpoint_dir=out / "checkpoint_global", progress=progress
+    )
+    forecasts = forecast_methods(tasks, split, cfg, meta=meta, global_=glob)
     evaluation = evaluate(tasks, forecasts)
     write_csv(evaluation.table, out / "skill.csv")
     write_csv(evaluation.by_region, out / "skill_by_region.csv")
@@ -124,4 +135,9 @@ def forecast_job(
     write_forecasts(
         forecast_dataset(tasks, forecasts[0]), ordered.rename(columns={region_id: "region_id"}), out
     )
-    return ForecastJobResult(out, evaluation, int(np.isnan(tasks.series).sum()))
+    curve = None
+    if shots:
+        curve = shots_curve(tasks, split, cfg, shots, meta=meta, global_=glob)
+        write_csv(curve, out / "shots.csv")
+        plot_shots(curve, out / "shots.png", units=tasks.units)
+    return ForecastJobResult(out, evaluation, int(np.isnan(tasks.series).sum()), curve)

@@ -686,6 +686,10 @@ class _FunctionalTasks:
         """The shared (meta-learned) parameters, named as ``functional_call`` needs them."""
         return {f"backbone.{k}": v for k, v in self.backbone.named_parameters()}
 
+    def task_graphs(self, ep: EpisodeInputs) -> list:
+        """The neighbourhood each task's forward runs on (pass as ``graphs=`` to reuse)."""
+        return self._graphs(ep)
+
     def _graphs(self, ep: EpisodeInputs) -> list[_TaskGraph]:
         """Each task's own neighbourhood (loop) or the batch's (vectorized)."""
         n, dev = ep.n_nodes, ep.lags.device
@@ -1024,6 +1028,30 @@ class ReptileLearner(_FunctionalTasks, MetaLearner):
         if state is None:
             return self.backbone.mean_head(feats), self.backbone.variance(feats)
         return _head_forward(self.backbone, feats, [p for p in state if p is not None])
+
+    # -- per-task full-network adaptation (forecasting with ``head_only=False``)
+
+    def adapt_episode(self, ep: EpisodeInputs, *, graphs=None) -> dict[str, torch.Tensor]:
+        """Each task's parameters ``(B, ...)`` after ``inner_steps`` SGD steps on its support.
+
+        The full-network inner loop of :meth:`meta_step`, on the support rows only (as a
+        held-out region is adapted); no graph is kept. ``graphs`` as in
+        :meth:`MAMLLearner.adapt_episode`.
+        """
+        return self._adapt_params(ep, "support", self.inner_steps, self.inner_lr, False, graphs)
+
+    def predict_episode(
+        self,
+        ep: EpisodeInputs,
+        params: dict[str, torch.Tensor] | None,
+        which: str = "query",
+        *,
+        graphs=None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and variance ``(B, O, H)`` on the ``which`` origins (``params=None``: unadapted)."""
+        if params is None:
+            return self._global_predict(ep, which)
+        return self._predict_params(ep, params, which, graphs)
 
     # -- evaluation
 

@@ -57,6 +57,8 @@ class GraphForecaster(nn.Module):
         calendar: torch.Tensor,
         covariates: torch.Tensor,
         edge_index: torch.Tensor,
+        *,
+        penultimate: bool = False,
     ) -> torch.Tensor:
         """Node features for every (origin, region): ``(O, R, hidden)``.
 
@@ -66,6 +68,9 @@ class GraphForecaster(nn.Module):
         calendar : ``(O, 4H)`` sin/cos of the target times' annual and diurnal phases
         covariates : ``(R, C)``
         edge_index : ``(2, E)`` region graph
+        penultimate : bool
+            Return the activations before the last layer (``last_layer`` maps them to the
+            features), for fine-tuning that layer per region.
         """
         o, r, length = lags.shape
         seq = torch.stack([lags * lag_mask, lag_mask], dim=-1).reshape(o * r, length, 2)
@@ -81,7 +86,15 @@ class GraphForecaster(nn.Module):
         )
         big = edge_index.repeat(1, o) + offsets
         h1 = self.conv(h0, big)
-        return self.mix(torch.cat([h0, h1], dim=-1)).reshape(o, r, self.hidden)
+        z = self.mix[1](self.mix[0](torch.cat([h0, h1], dim=-1)))
+        if not penultimate:
+            z = self.last_layer(z)
+        return z.reshape(o, r, self.hidden)
+
+    @property
+    def last_layer(self) -> nn.Linear:
+        """The last layer of the feature stack (penultimate activations → features)."""
+        return self.mix[2]
 
     def variance(self, feats: torch.Tensor) -> torch.Tensor:
         """Predictive variance (normalized units), ``(..., H)``."""

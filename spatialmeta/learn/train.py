@@ -1,36 +1,64 @@
-"""Meta-training over region tasks: episodes, validation on held-out training regions, checkpoints."""
+"""Training over region tasks: meta-training, the supervised global network, checkpoints, metrics.
+
+:func:`meta_train` and :func:`global_train` share one loop (:func:`_fit`): seeded episodes,
+validation on a seeded subset of the training regions, early stopping on the validation
+loss, atomic checkpoints (``model.pt``, ``history.json``, ``metrics.csv``, ``state.pt``) and
+resume. They differ only in the step: a meta-update of the learner, or a supervised
+mini-batch of the global network.
+"""
 
 from __future__ import annotations
 
 import copy
 import json
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
+from torch import nn
 
-from spatialmeta._io import atomic_path
-from spatialmeta.learn.config import LearnConfig
-from spatialmeta.learn.learners import gaussian_nll, learner_episode_loss
+from spatialmeta._io import atomic_path, write_csv
+from spatialmeta.learn.config import LEARNERS, LearnConfig
+from spatialmeta.learn.learners import gaussian_nll, learner_episode_loss, meta_update
 from spatialmeta.learn.meta import RidgeMetaLearner
 from spatialmeta.learn.model import GraphForecaster
 from spatialmeta.tasks.region import RegionSplit, RegionTaskSet
-from spatialmeta.tasks.sampling import EpisodeSampler
+from spatialmeta.tasks.sampling import Episode, EpisodeSampler
 
-__all__ = ["TrainResult", "meta_train", "gaussian_nll", "standardized_covariates", "episode_loss"]
+__all__ = [
+    "TrainResult",
+    "meta_train",
+    "global_train",
+    "gaussian_nll",
+    "standardized_covariates",
+    "episode_loss",
+    "make_learner",
+    "METRIC_COLUMNS",
+]
+
+METRIC_COLUMNS = ("episode", "train_loss", "val_loss", "lr", "elapsed_s")
 
 
 @dataclass
 class TrainResult:
-    """A meta-trained learner and its history."""
+    """A trained learner and its history.
 
-    learner: RidgeMetaLearner
+    ``history`` has one row per episode: ``episode``, ``train_loss``, ``lr``,
+    ``elapsed_s`` (seconds since training began, across resumes) and, at validations,
+    ``val_loss``. ``kind`` is ``"meta"`` or ``"global"``.
+    """
+
+    learner: nn.Module
     config: LearnConfig
     history: list[dict] = field(default_factory=list)
     best_episode: int = 0
     stopped_early: bool = False
+    kind: str = "meta"
 
 
 def standardized_covariates(tasks: RegionTaskSet) -> torch.Tensor:
@@ -65,42 +93,22 @@ def episode_loss(
     )
 
 
-def meta_train(
-    tasks: RegionTaskSet,
-    split: RegionSplit,
-    config: LearnConfig = LearnConfig(),
-    *,
-    checkpoint_dir: str | os.PathLike | None = None,
-    resume: bool = False,
-    progress: bool = True,
-) -> TrainResult:
-    """Meta-train a graph forecaster over the training regions' tasks.
+@dataclass(frozen=True)
+class _Setup:
+    """What both trainings derive from the tasks and the split, in the same seeded order."""
 
-    Episodes draw a support-window end ``s`` at random before ``test_start`` and a
-    meta-batch of training regions; each region's support window is ``split.support``
-    steps long, as a held-out region's will be. Validation uses fixed episodes on a
-    seeded subset of training regions; the best state is kept (early stopping) and,
-    when ``checkpoint_dir`` is given, written atomically with the history.
+    known: np.ndarray
+    device: torch.device
+    covariates: torch.Tensor
+    fit_idx: np.ndarray
+    val_idx: np.ndarray
+    s_range: tuple[int, int]
+    val_s: list[int]
+    support: int
 
-    Parameters
-    ----------
-    tasks : RegionTaskSet
-    split : RegionSplit
-    config : LearnConfig
-    checkpoint_dir : path-like, optional
-        Where ``model.pt`` (best state), ``history.json`` and ``state.pt`` (everything
-        needed to resume: model, optimizer, sampler, early-stopping counters) are written
-        atomically at every validation.
-    resume : bool
-        Continue from ``checkpoint_dir/state.pt`` when it exists; the resumed run draws
-        the same episodes and reaches the same parameters as an uninterrupted one.
-    progress : bool
-        Show a progress bar.
 
-    Returns
-    -------
-    TrainResult
-    """
+def _prepare(tasks: RegionTaskSet, split: RegionSplit, config: LearnConfig) -> _Setup:
+    """Check the split against the configuration, seed, and pick the validation regions."""
     if tasks.graph is None:
         raise ValueError("the task set has no graph; build one with contiguity_graph() first.")
     L, H, Q, S = config.lags, config.horizon, config.query, split.support
@@ -120,82 +128,218 @@ def meta_train(
     known = split.known(tasks.n_time)
     known[:, t0:] = False  # nothing from the test period while training
     device = resolve_device(config.device)
-    covariates = standardized_covariates(tasks).to(device)
     train_idx = np.flatnonzero(split.training)
     n_val = max(1, int(round(config.val_fraction * len(train_idx))))
     val_idx = np.sort(rng.choice(train_idx, size=n_val, replace=False))
-    fit_idx = np.setdiff1d(train_idx, val_idx)
-    sampler = EpisodeSampler(fit_idx, (s_lo, s_hi), config.meta_batch, seed=config.seed + 1)
-    val_s = [s for s in (s_hi, s_hi - Q, s_hi - 2 * Q) if s >= s_lo] or [s_hi]
-
-    backbone = GraphForecaster(
-        len(tasks.covariate_names), H, hidden=config.hidden, conv=config.conv
+    return _Setup(
+        known=known,
+        device=device,
+        covariates=standardized_covariates(tasks).to(device),
+        fit_idx=np.setdiff1d(train_idx, val_idx),
+        val_idx=val_idx,
+        s_range=(s_lo, s_hi),
+        val_s=[s for s in (s_hi, s_hi - Q, s_hi - 2 * Q) if s >= s_lo] or [s_hi],
+        support=S,
     )
-    learner = make_learner(config.learner, backbone).to(device)
+
+
+def _backbone(tasks: RegionTaskSet, config: LearnConfig) -> GraphForecaster:
+    return GraphForecaster(
+        len(tasks.covariate_names), config.horizon, hidden=config.hidden, conv=config.conv
+    )
+
+
+def meta_train(
+    tasks: RegionTaskSet,
+    split: RegionSplit,
+    config: LearnConfig = LearnConfig(),
+    *,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Meta-train a graph forecaster over the training regions' tasks.
+
+    Episodes draw a support-window end ``s`` at random before ``test_start`` and a
+    meta-batch of training regions; each region's support window is ``split.support``
+    steps long, as a held-out region's will be. The learner is ``config.learner``
+    (ridge, ANIL, MAML, first-order MAML or Reptile), updated by
+    :func:`~spatialmeta.learn.learners.meta_update`. Validation uses fixed episodes on a
+    seeded subset of training regions (query loss after adaptation); the best state is
+    kept (early stopping).
+
+    Parameters
+    ----------
+    tasks : RegionTaskSet
+    split : RegionSplit
+    config : LearnConfig
+    checkpoint_dir : path-like, optional
+        Where ``model.pt`` (best state), ``history.json`` and ``metrics.csv`` (one row per
+        episode: episode, train_loss, val_loss, lr, elapsed_s) and ``state.pt``
+        (everything needed to resume: model, optimizer, sampler, early-stopping counters)
+        are written atomically at every validation.
+    resume : bool
+        Continue from ``checkpoint_dir/state.pt`` when it exists; the resumed run draws
+        the same episodes and reaches the same parameters as an uninterrupted one.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    TrainResult
+    """
+    setup = _prepare(tasks, split, config)
+    sampler = EpisodeSampler(setup.fit_idx, setup.s_range, config.meta_batch, seed=config.seed + 1)
+    learner = make_learner(
+        config.learner,
+        _backbone(tasks, config),
+        inner_steps=config.inner_steps,
+        inner_lr=config.inner_lr,
+    ).to(setup.device)
     opt = torch.optim.Adam(learner.parameters(), lr=config.lr)
-    result = TrainResult(learner, config)
+    args = (tasks, setup.known, setup.covariates)
+
+    def step(ep: Episode) -> float:
+        return meta_update(
+            learner, opt, *args, ep.tasks, ep.s, setup.support, config, global_weight=0.3
+        )
+
+    def validate() -> float:
+        return float(
+            np.mean(
+                [
+                    learner_episode_loss(
+                        learner, *args, setup.val_idx, v, setup.support, config
+                    ).item()
+                    for v in setup.val_s
+                ]
+            )
+        )
+
+    return _fit(
+        learner, opt, sampler, step, validate, config, "meta", checkpoint_dir, resume, progress
+    )
+
+
+def global_train(
+    tasks: RegionTaskSet,
+    split: RegionSplit,
+    config: LearnConfig = LearnConfig(),
+    *,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train the global graph network by ordinary supervised learning (the baseline).
+
+    The same backbone and Gaussian head as :func:`meta_train`, the same seeds, validation
+    regions, early stopping, checkpoints (``model.pt``, ``history.json``, ``metrics.csv``,
+    ``state.pt``) and resume; but each step is a supervised mini-batch — the Gaussian NLL
+    of the network's own heads on every origin of a window of the training history
+    (:func:`~spatialmeta.learn.finetune.supervised_loss`), for all fitting regions at
+    once (``config.meta_batch`` of them with ``subgraph_hops``) — with no support set and
+    no adaptation. Validation scores the unadapted network on the validation windows.
+
+    The learner returned is a :class:`~spatialmeta.learn.finetune.GlobalLearner`, which
+    forecasts as the ``global`` baseline and, fine-tuned per held-out region on its
+    support window (``config.finetune``, ``finetune_steps``, ``finetune_lr``), as
+    ``global_finetuned``.
+    """
+    from spatialmeta.learn.finetune import GlobalLearner, supervised_loss
+
+    setup = _prepare(tasks, split, config)
+    batch = len(setup.fit_idx) if config.subgraph_hops is None else config.meta_batch
+    sampler = EpisodeSampler(setup.fit_idx, setup.s_range, batch, seed=config.seed + 1)
+    learner = GlobalLearner(
+        _backbone(tasks, config),
+        finetune=config.finetune,
+        steps=config.finetune_steps,
+        lr=config.finetune_lr,
+    ).to(setup.device)
+    opt = torch.optim.Adam(learner.parameters(), lr=config.lr)
+    args = (learner.backbone, tasks, setup.known, setup.covariates)
+
+    def step(ep: Episode) -> float:
+        loss = supervised_loss(*args, ep.tasks, ep.s, setup.support, config, "all")
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(learner.parameters(), 5.0)
+        opt.step()
+        return float(loss.detach())
+
+    def validate() -> float:
+        return float(
+            np.mean(
+                [
+                    supervised_loss(*args, setup.val_idx, v, setup.support, config, "query").item()
+                    for v in setup.val_s
+                ]
+            )
+        )
+
+    return _fit(
+        learner, opt, sampler, step, validate, config, "global", checkpoint_dir, resume, progress
+    )
+
+
+def _fit(
+    learner: nn.Module,
+    opt: torch.optim.Optimizer,
+    sampler: EpisodeSampler,
+    step: Callable[[Episode], float],
+    validate: Callable[[], float],
+    config: LearnConfig,
+    kind: str,
+    checkpoint_dir,
+    resume: bool,
+    progress: bool,
+) -> TrainResult:
+    """The training loop shared by meta-training and the global network."""
+    result = TrainResult(learner, config, kind=kind)
     best, best_state, bad = np.inf, copy.deepcopy(learner.state_dict()), 0
-    start = 1
+    start, elapsed0 = 1, 0.0
     state_path = Path(checkpoint_dir) / "state.pt" if checkpoint_dir is not None else None
     if resume and state_path is not None and state_path.exists():
-        saved = torch.load(state_path, weights_only=False, map_location=device)
-        _check_resumable(saved["config"], config, state_path)
+        saved = torch.load(state_path, weights_only=False, map_location=_device_of(learner))
+        _check_resumable(saved, config, kind, state_path)
         learner.load_state_dict(saved["learner"])
         opt.load_state_dict(saved["optimizer"])
         sampler.load_state_dict(saved["sampler"])
         best, best_state, bad = saved["best"], saved["best_state"], saved["bad"]
         result.history, result.best_episode = saved["history"], saved["best_episode"]
-        start = saved["episode"] + 1
+        start, elapsed0 = saved["episode"] + 1, float(saved.get("elapsed", 0.0))
 
-    bar = _progress(config.episodes, progress)
+    clock = time.perf_counter()
+    bar = _progress(config.episodes, progress, "meta-training" if kind == "meta" else "global")
     bar.update(start - 1)
     for episode in range(start, config.episodes + 1):
         learner.train()
-        ep = sampler.next()
-        loss = episode_loss(
-            learner, tasks, known, covariates, ep.tasks, ep.s, S, config, global_weight=0.3
-        )
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(learner.parameters(), 5.0)
-        opt.step()
-        row = {"episode": episode, "train_nll": loss.item()}
+        row = {"episode": episode, "train_loss": step(sampler.next())}
         if episode % config.val_every == 0 or episode == config.episodes:
             learner.eval()
             with torch.no_grad():
-                val = float(
-                    np.mean(
-                        [
-                            episode_loss(
-                                learner, tasks, known, covariates, val_idx, v, S, config
-                            ).item()
-                            for v in val_s
-                        ]
-                    )
-                )
-            row["val_nll"] = val
+                val = validate()
+            row["val_loss"] = val
             if val < best - 1e-4:
-                best, best_state, bad, result.best_episode = (
-                    val,
-                    copy.deepcopy(learner.state_dict()),
-                    0,
-                    episode,
-                )
+                best, best_state, bad = val, copy.deepcopy(learner.state_dict()), 0
+                result.best_episode = episode
             else:
                 bad += 1
-            if checkpoint_dir is not None:
-                save_checkpoint(checkpoint_dir, best_state, config, result.history + [row])
-                with atomic_path(state_path) as tmp:
-                    torch.save(
-                        {"learner": learner.state_dict(), "optimizer": opt.state_dict(),
-                         "sampler": sampler.state_dict(), "best": best, "best_state": best_state,
-                         "bad": bad, "best_episode": result.best_episode,
-                         "history": result.history + [row], "episode": episode,
-                         "config": config.to_dict()},
-                        tmp,
-                    )  # fmt: skip
+        row["lr"] = float(opt.param_groups[0]["lr"])
+        row["elapsed_s"] = elapsed0 + time.perf_counter() - clock
         result.history.append(row)
-        bar.update(1, loss=row["train_nll"], val=row.get("val_nll"))
+        if "val_loss" in row and checkpoint_dir is not None:
+            save_checkpoint(checkpoint_dir, best_state, config, result.history, kind=kind)
+            with atomic_path(state_path) as tmp:
+                torch.save(
+                    {"learner": learner.state_dict(), "optimizer": opt.state_dict(),
+                     "sampler": sampler.state_dict(), "best": best, "best_state": best_state,
+                     "bad": bad, "best_episode": result.best_episode,
+                     "history": result.history, "episode": episode, "elapsed": row["elapsed_s"],
+                     "config": config.to_dict(), "kind": kind},
+                    tmp,
+                )  # fmt: skip
+        bar.update(1, loss=row["train_loss"], val=row.get("val_loss"))
         if bad >= config.patience:
             result.stopped_early = True
             break
@@ -205,15 +349,37 @@ def meta_train(
     return result
 
 
-def make_learner(name: str, backbone: GraphForecaster):
-    """The meta-learner named in the configuration, around ``backbone``."""
+def _device_of(module: nn.Module) -> torch.device:
+    """The device of a module's parameters."""
+    return next(module.parameters()).device
+
+
+def make_learner(
+    name: str,
+    backbone: GraphForecaster,
+    *,
+    inner_steps: int | None = None,
+    inner_lr: float | None = None,
+) -> nn.Module:
+    """The meta-learner named in the configuration, around ``backbone``.
+
+    ``inner_steps`` and ``inner_lr`` (None: the learner's defaults) set the inner loop of
+    ANIL, MAML and Reptile; the ridge head has none. ``"fomaml"`` is first-order MAML.
+    """
+    if name not in LEARNERS:
+        raise ValueError(f"`learner` must be one of {list(LEARNERS)}; got {name!r}.")
     if name == "ridge":
         return RidgeMetaLearner(backbone)
-    if name == "anil":
-        from spatialmeta.learn.learners import ANILLearner
+    from spatialmeta.learn.learners import ANILLearner, MAMLLearner, ReptileLearner
 
-        return ANILLearner(backbone)
-    raise ValueError(f"`learner` must be 'ridge' or 'anil'; got {name!r}.")
+    inner = {
+        k: v for k, v in (("inner_steps", inner_steps), ("inner_lr", inner_lr)) if v is not None
+    }
+    if name == "anil":
+        return ANILLearner(backbone, **inner)
+    if name in ("maml", "fomaml"):
+        return MAMLLearner(backbone, first_order=name == "fomaml", **inner)
+    return ReptileLearner(backbone, **inner)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -227,37 +393,54 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _check_resumable(saved: dict, config: LearnConfig, path: Path) -> None:
-    """Only the length of training (episodes, patience) may change between runs."""
+# settings that do not change the training itself: these may differ when resuming
+_RESUMABLE = ("episodes", "patience", "finetune", "finetune_steps", "finetune_lr")
+
+
+def _check_resumable(saved: dict, config: LearnConfig, kind: str, path: Path) -> None:
+    """Only the length of training (and forecasting settings) may change between runs."""
+    if saved.get("kind", "meta") != kind:
+        raise ValueError(
+            f"cannot resume from '{path}': it checkpoints a {saved.get('kind', 'meta')} "
+            f"training, not a {kind} one; use another checkpoint folder."
+        )
+    before = saved["config"]
     now = config.to_dict()
-    diff = [k for k in now if k not in ("episodes", "patience") and saved.get(k) != now[k]]
+    diff = [k for k in now if k not in _RESUMABLE and before.get(k) != now[k]]
     if diff:
         raise ValueError(
             f"cannot resume from '{path}': settings {diff} differ from the checkpoint's "
-            f"({[saved.get(k) for k in diff]} there); use another checkpoint folder or resume=False."
+            f"({[before.get(k) for k in diff]} there); use another checkpoint folder or resume=False."
         )
 
 
-def save_checkpoint(directory, state: dict, config: LearnConfig, history: list[dict]) -> Path:
-    """Write ``model.pt`` and ``history.json`` atomically into ``directory``."""
+def save_checkpoint(
+    directory, state: dict, config: LearnConfig, history: list[dict], *, kind: str = "meta"
+) -> Path:
+    """Write ``model.pt``, ``history.json`` and ``metrics.csv`` atomically into ``directory``.
+
+    ``metrics.csv`` has the columns :data:`METRIC_COLUMNS` (``val_loss`` empty between
+    validations); ``history.json`` holds the same rows as a JSON list.
+    """
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     with atomic_path(d / "model.pt") as tmp:
-        torch.save({"state_dict": state, "config": config.to_dict()}, tmp)
+        torch.save({"state_dict": state, "config": config.to_dict(), "kind": kind}, tmp)
     with atomic_path(d / "history.json") as tmp:
         tmp.write_text(json.dumps(history, indent=1))
+    write_csv(pd.DataFrame(history, columns=list(METRIC_COLUMNS)), d / "metrics.csv")
     return d / "model.pt"
 
 
 class _progress:
     """A tqdm bar, or nothing."""
 
-    def __init__(self, total: int, enabled: bool):
+    def __init__(self, total: int, enabled: bool, desc: str = "meta-training"):
         self._bar = None
         if enabled:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=total, desc="meta-training", unit="episode", leave=False)
+            self._bar = tqdm(total=total, desc=desc, unit="episode", leave=False)
 
     def update(self, n: int, **postfix) -> None:
         if self._bar is not None:

@@ -427,7 +427,7 @@ def _partial(block, bw, stats: tuple[str, ...], block_info=None):
     nfield = 2 + ("std" in stats) + ("sum" in stats) + ("count" in stats)
     out = np.empty((x_all.shape[0], w.shape[0], nfield))
     den_full = np.asarray(w.sum(axis=1)).ravel()
-    for o, x in zip(out, x_all):  # time steps; each one a whole grid at once
+    for o, x in zip(out, x_all, strict=True):  # time steps, each a whole grid at once
         valid = np.isfinite(x)
         all_valid = bool(valid.all())
         xz = x if all_valid else np.where(valid, x, 0.0)

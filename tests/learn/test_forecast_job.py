@@ -33,11 +33,26 @@ def test_forecast_job_writes_outputs_and_masks_gaps(store, tmp_path):
     d, regions = store
     res = forecast_job(d / "series.zarr", "tas", regions, tmp_path / "out", holdout="0.25", support=24,
                        test_start="2008-01", horizon=2, config=LearnConfig(episodes=10, val_every=5, hidden=8),
-                       progress=False)  # fmt: skip
+                       shots=(6, 12, 24, 48), progress=False)  # fmt: skip
     table = pd.read_csv(tmp_path / "out" / "skill.csv")
-    assert set(table.method) == {"meta", "global", "climatology", "persistence", "ridge_ar"}
+    methods = {"meta", "meta_noadapt", "global", "global_finetuned", "climatology", "persistence",
+               "ridge_ar"}  # fmt: skip
+    assert set(table.method) == methods
     by_region = pd.read_csv(tmp_path / "out" / "skill_by_region.csv")
     assert (by_region.groupby("method").size() == 4).all()
+    for name in ("checkpoint", "checkpoint_global"):  # both trainings log their metrics
+        metrics = pd.read_csv(tmp_path / "out" / name / "metrics.csv")
+        assert list(metrics.columns) == ["episode", "train_loss", "val_loss", "lr", "elapsed_s"]
+        assert metrics.episode.tolist() == list(range(1, 11))
+    shots = pd.read_csv(tmp_path / "out" / "shots.csv")
+    assert list(shots.columns[:4]) == ["support", "method", "rmse", "crps"]
+    assert sorted(set(shots.support)) == [6, 12, 24, 48]
+    assert set(shots.method) == methods - {"meta_noadapt"}
+    assert np.isfinite(shots[["rmse", "crps"]].to_numpy()).all()
+    # the support-24 row of the curve is the main evaluation (the same trained networks)
+    main = table.set_index("method").loc[shots.method[shots.support == 24]]
+    np.testing.assert_allclose(shots.rmse[shots.support == 24], main.rmse, rtol=1e-12)
+    assert (tmp_path / "out" / "shots.png").read_bytes()[:4] == b"\x89PNG"
     assert res.n_missing == 3
     fc = xr.open_zarr(tmp_path / "out" / "forecasts.zarr")
     assert fc.sizes["horizon"] == 2 and np.isfinite(fc.forecast_mean.values).all()
@@ -57,18 +72,39 @@ def test_holdout_from_a_file_of_ids(store, tmp_path):
         read_holdout(str(f), ids)
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--test-start", "1990-01"], "outside the series"),
-        (["--test-start", "2008-01", "--support", "500"], "does not fit before test_start"),
-        (["--test-start", "2008-01", "--region-id", "name"], "has no region"),
-    ],
-)
+BAD_INPUT = [
+    (["--test-start", "1990-01"], "outside the series"),
+    (["--test-start", "2008-01", "--support", "500"], "does not fit before test_start"),
+    (["--test-start", "2008-01", "--region-id", "name"], "has no region"),
+    (["--test-start", "2008-01", "--shots", "6,200"], "support of 200 steps does not fit"),
+    (["--test-start", "2008-01", "--shots", "6,a"], "--shots must be comma-separated integers"),
+    (["--test-start", "2008-01", "--learner", "maml2"], "`learner` must be one of"),
+]
+
+
+def _cli_args(d, tmp_path, args):
+    return ["forecast", "--series", str(d / "series.zarr"), "--var", "tas", "--regions",
+            str(d / "regions.gpkg"), "--out", str(tmp_path / "o"), "--episodes", "2",
+            "--no-progress", *args]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUT[1:])
 def test_cli_forecast_bad_input_is_one_line(store, tmp_path, args, message):
+    from typer.testing import CliRunner
+
+    from spatialmeta.cli import app
+
     d, _ = store
-    cmd = [sys.executable, "-m", "spatialmeta.cli", "forecast", "--series", str(d / "series.zarr"), "--var", "tas",
-           "--regions", str(d / "regions.gpkg"), "--out", str(tmp_path / "o"), "--episodes", "2", "--no-progress", *args]  # fmt: skip
+    res = CliRunner().invoke(app, _cli_args(d, tmp_path, args))
+    assert res.exit_code != 0 and not isinstance(res.exception, AssertionError | TypeError)
+    assert message in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_cli_forecast_bad_input_in_a_real_process(store, tmp_path):
+    d, _ = store
+    args, message = BAD_INPUT[0]
+    cmd = [sys.executable, "-m", "spatialmeta.cli", *_cli_args(d, tmp_path, args)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]

@@ -132,8 +132,8 @@ def test_meta_training_is_seeded_and_learns(tmp_path):
     cfg = LearnConfig(episodes=40, val_every=10, patience=100, hidden=16, meta_batch=6, seed=3)
     a = meta_train(tasks, split, cfg, progress=False, checkpoint_dir=tmp_path)
     b = meta_train(tasks, split, cfg, progress=False)
-    assert [r["train_nll"] for r in a.history] == [r["train_nll"] for r in b.history]
-    vals = [r["val_nll"] for r in a.history if "val_nll" in r]
+    assert [r["train_loss"] for r in a.history] == [r["train_loss"] for r in b.history]
+    vals = [r["val_loss"] for r in a.history if "val_loss" in r]
     assert vals[-1] < vals[0]
     assert (tmp_path / "model.pt").exists() and (tmp_path / "history.json").exists()
     state = torch.load(tmp_path / "model.pt")
@@ -184,7 +184,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     resumed = meta_train(
         tasks, split, full_cfg, checkpoint_dir=tmp_path, resume=True, progress=False
     )
-    assert [r["train_nll"] for r in resumed.history] == [r["train_nll"] for r in full.history]
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in full.history]
     for (k, a), (_, b) in zip(
         full.learner.state_dict().items(), resumed.learner.state_dict().items(), strict=True
     ):
@@ -234,9 +234,12 @@ def test_anil_learner_trains_and_forecasts_through_the_same_path():
     )
     res = meta_train(tasks, split, cfg, progress=False)
     assert type(res.learner).__name__ == "ANILLearner"
-    vals = [r["val_nll"] for r in res.history if "val_nll" in r]
+    vals = [r["val_loss"] for r in res.history if "val_loss" in r]
     assert vals[-1] < vals[0]
     f = forecast_heldout(res.learner, tasks, split, cfg)
     assert np.isfinite(f.mean).all() and (f.std > 0).all()
-    with pytest.raises(ValueError, match="`learner` must be 'ridge' or 'anil'; got 'bogus'"):
+    with pytest.raises(
+        ValueError,
+        match=r"`learner` must be one of \['ridge', 'anil', 'maml', 'fomaml', 'reptile'\]; got 'bogus'",
+    ):
         meta_train(tasks, split, LearnConfig(learner="bogus"), progress=False)
