@@ -275,6 +275,52 @@ def forecast(
     typer.echo(f"outputs in {result.out}")
 
 
+@app.command("pool")
+def pool_command(
+    studies: Path = typer.Argument(..., help="Study table (CSV): one row per study."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Report folder (built under a temporary name, then renamed)."
+    ),
+    measure: str | None = typer.Option(
+        None, help="Compute effect sizes from raw columns (escalc): SMD, MD, RR, OR, COR, ..."
+    ),
+    method: str = typer.Option("REML", help="FE, or tau^2 estimator: DL, HE, ML, REML, PM, ..."),
+    test: str = typer.Option("z", help="z, or knha (Knapp-Hartung)."),
+    level: float = typer.Option(95.0, help="Confidence level, percent."),
+    mods: str | None = typer.Option(None, help="Moderator columns, COL[,COL...]: meta-regression."),
+    subgroup: str | None = typer.Option(None, help="Column of subgroups (per-subgroup models)."),
+    label: str | None = typer.Option(None, help="Column of study labels (default: study)."),
+    yi: str | None = typer.Option(None, "--yi", help="Effect-size column (default yi)."),
+    vi: str | None = typer.Option(None, "--vi", help="Sampling-variance column (default vi)."),
+    col: list[str] | None = typer.Option(
+        None, "--col", help="Raw column for an escalc argument, ARG=COLUMN (repeatable)."
+    ),
+    progress: bool = typer.Option(True, help="Show progress on stderr."),
+) -> None:
+    """Meta-analyse a table of studies: model, heterogeneity, moderators, subgroups, bias, plots.
+
+    Without --measure the CSV holds effect sizes and sampling variances (columns yi, vi, or
+    --yi/--vi). With --measure they are computed as metafor's escalc from raw columns named
+    as its arguments (m1i, sd1i, n1i, m2i, sd2i, n2i; ai, bi, ci, di; xi, ni; ri, ni; ...),
+    or mapped with --col. Writes OUT/report.md, OUT/results.json, OUT/studies.csv and forest,
+    funnel, Baujat and radial plots (PNG, SVG), and prints the summary.
+
+    Example: spatialmeta pool bcg.csv --measure RR --col ai=tpos --col bi=tneg --col ci=cpos --col di=cneg --label trial --mods ablat --subgroup alloc --out outputs/bcg
+    """
+    from spatialmeta.meta_analysis.job import pool_job
+
+    try:
+        result = pool_job(
+            studies, out, measure=measure, method=method, test=test, level=level, mods=mods,
+            subgroup=subgroup, label=label, yi=yi, vi=vi, columns=col or None, progress=progress,
+        )  # fmt: skip
+    except _known_errors() as exc:
+        if os.environ.get(_DEBUG_ENV):
+            raise
+        _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 2)
+    typer.echo(result.summary.rstrip("\n"))
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -8,13 +8,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special, stats
 
 from spatialmeta.meta_analysis import regression
 from spatialmeta.meta_analysis.estimators import (
     FIXED_METHODS,
     METHODS,
     RANDOM_METHODS,
+    _wdot,
     estimate_tau2,
 )
 
@@ -251,12 +252,8 @@ class PoolResult:
 
 
 def _scalar(x: Any) -> Any:
-    x = np.asarray(x)
-    if x.dtype == bool:
-        return bool(x)
-    if np.issubdtype(x.dtype, np.integer):
-        return int(x)
-    return float(x)
+    """A Python bool, int or float from a numpy scalar or 0-d array."""
+    return np.asarray(x).item()
 
 
 def _cell(x: np.ndarray, name: str) -> Any:
@@ -596,18 +593,16 @@ def pool(
             stacklevel=2,
         )
 
-    fit = estimate_tau2(y2, v2, m, k, method)
-    if not fit.converged.all():
+    a2 = None if a is None else a.reshape(-1, kmax)
+    out = _fit_rows(y2, v2, m, k, method, test, level, a2)
+    if not out["converged"].all():
         warnings.warn(
-            f"tau^2 estimation ({method}) did not converge for {int((~fit.converged).sum())} "
-            f"of {k.size} meta-analyses; see `converged` on the result.",
+            f"tau^2 estimation ({method}) did not converge for "
+            f"{int((~out['converged']).sum())} of {k.size} meta-analyses; see `converged` on "
+            "the result.",
             RuntimeWarning,
             stacklevel=2,
         )
-    out = _compute(
-        y2, v2, m, k, fit.tau2, method, test, level, None if a is None else a.reshape(-1, kmax)
-    )
-    out.update(se_tau2=fit.se_tau2, converged=fit.converged, iterations=fit.iterations, k=k)
     # metafor's QM for the intercept-only model is the squared test statistic.
     qm_ok = out["se"] > 0  # metafor: QM is NA when vb is 0 (Knapp-Hartung scale of 0)
     out.update(
@@ -630,6 +625,44 @@ def pool(
         measure=str(measure),
         user_weights=a is not None,
     )
+
+
+_PARALLEL_ROWS = 200_000  # batches at least this large are split over the cores
+
+
+def _fit_block(y, v, m, k, method, test, level, a) -> dict[str, np.ndarray]:
+    fit = estimate_tau2(y, v, m, k, method)
+    out = _compute(y, v, m, k, fit.tau2, method, test, level, a)
+    out.update(se_tau2=fit.se_tau2, converged=fit.converged, iterations=fit.iterations, k=k)
+    return out
+
+
+def _fit_rows(y, v, m, k, method, test, level, a, workers: int | None = None):
+    """Fit every row; a large batch is split into one block of rows per core.
+
+    numpy releases the GIL inside its array loops, so the blocks run in parallel threads.
+    Blocks are few and large on purpose: each block iterates until its slowest row
+    converges, so many small blocks would repeat the per-iteration overhead.
+    """
+    import os
+
+    n = y.shape[0]
+    workers = workers or os.cpu_count() or 1
+    if n < _PARALLEL_ROWS or workers < 2:
+        return _fit_block(y, v, m, k, method, test, level, a)
+    from concurrent.futures import ThreadPoolExecutor
+
+    edges = np.linspace(0, n, workers + 1).astype(int)
+
+    def one(i):
+        sl = slice(edges[i], edges[i + 1])
+        return _fit_block(
+            y[sl], v[sl], m[sl], k[sl], method, test, level, None if a is None else a[sl]
+        )
+
+    with ThreadPoolExecutor(max_workers=workers) as ex:
+        parts = list(ex.map(one, range(workers)))
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
 def _shaped(out: dict[str, np.ndarray], shape: tuple[int, ...]) -> dict[str, Any]:
@@ -734,51 +767,57 @@ def _pool_mods(y, v, obs, a, labels, measure, mods, intercept, method, test, lev
 
 
 def _compute(y, v, m, k, tau2, method, test, level, a) -> dict[str, np.ndarray]:
-    """Model fit given tau^2: estimate, tests, intervals, heterogeneity, weights."""
+    """Model fit given tau^2: estimate, tests, intervals, heterogeneity, weights.
+
+    Row sums are einsum products over weights that are exactly 0 for missing studies, and
+    the distribution functions are scipy.special's ufuncs (scipy.stats' wrappers cost
+    ~50 µs a call, which dominated single meta-analyses).
+    """
     kf = k.astype(float)
     alpha = 1.0 - level / 100.0
     v1 = np.where(m, v, 1.0)
+    yz = np.where(m, y, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        w = np.where(m, 1.0 / (v1 + tau2[:, None]), 0.0)
-        yz = np.where(m, y, 0.0)
+        w = m / (v1 + tau2[:, None])
         sw = w.sum(axis=-1)
-        mu = (w * yz).sum(axis=-1) / sw
+        mu = _wdot(w, yz) / sw
         if a is None:
             beta, vb = mu, 1.0 / sw
             pct = 100.0 * w / sw[:, None]
         else:
             a = np.where(m, a, 0.0)
             sa = a.sum(axis=-1)
-            beta = (a * yz).sum(axis=-1) / sa
-            vb = (a * a * (v1 + tau2[:, None])).sum(axis=-1) / sa**2
+            beta = _wdot(a, yz) / sa
+            vb = _wdot(a * a, v1 + tau2[:, None]) / sa**2
             pct = 100.0 * a / sa[:, None]
         df = np.full(k.shape, np.nan)
         if test == "knha":
-            rss = (w * np.where(m, y - mu[:, None], 0.0) ** 2).sum(axis=-1)
+            e = yz - mu[:, None]
+            rss = _wdot(w * e, e)
             s2w = np.where(rss <= np.finfo(float).eps, 0.0, rss / (kf - 1.0))
             vb = s2w * vb
             df = kf - 1.0
             ok = df > 0
             dfs = np.where(ok, df, 1.0)
-            crit = np.where(ok, stats.t.isf(alpha / 2.0, dfs), np.nan)
+            crit = np.where(ok, special.stdtrit(dfs, 1.0 - alpha / 2.0), np.nan)
         else:
-            crit = np.full(k.shape, stats.norm.isf(alpha / 2.0))
+            crit = np.full(k.shape, -special.ndtri(alpha / 2.0))
         se = np.sqrt(vb)
         zval = beta / se
         if test == "knha":
-            pval = np.where(ok, 2.0 * stats.t.sf(np.abs(zval), dfs), np.nan)
+            pval = np.where(ok, 2.0 * special.stdtr(dfs, -np.abs(zval)), np.nan)
         else:
-            pval = 2.0 * stats.norm.sf(np.abs(zval))
+            pval = 2.0 * special.ndtr(-np.abs(zval))
 
         # Heterogeneity: Q from inverse sampling variances, on mean-centred effects.
-        yc = np.where(m, y - (yz.sum(axis=-1) / kf)[:, None], 0.0)
-        w0 = np.where(m, 1.0 / v1, 0.0)
+        yc = np.where(m, yz - (yz.sum(axis=-1) / kf)[:, None], 0.0)
+        w0 = m / v1
         s0 = w0.sum(axis=-1)
-        e0 = np.where(m, yc - ((w0 * yc).sum(axis=-1) / s0)[:, None], 0.0)
+        e0 = yc - (_wdot(w0, yc) / s0)[:, None]
         multi = k > 1
-        qe = np.where(multi, np.maximum(0.0, (w0 * e0 * e0).sum(axis=-1)), 0.0)
-        qep = np.where(multi, stats.chi2.sf(qe, np.maximum(kf - 1.0, 1.0)), 1.0)
-        vt = (kf - 1.0) / (s0 - (w0 * w0).sum(axis=-1) / s0)  # typical within-study variance
+        qe = np.where(multi, np.maximum(0.0, _wdot(w0 * e0, e0)), 0.0)
+        qep = np.where(multi, special.chdtrc(np.maximum(kf - 1.0, 1.0), qe), 1.0)
+        vt = (kf - 1.0) / (s0 - _wdot(w0, w0) / s0)  # typical within-study variance
         if method in RANDOM_METHODS:
             i2 = 100.0 * tau2 / (vt + tau2)
             h2 = tau2 / vt + 1.0
@@ -791,6 +830,7 @@ def _compute(y, v, m, k, tau2, method, test, level, a) -> dict[str, np.ndarray]:
         i2 = np.where(multi, i2, 0.0)
         h2 = np.where(multi, h2, 1.0)
         vt = np.where(multi, vt, 0.0)
+    pct[~m] = np.nan
     return {
         "estimate": beta,
         "se": se,
@@ -807,7 +847,7 @@ def _compute(y, v, m, k, tau2, method, test, level, a) -> dict[str, np.ndarray]:
         "pi_lb": pi_lb,
         "pi_ub": pi_ub,
         "vt": vt,
-        "weights_pct": np.where(m, pct, np.nan),
+        "weights_pct": pct,
     }
 
 
