@@ -55,6 +55,14 @@ class Tau2Fit:
     iterations: np.ndarray
 
 
+def _rowsum(a: np.ndarray) -> np.ndarray:
+    """Sums over the last axis as a BLAS matrix-vector product with ones.
+
+    numpy's reduction over a short last axis (k ~ 20) runs ~9x slower than gemv.
+    """
+    return a @ np.ones(a.shape[-1])
+
+
 def _wdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row sums of ``a * b`` without the temporary product."""
     return np.einsum("...j,...j->...", a, b)
@@ -62,7 +70,7 @@ def _wdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _wstats(w: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sum of weights, weighted mean and residuals (zero where ``w`` is zero)."""
-    s = w.sum(axis=-1)
+    s = _rowsum(w)
     mu = _wdot(w, y) / s
     e = np.where(w > 0, y - mu[..., None], 0.0)
     return s, mu, e
@@ -77,7 +85,7 @@ def _sum_p2(w: np.ndarray, s: np.ndarray, a=1.0, b=1.0) -> np.ndarray:
     """sum_ij P_ij^2 a_i b_j for P = W - w w'/sum(w) (a, b: per-study vectors)."""
     w2 = w * w
     if np.isscalar(a) and np.isscalar(b) and a == 1.0 and b == 1.0:
-        sw2 = w2.sum(axis=-1)
+        sw2 = _rowsum(w2)
         return sw2 - 2.0 / s * _wdot(w2, w) + sw2 * sw2 / (s * s)
     return (
         _wdot(w2 * a, b)
@@ -101,15 +109,15 @@ def _rss(y: np.ndarray, v: np.ndarray, m: np.ndarray, tau2) -> np.ndarray:
     """Weighted residual sum of squares Y'PY at a given tau2 (Q at tau2)."""
     w = _inv(v, m, tau2)
     _, _, e = _wstats(w, y)
-    return (w * e * e).sum(axis=-1)
+    return _wdot(w * e, e)
 
 
 def _he(y, v, m, k):
     """Hedges (HE) estimate, untruncated, and the pieces its SE needs."""
     ones = m.astype(float)
     s, _, e = _wstats(ones, y)
-    rss = (e * e).sum(axis=-1)
-    trpv = (v * m).sum(axis=-1) * (k - 1.0) / k
+    rss = _wdot(e, e)
+    trpv = _wdot(v, m) * (k - 1.0) / k
     return (rss - trpv) / (k - 1.0), ones, s, trpv
 
 
@@ -140,7 +148,7 @@ def _fisher_scoring(y, v, m, k, method, tau2):
         t = tau2[rows]
         w = vs + t[:, None]
         np.reciprocal(w, out=w)
-        s = w.sum(axis=-1)
+        s = _rowsum(w)
         e = ys - (np.einsum("ij,ij->i", w, ys) / s)[:, None]
         e *= e
         with np.errstate(all="ignore"):
@@ -148,7 +156,7 @@ def _fisher_scoring(y, v, m, k, method, tau2):
                 adj = (np.einsum("ij,ij->i", w, e) * ks / (ks - 1.0) - ks) / s
             else:
                 w2 = w * w
-                sw2 = w2.sum(axis=-1)
+                sw2 = _rowsum(w2)
                 yppy = np.einsum("ij,ij->i", w2, e)
                 if method == "ML":
                     adj = (yppy - s) / sw2
@@ -221,7 +229,7 @@ def _loglik(y, v, m, k, tau2, reml):
     t = np.asarray(tau2, dtype=float)
     t = t[:, None] if t.ndim else t
     vt = np.where(m, v + t, 1.0)  # 1 on missing studies: log 0, and weight 0 below
-    logv = np.log(vt).sum(axis=-1)
+    logv = _rowsum(np.log(vt))
     w = np.reciprocal(vt)
     w *= m
     s, _, e = _wstats(w, y)
@@ -410,7 +418,7 @@ def estimate_tau2(
         return Tau2Fit(zeros, np.full(n, np.nan), np.ones(n, bool), np.zeros(n, int))
     # metafor estimates tau2 from the mean-centred effects (Ymc).
     yc = np.where(m, y, 0.0)
-    yc = np.where(m, y - (yc.sum(axis=-1) / kf)[:, None], 0.0)
+    yc = np.where(m, y - (_rowsum(yc) / kf)[:, None], 0.0)
     v = np.where(m, v, 1.0)
     converged = np.ones(n, dtype=bool)
     iterations = np.zeros(n, dtype=int)
@@ -419,7 +427,7 @@ def estimate_tau2(
         if method in ("DL", "HS"):
             w = _inv(v, m, 0.0)
             s, _, e = _wstats(w, yc)
-            rss = (w * e * e).sum(axis=-1)
+            rss = _wdot(w * e, e)
             trp = _trace_p(w, s)
             if method == "DL":
                 tau2 = np.maximum(0.0, (rss - (kf - 1.0)) / trp)
@@ -439,11 +447,11 @@ def estimate_tau2(
                 / (kf - 1.0) ** 2
             )
         elif method == "SJ":
-            e0 = np.where(m, yc - (yc.sum(axis=-1) / kf)[:, None], 0.0)
-            tau2_0 = (e0 * e0).sum(axis=-1) / (kf - 1.0) * (kf - 1.0) / kf
+            e0 = np.where(m, yc - (_rowsum(yc) / kf)[:, None], 0.0)
+            tau2_0 = _wdot(e0, e0) / (kf - 1.0) * (kf - 1.0) / kf
             w = _inv(v, m, tau2_0)
             s, _, e = _wstats(w, yc)
-            rss = (w * e * e).sum(axis=-1)
+            rss = _wdot(w * e, e)
             tau2 = np.maximum(0.0, tau2_0 * rss / (kf - 1.0))
             vv = np.where(m, v, 0.0)
             se = np.sqrt(
@@ -466,9 +474,9 @@ def estimate_tau2(
                 tau2 = np.where(stuck, 0.0, tau2)
             tau2 = np.maximum(0.0, tau2)
             w = _inv(v, m, tau2)
-            s = w.sum(axis=-1)
+            s = _rowsum(w)
             if method == "ML":
-                se = np.sqrt(2.0 / (w * w).sum(axis=-1))
+                se = np.sqrt(2.0 / _wdot(w, w))
             elif method == "REML":
                 se = np.sqrt(2.0 / _sum_p2(w, s))
             else:
@@ -477,7 +485,7 @@ def estimate_tau2(
             upper = tau2_max(yc, m, k)
             tau2, converged, iterations = _paule_mandel(yc, v, m, kf, upper)
             tau2 = np.maximum(0.0, tau2)
-            s = _inv(v, m, tau2).sum(axis=-1)
+            s = _rowsum(_inv(v, m, tau2))
             se = np.sqrt(2.0 * kf**2 / (kf - 1.0) / s**2)
         else:  # pragma: no cover - validated by the caller
             raise ValueError(f"unknown method {method!r}")

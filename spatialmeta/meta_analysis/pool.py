@@ -15,6 +15,7 @@ from spatialmeta.meta_analysis.estimators import (
     FIXED_METHODS,
     METHODS,
     RANDOM_METHODS,
+    _rowsum,
     _wdot,
     estimate_tau2,
 )
@@ -627,7 +628,7 @@ def pool(
     )
 
 
-_PARALLEL_ROWS = 200_000  # batches at least this large are split over the cores
+_BLOCK_VALUES = 2**20  # values per (rows, k) array of a block: 8 MB of float64
 
 
 def _fit_block(y, v, m, k, method, test, level, a) -> dict[str, np.ndarray]:
@@ -638,30 +639,40 @@ def _fit_block(y, v, m, k, method, test, level, a) -> dict[str, np.ndarray]:
 
 
 def _fit_rows(y, v, m, k, method, test, level, a, workers: int | None = None):
-    """Fit every row; a large batch is split into one block of rows per core.
+    """Fit every row; a large batch in blocks of rows, spread over a thread per core.
 
-    numpy releases the GIL inside its array loops, so the blocks run in parallel threads.
-    Blocks are few and large on purpose: each block iterates until its slowest row
-    converges, so many small blocks would repeat the per-iteration overhead.
+    Blocks keep each temporary at 8 MB or less: larger arrays are fresh ``mmap``s that
+    the kernel zero-fills on every use (the time went to page faults, not arithmetic),
+    while smaller ones are reused by the allocator. Blocks are not smaller than that,
+    because each iterates until its slowest row converges, paying numpy's per-call
+    overhead again. numpy releases the GIL in its array loops, so blocks run in parallel.
     """
     import os
 
-    n = y.shape[0]
-    workers = workers or os.cpu_count() or 1
-    if n < _PARALLEL_ROWS or workers < 2:
+    n, kmax = y.shape
+    if n * kmax < 2**16:  # small: BLAS stays single-threaded anyway
         return _fit_block(y, v, m, k, method, test, level, a)
     from concurrent.futures import ThreadPoolExecutor
 
-    edges = np.linspace(0, n, workers + 1).astype(int)
+    from threadpoolctl import threadpool_limits
 
-    def one(i):
-        sl = slice(edges[i], edges[i + 1])
+    rows = max(1, _BLOCK_VALUES // max(kmax, 1))
+    starts = range(0, n, rows)
+
+    def one(s0):
+        sl = slice(s0, s0 + rows)
         return _fit_block(
             y[sl], v[sl], m[sl], k[sl], method, test, level, None if a is None else a[sl]
         )
 
-    with ThreadPoolExecutor(max_workers=workers) as ex:
-        parts = list(ex.map(one, range(workers)))
+    # the row sums are BLAS products with ones: threaded BLAS inside threaded blocks
+    # only spins (it doubled the CPU time), so BLAS runs one thread per block
+    with threadpool_limits(limits=1, user_api="blas"):
+        if len(starts) == 1:
+            return one(0)
+        workers = min(len(starts), workers or os.cpu_count() or 1)
+        with ThreadPoolExecutor(max_workers=workers) as ex:
+            parts = list(ex.map(one, starts))
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
@@ -779,14 +790,14 @@ def _compute(y, v, m, k, tau2, method, test, level, a) -> dict[str, np.ndarray]:
     yz = np.where(m, y, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         w = m / (v1 + tau2[:, None])
-        sw = w.sum(axis=-1)
+        sw = _rowsum(w)
         mu = _wdot(w, yz) / sw
         if a is None:
             beta, vb = mu, 1.0 / sw
             pct = 100.0 * w / sw[:, None]
         else:
             a = np.where(m, a, 0.0)
-            sa = a.sum(axis=-1)
+            sa = _rowsum(a)
             beta = _wdot(a, yz) / sa
             vb = _wdot(a * a, v1 + tau2[:, None]) / sa**2
             pct = 100.0 * a / sa[:, None]
@@ -810,9 +821,9 @@ def _compute(y, v, m, k, tau2, method, test, level, a) -> dict[str, np.ndarray]:
             pval = 2.0 * special.ndtr(-np.abs(zval))
 
         # Heterogeneity: Q from inverse sampling variances, on mean-centred effects.
-        yc = np.where(m, yz - (yz.sum(axis=-1) / kf)[:, None], 0.0)
+        yc = np.where(m, yz - (_rowsum(yz) / kf)[:, None], 0.0)
         w0 = m / v1
-        s0 = w0.sum(axis=-1)
+        s0 = _rowsum(w0)
         e0 = yc - (_wdot(w0, yc) / s0)[:, None]
         multi = k > 1
         qe = np.where(multi, np.maximum(0.0, _wdot(w0 * e0, e0)), 0.0)
