@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass, fields
 from typing import Any
@@ -446,7 +447,9 @@ def pool(
         meta-analyses, NaN marks a missing study (so rows can have different
         k). Alternatively an :class:`~spatialmeta.tasks.estimates.Estimates` or
         any object whose ``.estimates()`` returns one; then ``vi`` must be None
-        and its labels and measure are kept.
+        and its labels and measure are kept. Dask arrays are pooled out of core,
+        one block of rows at a time (no ``mods``/``weights``; ``weights`` is not
+        kept on the result); for labelled grids see :func:`pool_gridded`.
     vi : array_like, optional
         Sampling variances, same shape as ``yi``, > 0 where ``yi`` is observed
         and NaN where it is missing.
@@ -561,6 +564,13 @@ def pool(
     >>> round(reg.QM, 4), round(reg.R2, 2)
     (17.8589, 87.96)
     """
+    if _is_dask(yi) or _is_dask(vi):
+        if mods is not None or weights is not None:
+            raise ValueError(
+                "dask inputs are pooled block by block without moderators or user weights; "
+                "compute the arrays first (or pool row blocks yourself) to use mods/weights."
+            )
+        return _pool_dask(yi, vi, method=method, test=test, level=level, labels=labels)
     y, v, labels, measure, est_mods = _read_inputs(yi, vi, labels)
     method, test, level = _options(method, test, level)
     obs, a, labels = _validate(y, v, weights, labels)
@@ -628,7 +638,83 @@ def pool(
     )
 
 
+def _is_dask(x) -> bool:
+    return type(x).__module__.startswith("dask.")
+
+
+_PER_ROW = (
+    "estimate", "se", "zval", "pval", "ci_lb", "ci_ub", "tau2", "se_tau2", "I2", "H2", "QE",
+    "QEp", "pi_lb", "pi_ub", "k", "converged", "df", "iterations", "beta", "vb", "QM", "QMp",
+    "QMdf", "vt",
+)  # fmt: skip
+
+
+def _pool_dask(yi, vi, *, method, test, level, labels) -> PoolResult:
+    """Pool dask arrays out of core: one block of rows in memory at a time.
+
+    The study axis is made one chunk; each block of rows is read, pooled by the batched
+    numpy path and dropped, so memory is bounded by a block while every result field (one
+    value per meta-analysis) is kept. ``yi``/``vi`` stay lazy on the result and the
+    per-study ``weights`` are not kept (they are as large as the input).
+    """
+    import dask
+    import dask.array as dsa
+
+    y = dsa.asarray(yi).astype(float)
+    v = dsa.asarray(vi).astype(float)
+    if y.shape != v.shape:
+        raise ValueError(
+            f"`vi` has shape {v.shape} but `yi` has shape {y.shape}; give one sampling "
+            "variance per effect (same shape, NaN where a study is missing)."
+        )
+    if y.ndim < 2:
+        raise ValueError("dask inputs must be a batch (..., k); compute a single meta-analysis.")
+    shape, kmax = y.shape[:-1], y.shape[-1]
+    y2 = y.reshape(-1, kmax).rechunk({1: -1})
+    v2 = v.reshape(-1, kmax).rechunk({0: y2.chunks[0], 1: -1})
+    parts, start, unconverged = [], 0, 0
+    for i in range(y2.numblocks[0]):
+        yb, vb = dask.compute(y2.blocks[i], v2.blocks[i])
+        stop = start + yb.shape[0]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # summed up below
+                part = pool(yb, vb, method=method, test=test, level=level, labels=labels)
+        except ValueError as err:
+            raise ValueError(f"rows {start}-{stop - 1} of the flattened batch: {err}") from err
+        unconverged += int((~np.asarray(part.converged)).sum())
+        parts.append(part)
+        start = stop
+    if unconverged:
+        warnings.warn(
+            f"tau^2 estimation ({method}) did not converge for {unconverged} of {start} "
+            "meta-analyses; see `converged` on the result.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    fields = {}
+    for name in _PER_ROW:
+        vals = [getattr(p_, name) for p_ in parts]
+        if any(val is None for val in vals):
+            continue
+        arr = np.concatenate(vals)
+        fields[name] = arr.reshape(shape + arr.shape[1:])
+    first = parts[0]
+    return PoolResult(
+        **fields, method=first.method, test=first.test, level=first.level,
+        labels=first.labels, yi=y, vi=v, weights=None, measure=first.measure,
+    )  # fmt: skip
+
+
 _BLOCK_VALUES = 2**20  # values per (rows, k) array of a block: 8 MB of float64
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    """threadpoolctl's view of the loaded BLAS, made once (limits then cost ~4 µs)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def _fit_block(y, v, m, k, method, test, level, a) -> dict[str, np.ndarray]:
@@ -648,14 +734,9 @@ def _fit_rows(y, v, m, k, method, test, level, a, workers: int | None = None):
     overhead again. numpy releases the GIL in its array loops, so blocks run in parallel.
     """
     import os
-
-    n, kmax = y.shape
-    if n * kmax < 2**16:  # small: BLAS stays single-threaded anyway
-        return _fit_block(y, v, m, k, method, test, level, a)
     from concurrent.futures import ThreadPoolExecutor
 
-    from threadpoolctl import threadpool_limits
-
+    n, kmax = y.shape
     rows = max(1, _BLOCK_VALUES // max(kmax, 1))
     starts = range(0, n, rows)
 
@@ -666,8 +747,9 @@ def _fit_rows(y, v, m, k, method, test, level, a, workers: int | None = None):
         )
 
     # the row sums are BLAS products with ones: threaded BLAS inside threaded blocks
-    # only spins (it doubled the CPU time), so BLAS runs one thread per block
-    with threadpool_limits(limits=1, user_api="blas"):
+    # only spins (it doubled the CPU time), and how OpenBLAS splits a product over threads
+    # changes its rounding, so BLAS runs one thread: results do not depend on the batch
+    with _blas_controller().limit(limits=1, user_api="blas"):
         if len(starts) == 1:
             return one(0)
         workers = min(len(starts), workers or os.cpu_count() or 1)
