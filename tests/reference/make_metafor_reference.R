@@ -2,7 +2,7 @@
 #
 #   Rscript tests/reference/make_metafor_reference.R [out.json]
 #
-# Fits rma.uni (metafor defaults) to six metadat datasets for every tau^2
+# Fits rma.uni (metafor defaults) to eleven metadat datasets for every tau^2
 # estimator and both tests, and writes inputs and outputs as JSON. The Python
 # test suite reads only the JSON, so it does not need R.
 #
@@ -48,6 +48,23 @@ add("molloy2014", molloy, paste0(molloy$authors, ", ", molloy$year), "ZCOR")
 
 pritz <- escalc(measure = "PLO", xi = xi, ni = ni, data = dat.pritz1997)
 add("pritz1997", pritz, as.character(pritz$authors), "PLO")
+
+egger <- escalc(measure = "OR", ai = ai, n1i = n1i, ci = ci, n2i = n2i, data = dat.egger2001)
+add("egger2001", egger, paste0(egger$study, ", ", egger$year), "OR")
+
+collins <- escalc(measure = "OR", ai = pre.xti, n1i = pre.nti, ci = pre.xci, n2i = pre.nci,
+                  data = dat.collins1985b)
+add("collins1985b", collins, paste0(collins$author, ", ", collins$year), "OR")
+
+hart <- escalc(measure = "IRR", x1i = x1i, t1i = t1i, x2i = x2i, t2i = t2i, data = dat.hart1999)
+add("hart1999", hart, paste0(hart$study, ", ", hart$year), "IRR")
+
+curtis <- escalc(measure = "ROM", m1i = m1i, sd1i = sd1i, n1i = n1i,
+                 m2i = m2i, sd2i = sd2i, n2i = n2i, data = dat.curtis1998)
+add("curtis1998", curtis, paste0(curtis$paper, "/", curtis$id), "ROM")
+
+bangert <- dat.bangertdrowns2004
+add("bangertdrowns2004", bangert, paste0(bangert$author, ", ", bangert$year), "SMD")
 
 # Two synthetic cases: all effects identical (tau^2 = 0 boundary; with knha the
 # scale factor is 0, so se = 0 and the t value is infinite), and a set on which
