@@ -40,17 +40,10 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from spatialmeta.meta_analysis.estimators import (
-    FIXED_METHODS,
-    LL_TOL,
-    MAXITER,
-    METHODS,
-    TAU2_MAX,
-    THRESHOLD,
-    _zeroin,
-    estimate_tau2,
-)
+from spatialmeta.meta_analysis.estimators import FIXED_METHODS, METHODS, _inv, estimate_tau2
 from spatialmeta.meta_analysis.pool import PoolResult, pool
+from spatialmeta.meta_analysis.regression import _proj as _wls
+from spatialmeta.meta_analysis.regression import check_design, estimate_tau2_mods
 
 __all__ = [
     "BaujatResult", "FsnResult", "RankTestResult", "TrimFillResult",
@@ -440,194 +433,43 @@ def ranktest(yi, vi=None, *, exact: bool = True) -> RankTestResult:
 # --------------------------------------------------------------------------- trim and fill
 
 
-def _xtwx_inv(w, x1):
-    """(X'WX)^-1 for X = [1, x1] per row, as its three distinct entries, and det."""
-    a = w.sum(axis=-1)
-    bb = (w * x1).sum(axis=-1)
-    c = (w * x1 * x1).sum(axis=-1)
-    det = a * c - bb * bb
-    return c / det, -bb / det, a / det, det
-
-
-def _proj(w, x1):
-    """P = W - W X (X'WX)^-1 X' W for X = [1, x1], shape (rows, k, k)."""
-    i00, i01, i11, _ = _xtwx_inv(w, x1)
-    wx0, wx1 = w, w * x1
-    h = (
-        i00[:, None, None] * wx0[:, :, None] * wx0[:, None, :]
-        + i01[:, None, None]
-        * (wx0[:, :, None] * wx1[:, None, :] + wx1[:, :, None] * wx0[:, None, :])
-        + i11[:, None, None] * wx1[:, :, None] * wx1[:, None, :]
-    )
-    return np.einsum("rk,kj->rkj", w, np.eye(w.shape[1])) - h
-
-
-def _quad(p, a, b=None):
-    b = a if b is None else b
-    return np.einsum("ri,rij,rj->r", a, p, b)
-
-
-def _sei_regression(y, v, m, k, method):
-    """tau2 and slope of ``rma.uni(yi, vi, mods = sqrt(vi), method)`` per row.
+def _sei_regression(y, v, m, k, method, shape=None):
+    """tau2, slope and convergence of ``rma.uni(yi, vi, mods = sqrt(vi), method)`` per row.
 
     This is the regression ``metafor::trimfill`` uses to choose the side
-    (slope < 0: studies are missing on the right). All of metafor's tau^2
-    estimators for a model with one moderator (p = 2): DL, HE, HS, SJ and PM
-    in closed form or by Brent's method, ML/REML/EB by Fisher scoring with
-    metafor's starting value, threshold, step halving and local-maximum check.
+    (slope < 0: studies are missing on the right), fitted for all rows at once
+    by the meta-regression engine (:mod:`spatialmeta.meta_analysis.regression`:
+    every tau^2 estimator, metafor's PM search interval included). ``shape``
+    is the batch shape used to name a row in errors (default ``(n,)``).
     """
-    n, kmax = y.shape
+    shape = y.shape[:1] if shape is None else shape
+    sx = np.where(m, np.sqrt(np.where(m, v, 1.0)), 0.0)
     kf = k.astype(float)
-    p = 2.0
-    x1 = np.where(m, np.sqrt(np.where(m, v, 1.0)), 0.0)
-    mf = m.astype(float)
-    v1 = np.where(m, v, 1.0)
-    ymc = np.where(m, y - (np.where(m, y, 0.0).sum(axis=-1) / kf)[:, None], 0.0)
-    tau2 = np.zeros(n)
-    conv = np.ones(n, dtype=bool)
-
-    if method not in FIXED_METHODS:
-        for sl in _chunks(n, kmax):
-            ys, vs, ms, xs, ks = ymc[sl], v1[sl], mf[sl], x1[sl], kf[sl]
-            if method in ("DL", "HS"):
-                w = ms / vs
-                pm = _proj(w, xs)
-                rss = _quad(pm, ys)
-                if method == "DL":
-                    t = (rss - (ks - p)) / np.einsum("rii->r", pm)
-                else:
-                    t = (rss - ks) / w.sum(axis=-1)
-            elif method == "SJ":
-                t0 = (ys * ys).sum(axis=-1) / ks
-                pm = _proj(ms / (vs + t0[:, None]), xs)
-                t = t0 * _quad(pm, ys) / (ks - p)
-            else:
-                pm = _proj(ms, xs)  # HE: ordinary least squares residual projection
-                t = (_quad(pm, ys) - np.einsum("rii,ri->r", pm, vs * ms)) / (ks - p)
-            tau2[sl] = t
-        if method in ("ML", "REML", "EB"):
-            tau2, conv = _sei_fisher(ymc, v1, mf, x1, kf, method, np.maximum(0.0, tau2))
-        elif method == "PM":
-            tau2, conv = _sei_pm(ymc, v1, mf, x1, kf)
-        tau2 = np.maximum(0.0, tau2)
-    w = np.where(m, 1.0 / (v1 + tau2[:, None]), 0.0)
-    _, i01, i11, _ = _xtwx_inv(w, x1)
-    yz = np.where(m, y, 0.0)
-    xy0, xy1 = (w * yz).sum(axis=-1), (w * x1 * yz).sum(axis=-1)
-    slope = i01 * xy0 + i11 * xy1
-    return tau2, slope, conv
-
-
-def _sei_fisher(ymc, v, mf, x1, kf, method, tau2):
-    n, kmax = ymc.shape
-    p = 2.0
-    tau2 = tau2.copy()
-    conv = np.zeros(n, dtype=bool)
-    idx = np.flatnonzero(np.isfinite(tau2))
-    for it in range(1, MAXITER + 2):
-        if idx.size == 0:
-            break
-        step_rows = max(1, _PAIR_BUDGET // (kmax * kmax))
-        new = np.empty(idx.size)
-        for lo in range(0, idx.size, step_rows):
-            r = idx[lo : lo + step_rows]
-            t = tau2[r]
-            w = mf[r] / (v[r] + t[:, None])
-            pm = _proj(w, x1[r])
-            py = np.einsum("rij,rj->ri", pm, ymc[r])
-            with np.errstate(all="ignore"):
-                if method == "ML":
-                    adj = ((py * py).sum(-1) - w.sum(-1)) / (w * w).sum(-1)
-                elif method == "REML":
-                    adj = ((py * py).sum(-1) - np.einsum("rii->r", pm)) / np.einsum(
-                        "rij,rji->r", pm, pm
-                    )
-                else:
-                    adj = ((ymc[r] * py).sum(-1) * kf[r] / (kf[r] - p) - kf[r]) / w.sum(-1)
-            adj = np.where(np.isnan(adj), 0.0, adj)
-            adj = np.where((t == 0.0) & (adj < 0.0), 0.0, adj)
-            neg = t + adj < 0.0
-            for _ in range(1100):  # metafor halves the step until tau2 stays >= 0
-                if not neg.any():
-                    break
-                adj = np.where(neg, adj / 2.0, adj)
-                neg &= t + adj < 0.0
-            new[lo : lo + step_rows] = t + adj
-        small = np.abs(tau2[idx] - new) <= THRESHOLD
-        tau2[idx] = new
-        if it <= MAXITER:
-            conv[idx[small]] = True
-        idx = idx[~small]
-    if method in ("ML", "REML"):
-        reml = method == "REML"
-        ll0 = _sei_loglik(ymc, v, mf, x1, kf, np.zeros(n), reml)
-        ll = _sei_loglik(ymc, v, mf, x1, kf, tau2, reml)
-        tau2 = np.where(conv & (ll0 - ll > LL_TOL) & (tau2 > THRESHOLD), 0.0, tau2)
-    return tau2, conv
-
-
-def _sei_loglik(ymc, v, mf, x1, kf, tau2, reml):
-    w = mf / (v + tau2[:, None])
-    i00, i01, i11, det = _xtwx_inv(w, x1)
-    xy0, xy1 = (w * ymc).sum(-1), (w * x1 * ymc).sum(-1)
-    b0, b1 = i00 * xy0 + i01 * xy1, i01 * xy0 + i11 * xy1
-    e = np.where(mf > 0, ymc - b0[:, None] - b1[:, None] * x1, 0.0)
-    rss = (w * e * e).sum(-1)
-    logv = np.where(mf > 0, np.log(v + tau2[:, None]), 0.0).sum(-1)
-    if reml:
-        return -0.5 * (kf - 2.0) * np.log(2 * np.pi) - 0.5 * logv - 0.5 * np.log(det) - 0.5 * rss
-    return -0.5 * kf * np.log(2 * np.pi) - 0.5 * logv - 0.5 * rss
-
-
-def _sei_pm(ymc, v, mf, x1, kf):
-    """PM with one moderator: root of Q(tau2) = k - 2 on [0, 100] by uniroot."""
-    n = ymc.shape[0]
-    target = kf - 2.0
-
-    def qe(t, rows):
-        w = mf[rows] / (v[rows] + t[:, None])
-        i00, i01, i11, _ = _xtwx_inv(w, x1[rows])
-        ys = ymc[rows]
-        xy0, xy1 = (w * ys).sum(-1), (w * x1[rows] * ys).sum(-1)
-        b0, b1 = i00 * xy0 + i01 * xy1, i01 * xy0 + i11 * xy1
-        e = np.where(mf[rows] > 0, ys - b0[:, None] - b1[:, None] * x1[rows], 0.0)
-        return (w * e * e).sum(-1)
-
-    def f(x, rows):
-        return qe(x[rows], rows) - target[rows]
-
-    every = np.ones(n, dtype=bool)
-    lower = np.zeros(n)
-    f0 = f(lower, every)
-    tau2 = np.where(f0 < 0.0, 0.0, np.nan)
-    conv = f0 < 0.0
-    need = ~conv & np.isfinite(f0)
-    upper = np.full(n, TAU2_MAX)
-    fu = np.full(n, np.nan)
-    if need.any():
-        fu[need] = f(upper, need)
-        wide = need & (fu > 0.0)
-        for _ in range(30):  # metafor stops ("tau2.max too low"); we widen the bracket
-            if not wide.any():
-                break
-            upper = np.where(wide, upper * 10.0, upper)
-            fu[wide] = f(upper, wide)
-            wide &= fu > 0.0
-        need &= ~wide
-    if need.any():
-        idx = np.flatnonzero(need)
-
-        def fsub(x, rows):
-            full = np.zeros(n, dtype=bool)
-            full[idx[rows]] = True
-            xx = np.zeros(n)
-            xx[idx] = x
-            return f(xx, full)
-
-        root, ok, _ = _zeroin(fsub, lower[idx], upper[idx], f0[idx], fu[idx])
-        tau2[idx] = root
-        conv[idx] = ok
-    return tau2, conv
+    top = np.where(m, sx, 0.0).max(axis=-1)
+    bottom = np.where(m, sx, np.inf).min(axis=-1)
+    # sqrt(vi) must not be constant: the old range test, and the design's own rank test
+    # (|R_22| of [1, sqrt(vi)] with unit columns, below 1e-7 in check_design), with margin.
+    spread = np.sqrt((np.where(m, sx - (sx.sum(-1) / kf)[:, None], 0.0) ** 2).sum(-1))
+    const = ((top - bottom) <= 1e-7 * top) | (spread <= 1.01e-7 * np.sqrt((sx * sx).sum(-1)))
+    if const.any():
+        flat = int(np.argmax(const))
+        raise ValueError(
+            f"trimfill: the sampling variances of {_row_name(shape, flat)} are all equal, "
+            "so the regression on sqrt(vi) that picks the side is undefined (metafor stops "
+            "too); pass side='left' or side='right'."
+        )
+    X = np.stack([np.where(m, 1.0, np.nan), np.where(m, sx, np.nan)], axis=-1)
+    Q, T = check_design(X, m, k, ("intrcpt", "sqrt(vi)"), method in FIXED_METHODS, shape)
+    # Effects about the row's first study (tau2 and slope do not change): equal effects
+    # then give a slope of exactly 0, hence side "left", not a sign of rounding noise.
+    ref = np.take_along_axis(y, np.argmax(m, axis=-1)[:, None], axis=-1)
+    yd = np.where(m, y - ref, np.nan)
+    fit = estimate_tau2_mods(Q, yd, v, m, k, method)
+    # Only the slope is needed (fit_mods would add tests and heterogeneity): the weighted
+    # LS coefficients in the basis Q, mapped back through the upper-triangular T (X = Q T).
+    w = _inv(np.where(m, v, 1.0), m, fit.tau2)
+    _, bq, _, _ = _wls(Q, w, np.where(m, yd, 0.0), leverage=False)
+    return fit.tau2, bq[:, 1] / T[:, 1, 1], fit.converged
 
 
 @dataclass(frozen=True, eq=False)
@@ -814,8 +656,9 @@ def trimfill(
     the batched tau^2 estimators and ranks every row at once. A row whose
     k0 has not settled after ``maxiter`` iterations, or whose trimmed fit did
     not converge (metafor stops with an error in both cases), is flagged in
-    ``converged`` with a warning. The side regression for random-effects
-    methods builds ``(rows, k, k)`` projection matrices in chunks of rows.
+    ``converged`` with a warning, as is one whose side regression did not
+    converge. The side regression is fitted for all rows in one call of the
+    meta-regression engine (:mod:`spatialmeta.meta_analysis.regression`).
 
     References
     ----------
@@ -852,17 +695,7 @@ def trimfill(
     n, kmax = y.shape
 
     if side is None:
-        sx = np.where(m, np.sqrt(np.where(m, v, 1.0)), np.nan)
-        top = np.nanmax(sx, axis=-1)
-        const = (top - np.nanmin(sx, axis=-1)) <= 1e-7 * top
-        if const.any():
-            flat = int(np.argmax(const))
-            raise ValueError(
-                f"trimfill: the sampling variances of {_row_name(b.shape, flat)} are all equal, "
-                "so the regression on sqrt(vi) that picks the side is undefined (metafor stops "
-                "too); pass side='left' or side='right'."
-            )
-        _, slope, side_conv = _sei_regression(y, v, m, k, method)
+        _, slope, side_conv = _sei_regression(y, v, m, k, method, b.shape)
         right = slope < 0
     else:
         right = np.full(n, side == "right")
