@@ -24,6 +24,7 @@ Brent, R. P. (1973). *Algorithms for Minimization without Derivatives*, ch. 4
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -224,6 +225,45 @@ def _fisher_scoring_one(y, v, k: float, method: str, t: float):
     return np.array([t]), np.array([converged]), np.array([it])
 
 
+def _tau2_one(y: np.ndarray, v: np.ndarray, method: str) -> Tau2Fit:
+    """The ML/REML/EB branch of :func:`estimate_tau2` for one meta-analysis (1-D, observed
+    studies only): the same steps, without the masks and per-row arrays that dominate the
+    cost of a single k = 20 fit."""
+    k = float(y.size)
+    yc = y - y.sum() / k  # metafor's mean-centred effects
+    e = yc - yc.sum() / k
+    he = (float(e @ e) - float(v.sum()) * (k - 1.0) / k) / (k - 1.0)
+    t, conv, its = _fisher_scoring_one(yc, v, k, method, max(0.0, he))
+    tau2 = float(t[0])
+    if method != "EB" and conv[0] and tau2 > THRESHOLD:
+
+        def loglik(t2: float) -> float:
+            vt = v + t2
+            w = 1.0 / vt
+            s = float(w.sum())
+            r = yc - float(w @ yc) / s
+            val = -0.5 * float(np.log(vt).sum()) - 0.5 * float(w @ (r * r))
+            if method == "REML":
+                return val - 0.5 * (k - 1.0) * math.log(2 * math.pi) - 0.5 * math.log(s)
+            return val - 0.5 * k * math.log(2 * math.pi)
+
+        if loglik(0.0) - loglik(tau2) > LL_TOL:
+            tau2 = 0.0
+    tau2 = max(0.0, tau2)
+    w = 1.0 / (v + tau2)
+    s = float(w.sum())
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if method == "ML":
+            se = math.sqrt(2.0 / float(w @ w))
+        elif method == "REML":
+            w2 = w * w
+            sw2 = float(w2.sum())
+            se = float(np.sqrt(2.0 / (sw2 - 2.0 / s * float(w2 @ w) + sw2 * sw2 / (s * s))))
+        else:
+            se = math.sqrt(2.0 * k**2 / (k - 1.0) / s**2)
+    return Tau2Fit(np.array([tau2]), np.array([se]), conv, its)
+
+
 def _loglik(y, v, m, k, tau2, reml):
     """Log likelihood (ML) or restricted log likelihood (REML) at tau2."""
     t = np.asarray(tau2, dtype=float)
@@ -416,6 +456,8 @@ def estimate_tau2(
     zeros = np.zeros(n)
     if method in FIXED_METHODS:
         return Tau2Fit(zeros, np.full(n, np.nan), np.ones(n, bool), np.zeros(n, int))
+    if n == 1 and method in ("ML", "REML", "EB"):
+        return _tau2_one(y[0][m[0]], v[0][m[0]], method)
     # metafor estimates tau2 from the mean-centred effects (Ymc).
     yc = np.where(m, y, 0.0)
     yc = np.where(m, y - (_rowsum(yc) / kf)[:, None], 0.0)

@@ -737,6 +737,8 @@ def _fit_rows(y, v, m, k, method, test, level, a, workers: int | None = None):
     from concurrent.futures import ThreadPoolExecutor
 
     n, kmax = y.shape
+    if n * kmax < 8192:  # OpenBLAS runs products this small on one thread anyway
+        return _fit_block(y, v, m, k, method, test, level, a)
     rows = max(1, _BLOCK_VALUES // max(kmax, 1))
     starts = range(0, n, rows)
 
