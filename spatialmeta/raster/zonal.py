@@ -385,7 +385,12 @@ def zonal_weights(
 
 
 def _block_weights(weights: ZonalWeights, ychunks, xchunks) -> dict:
-    """Columns of the weights for each spatial block, re-indexed to the block's flat cells."""
+    """Columns of the weights for each spatial block, re-indexed to the block's flat cells.
+
+    Each entry also holds the weights for the block with its rows reversed: rasters stored
+    north-up reach the products as row-reversed views (latitude is normalized to ascend),
+    and indexing the weights that way lets :func:`_rows` read them without a copy.
+    """
     ny, nx = weights.shape
     f = weights.fraction.tocsc()
     area = weights.cell_area
@@ -396,10 +401,26 @@ def _block_weights(weights: ZonalWeights, ychunks, xchunks) -> dict:
         rows = np.arange(y_edges[iy], y_edges[iy + 1])
         for ix in range(len(xchunks)):
             cols = np.arange(x_edges[ix], x_edges[ix + 1])
-            flat = (rows[:, None] * nx + cols[None, :]).ravel()
-            sub = f[:, flat].tocsr()
-            out[(iy, ix)] = (sub, (sub @ sp.diags(area[flat])).tocsr())
+            pair = []
+            for r in (rows, rows[::-1]):
+                flat = (r[:, None] * nx + cols[None, :]).ravel()
+                sub = f[:, flat].tocsr()
+                pair += [sub, (sub @ sp.diags(area[flat])).tocsr()]
+            out[(iy, ix)] = tuple(pair)
     return out
+
+
+def _rows(block: np.ndarray, entry: tuple):
+    """``(t, cells)`` rows of a block without copying it, and the weights in that cell order.
+
+    A block that is a row-reversed view of contiguous memory is read reversed back, with the
+    weights for reversed rows; anything else is made contiguous (one copy).
+    """
+    grid = block.reshape((-1,) + block.shape[-2:])
+    flipped = grid[:, ::-1, :]
+    if not grid.flags.c_contiguous and flipped.flags.c_contiguous:
+        return flipped.reshape(len(grid), -1), entry[2], entry[3]
+    return np.ascontiguousarray(grid).reshape(len(grid), -1), entry[0], entry[1]
 
 
 _SLAB_BYTES = 32 * 2**20  # float64 temporaries per slab of time steps (min/max)
@@ -421,9 +442,8 @@ def _partial(block, bw, stats: tuple[str, ...], block_info=None):
     float64 per field, so memory stays bounded by the block.
     """
     loc = block_info[0]["chunk-location"]
-    frac, w = bw[(loc[-2], loc[-1])]
+    x_all, frac, w = _rows(block, bw[(loc[-2], loc[-1])])
     lead = block.shape[:-2]
-    x_all = block.reshape(-1, block.shape[-2] * block.shape[-1])
     nfield = 2 + ("std" in stats) + ("sum" in stats) + ("count" in stats)
     out = np.empty((x_all.shape[0], w.shape[0], nfield))
     den_full = np.asarray(w.sum(axis=1)).ravel()
@@ -449,9 +469,8 @@ def _partial(block, bw, stats: tuple[str, ...], block_info=None):
 def _extreme(block, bw, which: str, block_info=None):
     """Per-region min or max over covered valid cells of one block: ``(t, 1, 1, n_regions)``."""
     loc = block_info[0]["chunk-location"]
-    frac, _ = bw[(loc[-2], loc[-1])]
+    x_all, frac, _ = _rows(block, bw[(loc[-2], loc[-1])])
     lead = block.shape[:-2]
-    x_all = block.reshape(-1, block.shape[-2] * block.shape[-1])
     fill = np.inf if which == "min" else -np.inf
     out = np.full((x_all.shape[0], frac.shape[0]), fill)
     has = np.diff(frac.indptr) > 0
@@ -474,8 +493,7 @@ def _quantile_block(block, bw, q: np.ndarray, block_info=None):
     values are sorted within each region's segment of the sparse pattern by two stable
     sorts along the segment axis, and the rank reaching ``q`` is counted per segment.
     """
-    frac, w = bw[(0, 0)]
-    x_all = block.reshape(-1, block.shape[-2] * block.shape[-1])
+    x_all, frac, w = _rows(block, bw[(0, 0)])
     nreg = frac.shape[0]
     out = np.full((x_all.shape[0], nreg, len(q)), np.nan)
     counts = np.diff(w.indptr)
