@@ -138,50 +138,74 @@ def _fisher_scoring(y, v, m, k, method, tau2):
     converged = np.zeros(n, dtype=bool)
     iterations = np.zeros(n, dtype=int)
     rows = np.flatnonzero(np.isfinite(tau2))  # rows held in the compact arrays
-    ys, vs, ks = y[rows], np.where(m[rows], v[rows], np.inf), k[rows]
+    # studies along the first axis: each row's tau2 then broadcasts along contiguous memory
+    # and the sums over studies add contiguous vectors (2-3x faster than (rows, k))
+    ys = np.ascontiguousarray(y[rows].T)
+    vs = np.ascontiguousarray(v[rows].T)
+    vs[~m[rows].T] = np.inf
+    ys2 = ys * ys
+    ks = k[rows]
+    tc = tau2[rows]  # the held rows' tau2, written back when rows are dropped and at the end
+    itc = np.zeros(rows.size, dtype=int)
+    ones = np.ones(ys.shape[0])
+    wbuf, w2buf = np.empty(ys.shape), np.empty(ys.shape)
     live = np.ones(rows.size, dtype=bool)  # held rows still iterating
     for it in range(1, MAXITER + 2):
-        if not live.any():
+        n_live = int(live.sum())
+        if n_live == 0:
             break
-        if live.sum() < 0.75 * live.size:
-            rows, ys, vs, ks = rows[live], ys[live], vs[live], ks[live]
+        if n_live < 0.5 * live.size:  # drop finished rows: copy the rest, once in a while
+            done = ~live
+            tau2[rows[done]], iterations[rows[done]] = tc[done], itc[done]
+            rows, ks, tc, itc = rows[live], ks[live], tc[live], itc[live]
+            ys, ys2, vs = ys[:, live], ys2[:, live], vs[:, live]
+            wbuf, w2buf = np.empty(ys.shape), np.empty(ys.shape)
             live = np.ones(rows.size, dtype=bool)
-        t = tau2[rows]
-        w = vs + t[:, None]
-        np.reciprocal(w, out=w)
-        s = _rowsum(w)
-        e = ys - (np.einsum("ij,ij->i", w, ys) / s)[:, None]
-        e *= e
+        t = tc
+        w = np.add(vs, t, out=wbuf)
+        np.divide(1.0, w, out=w)
+        s = ones @ w
+        wy = np.einsum("ij,ij->j", w, ys)
+        mu = wy / s
+        # sums of w^a (y - mu)^2 from weighted moments of y: y is mean-centred, so the
+        # expansion loses nothing, and it saves two passes over the batch per step
         with np.errstate(all="ignore"):
             if method == "EB":
-                adj = (np.einsum("ij,ij->i", w, e) * ks / (ks - 1.0) - ks) / s
+                wee = np.einsum("ij,ij->j", w, ys2) - mu * wy
+                adj = (wee * ks / (ks - 1.0) - ks) / s
             else:
-                w2 = w * w
-                sw2 = _rowsum(w2)
-                yppy = np.einsum("ij,ij->i", w2, e)
+                w2 = np.multiply(w, w, out=w2buf)
+                sw2 = ones @ w2
+                sw2y = np.einsum("ij,ij->j", w2, ys)
+                yppy = np.einsum("ij,ij->j", w2, ys2) - mu * (2.0 * sw2y - mu * sw2)
                 if method == "ML":
                     adj = (yppy - s) / sw2
                 else:  # REML: (Y'PPY - tr P) / tr(PP)
-                    tr_pp = sw2 - 2.0 * np.einsum("ij,ij->i", w2, w) / s + sw2 * sw2 / (s * s)
-                    adj = (yppy - (s - sw2 / s)) / tr_pp
-        adj = np.where(np.isnan(adj), 0.0, adj) * STEPADJ
+                    q = sw2 / s
+                    tr_pp = sw2 - 2.0 * np.einsum("ij,ij->j", w2, w) / s + q * q
+                    adj = (yppy - (s - q)) / tr_pp
+        adj[np.isnan(adj)] = 0.0
+        adj *= STEPADJ
         # metafor halves the step until tau2 stays >= 0 (tau2.min); from exactly 0 a
         # negative step underflows to -0.0, i.e. no move, which is what we set.
-        adj = np.where((t == 0.0) & (adj < 0.0), 0.0, adj)
-        neg = t + adj < 0.0
-        for _ in range(1100):
-            if not neg.any():
-                break
-            adj = np.where(neg, adj / 2.0, adj)
-            neg &= t + adj < 0.0
+        adj[(t == 0.0) & (adj < 0.0)] = 0.0
+        neg = np.flatnonzero(t + adj < 0.0)
+        if neg.size:  # halve only the few steps that overshoot (halving is exact)
+            a_, t_ = adj[neg], t[neg]
+            for _ in range(1100):
+                over = t_ + a_ < 0.0
+                if not over.any():
+                    break
+                a_[over] /= 2.0
+            adj[neg] = a_
         new = t + adj
         small = np.abs(t - new) <= THRESHOLD
-        upd = rows[live]
-        tau2[upd] = new[live]
-        iterations[upd] = it
+        tc = np.where(live, new, tc)  # finished rows keep their value
+        itc[live] = it
         if it <= MAXITER:
             converged[rows[live & small]] = True
         live &= ~small
+    tau2[rows], iterations[rows] = tc, itc
     return tau2, converged, iterations
 
 
@@ -509,11 +533,15 @@ def estimate_tau2(
             he, *_ = _he(yc, v, m, kf)
             tau2, converged, iterations = _fisher_scoring(yc, v, m, kf, method, np.maximum(0.0, he))
             if method in ("ML", "REML"):
-                reml = method == "REML"
-                ll0 = _loglik(yc, v, m, kf, 0.0, reml)
-                ll = _loglik(yc, v, m, kf, tau2, reml)
-                stuck = converged & (ll0 - ll > LL_TOL) & (tau2 > THRESHOLD)
-                tau2 = np.where(stuck, 0.0, tau2)
+                # metafor's check that the root beats tau2 = 0, on the rows where it can bite
+                cand = np.flatnonzero(converged & (tau2 > THRESHOLD))
+                if cand.size:
+                    reml = method == "REML"
+                    yk, vk, mk, kk = yc[cand], v[cand], m[cand], kf[cand]
+                    ll0 = _loglik(yk, vk, mk, kk, 0.0, reml)
+                    ll = _loglik(yk, vk, mk, kk, tau2[cand], reml)
+                    tau2 = tau2.copy()
+                    tau2[cand[ll0 - ll > LL_TOL]] = 0.0
             tau2 = np.maximum(0.0, tau2)
             w = _inv(v, m, tau2)
             s = _rowsum(w)
