@@ -115,13 +115,6 @@ class ZonalWeights:
         )
 
 
-def _boxes(yb: np.ndarray, xb: np.ndarray, r0, r1, c0, c1) -> np.ndarray:
-    """Boxes covering cell index ranges ``[r0, r1) x [c0, c1)`` (arrays), from cell bounds."""
-    ylo, yhi = yb.min(axis=1), yb.max(axis=1)
-    xlo, xhi = xb.min(axis=1), xb.max(axis=1)
-    return shapely.box(xlo[c0], ylo[r0], xhi[c1 - 1], yhi[r1 - 1])
-
-
 def _split(lo: np.ndarray, hi: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Split ranges ``[lo, hi)`` into pieces of ``step``: (owner index, piece lo, piece hi)."""
     n = -(-(hi - lo) // step)
@@ -132,89 +125,207 @@ def _split(lo: np.ndarray, hi: np.ndarray, step: int) -> tuple[np.ndarray, np.nd
     return owner, plo, np.minimum(plo + step, hi[owner])
 
 
-def _clip_half(xy, rid, axis, bound, keep_above):
-    """Sutherland–Hodgman against one axis-aligned half-plane, for all rings at once.
+def _rings(geoms):
+    """Vertex arrays of all polygon rings: (x, y, ring id, pair of each ring, exterior flag).
 
-    ``xy``/``rid`` are the vertices (unclosed) and ring ids of all rings, rings contiguous.
-    """
-    n = len(rid)
-    if n == 0:
-        return xy, rid
-    idx = np.arange(n)
-    is_start = np.r_[True, rid[1:] != rid[:-1]]
-    is_end = np.r_[rid[1:] != rid[:-1], True]
-    start_idx = np.maximum.accumulate(np.where(is_start, idx, 0))
-    nxt = np.where(is_end, start_idx, idx + 1)
-    a = xy[:, axis]
-    inside = a >= bound if keep_above else a <= bound
-    cur_in, nxt_in = inside, inside[nxt]
-    cross = cur_in != nxt_in
-    count = cross.astype(np.int64) + nxt_in
-    edge = np.repeat(idx, count)
-    pos = np.arange(len(edge)) - np.repeat(np.cumsum(count) - count, count)
-    take_cross = cross[edge] & (pos == 0)
-    p, q = xy[edge], xy[nxt[edge]]
-    with np.errstate(invalid="ignore", divide="ignore"):  # parallel edges never cross
-        t = (bound[edge] - p[:, axis]) / (q[:, axis] - p[:, axis])
-        inter = p + t[:, None] * (q - p)
-    out = np.where(take_cross[:, None], inter, q)
-    return out, rid[edge]
-
-
-def _clipped_area(geoms, x0, y0, x1, y1) -> np.ndarray:
-    """Area of each polygon clipped to its own rectangle, all pairs at once.
-
-    Sutherland–Hodgman clipping of every ring against the rectangle's four half-planes as
-    numpy operations over all vertices of all pairs (one shapely call per pair costs
-    ~20 µs of overhead, which dominated the weights of large grids). The clipped area of a
-    polygon is its clipped exterior minus its clipped holes; degenerate edges that the
-    clip may leave along the rectangle add no area.
+    Vertices are unclosed and contiguous per ring; ring ids are ``0..n_rings-1`` in order.
+    Non-polygon parts (lines or points left by ``make_valid``) cover no area and are dropped.
     """
     parts, part_of = shapely.get_parts(geoms, return_index=True)
     poly = shapely.get_type_id(parts) == 3
     parts, part_of = parts[poly], part_of[poly]
     rings, ring_of = shapely.get_rings(parts, return_index=True)
     exterior = np.r_[True, ring_of[1:] != ring_of[:-1]]
-    pair = part_of[ring_of]
     coords, vring = shapely.get_coordinates(rings, return_index=True)
-    closing = np.r_[vring[1:] != vring[:-1], True]
-    xy, rid = coords[~closing], vring[~closing]
-    # work relative to each rectangle's corner: the shoelace sums then stay at the scale
-    # of the cell, not of the coordinates (degrees or metres from the origin)
-    origin = np.column_stack([x0, y0])[pair[rid]]
-    xy = xy - origin
-    w, h = (x1 - x0), (y1 - y0)
-    zero = np.zeros(len(geoms))
-    for axis, bounds, above in ((0, zero, True), (0, w, False), (1, zero, True), (1, h, False)):
-        xy, rid = _clip_half(xy, rid, axis, bounds[pair[rid]], above)
+    keep = np.r_[vring[1:] == vring[:-1], False]  # drop each ring's closing vertex
+    return coords[keep, 0], coords[keep, 1], vring[keep], part_of[ring_of], exterior
+
+
+def _next_vertex(rid):
+    """Index of each vertex's successor in its (unclosed, contiguous) ring."""
+    n = len(rid)
+    nxt = np.arange(1, n + 1)
+    start = np.flatnonzero(np.r_[True, rid[1:] != rid[:-1]])
+    nxt[np.r_[start[1:], n] - 1] = start
+    return nxt
+
+
+def _clip_half(a, b, rid, bound, keep_above, track=None, axis=0):
+    """Sutherland–Hodgman against the half-plane ``a >= bound`` (or ``<=``), all rings at once.
+
+    ``a``/``b`` are the vertex coordinates across and along the clip line, ``rid`` the ring
+    of each vertex (rings contiguous) and ``bound`` one value per ring id. Each edge emits
+    its crossing point (placed exactly on the line) and then its end vertex if kept, so
+    rings stay contiguous; rings wholly outside vanish.
+
+    ``track`` (optional) is ``(out, on, ax)`` per vertex: the original polygon edge that
+    the vertex's outgoing edge lies on (-1 along the clip outline), the original edge a
+    crossing point lies on (-1 for original vertices and block corners) and the axis
+    (``axis``) of the line it was placed on; it is carried to the output, so that crossing
+    points can be recomputed from their original edge in local coordinates.
+    """
     n = len(rid)
     if n == 0:
-        return np.zeros(len(geoms))
-    idx = np.arange(n)
-    is_start = np.r_[True, rid[1:] != rid[:-1]]
-    is_end = np.r_[rid[1:] != rid[:-1], True]
-    nxt = np.where(is_end, np.maximum.accumulate(np.where(is_start, idx, 0)), idx + 1)
-    cross = xy[:, 0] * xy[nxt, 1] - xy[nxt, 0] * xy[:, 1]
-    ring_area = np.abs(np.bincount(rid, weights=cross, minlength=len(rings))) / 2
+        return a, b, rid, track
+    nxt = _next_vertex(rid)
+    inside = a >= bound[rid] if keep_above else a <= bound[rid]
+    nxt_in = inside[nxt]
+    cross = inside != nxt_in
+    count = cross.astype(np.int64) + nxt_in
+    pos = np.cumsum(count) - count
+    m = int(pos[-1] + count[-1])
+    oa, ob, orid = np.empty(m), np.empty(m), np.empty(m, dtype=rid.dtype)
+    keep = np.flatnonzero(nxt_in)
+    at, q = pos[keep] + cross[keep], nxt[keep]
+    oa[at], ob[at], orid[at] = a[q], b[q], rid[keep]
+    if track is not None:
+        out, on, ax = track
+        tout, ton, tax = np.empty(m, out.dtype), np.empty(m, on.dtype), np.empty(m, ax.dtype)
+        tout[at], ton[at], tax[at] = out[q], on[q], ax[q]
+    ci = np.flatnonzero(cross)
+    if len(ci):
+        at, p, q = pos[ci], ci, nxt[ci]
+        line = bound[rid[p]]
+        t = (line - a[p]) / (a[q] - a[p])  # a crossing edge is never parallel to the line
+        oa[at], ob[at], orid[at] = line, b[p] + t * (b[q] - b[p]), rid[p]
+        if track is not None:
+            # entering: the point's outgoing edge continues the crossing edge; leaving: it
+            # runs along the outline
+            tout[at] = np.where(nxt_in[p], out[p], -1)
+            ton[at], tax[at] = out[p], axis
+    return oa, ob, orid, ((tout, ton, tax) if track is not None else None)
+
+
+def _piece_stats(x, y, rid, ring_pair, exterior, n_pairs, x0, y0, x1, y1, local=None):
+    """Area of each pair's piece and whether all its edges lie on its block's outline.
+
+    A piece whose edges all run along the block's outline is the whole block or nothing
+    (no polygon edge enters the block); its area says which. Shoelace sums are taken
+    relative to each block's corner, so they stay at the scale of the block. With
+    ``local = (on, ax, X, Y, enext)`` (the clip's tracking and the original vertices),
+    crossing points are recomputed from their original edge relative to the corner, as
+    precise as clipping the whole polygon in the block's own coordinates.
+    """
+    nxt = _next_vertex(rid)
+    p = ring_pair[rid]
+    bx0, by0, bx1, by1 = x0[p], y0[p], x1[p], y1[p]
+    xn, yn = x[nxt], y[nxt]
+    on = (
+        ((x == bx0) & (xn == bx0))
+        | ((x == bx1) & (xn == bx1))
+        | ((y == by0) & (yn == by0))
+        | ((y == by1) & (yn == by1))
+    )
+    crossed = np.bincount(p[~on], minlength=n_pairs) > 0
+    u, v = x - bx0, y - by0
+    if local is not None:
+        edge, ax, X, Y = local[0], local[1], local[2], local[3]
+        i = np.flatnonzero(edge >= 0)
+        e, f = edge[i], local[4][edge[i]]
+        px, py = X[e] - bx0[i], Y[e] - by0[i]
+        qx, qy = X[f] - bx0[i], Y[f] - by0[i]
+        on_x = ax[i] == 0  # placed on a vertical line: x exact, y from the edge
+        pa, qa, pb, qb = (
+            np.where(on_x, px, py),
+            np.where(on_x, qx, qy),
+            np.where(on_x, py, px),
+            np.where(on_x, qy, qx),
+        )
+        line = np.where(on_x, u[i], v[i])
+        along = pb + (line - pa) / (qa - pa) * (qb - pb)
+        u[i], v[i] = np.where(on_x, line, along), np.where(on_x, along, line)
+    un, vn = u[nxt], v[nxt]
+    ring_area = np.abs(np.bincount(rid, weights=u * vn - un * v, minlength=len(ring_pair))) / 2
     signed = np.where(exterior, ring_area, -ring_area)
-    return np.bincount(pair, weights=signed, minlength=len(geoms))
+    return np.bincount(ring_pair, weights=signed, minlength=n_pairs), crossed
 
 
-def _coverage_pairs(geoms: np.ndarray, yb: np.ndarray, xb: np.ndarray):
+def _split_pieces(x, y, rid, ring_pair, exterior, track, lo, hi, step, cell_lo, cell_hi, axis):
+    """Split each pair's block into strips of ``step`` cells along ``axis`` and clip its piece.
+
+    ``lo``/``hi`` are the pairs' cell index ranges along the axis. Only strips that some
+    ring's extent reaches are made (the others hold nothing of the polygon). Returns the
+    owner pair and index range of each strip and the clipped pieces, re-indexed to strips.
+    """
+    a = x if axis == 0 else y
+    start = np.flatnonzero(np.r_[True, rid[1:] != rid[:-1]])
+    length = np.diff(np.r_[start, len(rid)])
+    amin, amax = np.minimum.reduceat(a, start), np.maximum.reduceat(a, start)
+    plo, phi = lo[ring_pair], hi[ring_pair]
+    first = np.maximum(np.searchsorted(cell_hi, amin, side="right"), plo)
+    last = np.minimum(np.searchsorted(cell_lo, amax, side="left"), phi)  # exclusive
+    klo = (first - plo) // step
+    n = np.where(last > first, (last - 1 - plo) // step - klo + 1, 0)
+    copy_of = np.repeat(np.arange(len(start)), n)
+    k = klo[copy_of] + np.arange(len(copy_of)) - np.repeat(np.cumsum(n) - n, n)
+    # strips that hold something, numbered pair by pair
+    width = int(-(-(hi - lo).max() // step)) if len(lo) else 1
+    key = ring_pair[copy_of] * width + k
+    used = np.zeros(len(lo) * width, dtype=bool)
+    used[key] = True
+    strip_key = np.flatnonzero(used)
+    strip_of = np.cumsum(used) - 1
+    owner = strip_key // width
+    slo = lo[owner] + (strip_key % width) * step
+    shi = np.minimum(slo + step, hi[owner])
+    # copy each ring's vertices once per strip it reaches, then clip to the strip
+    nv = length[copy_of]
+    vstart = np.cumsum(nv) - nv
+    vidx = np.arange(nv.sum()) - np.repeat(vstart - start[copy_of], nv)
+    new_rid = np.repeat(np.arange(len(copy_of)), nv)
+    new_pair = strip_of[key]
+    xs, ys, track = x[vidx], y[vidx], tuple(t[vidx] for t in track)
+    a, b = (xs, ys) if axis == 0 else (ys, xs)
+    blo, bhi = cell_lo[slo][new_pair], cell_hi[shi - 1][new_pair]
+    a, b, new_rid, track = _clip_half(a, b, new_rid, blo, True, track, axis)
+    a, b, new_rid, track = _clip_half(a, b, new_rid, bhi, False, track, axis)
+    xs, ys = (a, b) if axis == 0 else (b, a)
+    # renumber the surviving rings 0..n-1
+    is_start = np.r_[True, new_rid[1:] != new_rid[:-1]] if len(new_rid) else np.zeros(0, bool)
+    kept = new_rid[is_start]
+    rid_out = np.cumsum(is_start) - 1
+    return owner, slo, shi, xs, ys, rid_out, new_pair[kept], exterior[copy_of][kept], track
+
+
+def _clipped_area(geoms, x0, y0, x1, y1) -> np.ndarray:
+    """Area of each polygon clipped to its own rectangle ``[x0, x1] x [y0, y1]``, all at once."""
+    x, y, rid, pair, exterior = _rings(geoms)
+    # clip relative to each rectangle's corner, at the scale of the rectangle
+    x, y = x - x0[pair[rid]], y - y0[pair[rid]]
+    zero = np.zeros(len(pair))
+    for axis, hi in ((0, (x1 - x0)[pair]), (1, (y1 - y0)[pair])):
+        a, b = (x, y) if axis == 0 else (y, x)
+        a, b, rid, _ = _clip_half(a, b, rid, zero, True)
+        a, b, rid, _ = _clip_half(a, b, rid, hi, False)
+        x, y = (a, b) if axis == 0 else (b, a)
+    if len(rid) == 0:
+        return np.zeros(len(geoms))
+    is_start = np.r_[True, rid[1:] != rid[:-1]]
+    kept = rid[is_start]
+    rid = np.cumsum(is_start) - 1
+    z = np.zeros(len(geoms))
+    area, _ = _piece_stats(
+        x, y, rid, pair[kept], exterior[kept], len(geoms), z, z, x1 - x0, y1 - y0
+    )
+    return area
+
+
+def _coverage_pairs(geoms: np.ndarray, yb: np.ndarray, xb: np.ndarray, factor: int = 4):
     """Exact (polygon, cell, covered area) triples on a rectilinear grid, by quadtree descent.
 
-    Blocks of cells are tested against each polygon from coarse to fine: blocks wholly
-    inside a polygon contribute all their cells at full coverage, blocks outside are
-    dropped, and only blocks on a polygon's boundary are split further; at single cells
-    the boundary cells are clipped exactly. The work grows with polygon perimeter, not
-    area, and no geometry is built for interior cells.
+    Blocks of cells are visited from coarse to fine, each (polygon, block) pair carrying
+    the polygon clipped to its block as vertex arrays. Each level splits the blocks into
+    ``factor`` × ``factor`` children and clips the pieces to them, rows then columns, with
+    a vectorized Sutherland–Hodgman over all vertices of all pairs, so pieces shrink with
+    their blocks. A child whose clipped piece has no edge inside it is wholly covered (all
+    its cells contribute their full area) or not at all; the others are split further, and
+    at single cells the clipped area is the coverage. The work grows with polygon
+    perimeter, not area, and no geometry is built for interior cells.
     """
     ny, nx = len(yb), len(xb)
     ylo, yhi = yb.min(axis=1), yb.max(axis=1)
     xlo, xhi = xb.min(axis=1), xb.max(axis=1)
-    y_sorted = np.all(np.diff(ylo) > 0)
-    x_sorted = np.all(np.diff(xlo) > 0)
-    if not (y_sorted and x_sorted):
+    if not (np.all(np.diff(ylo) > 0) and np.all(np.diff(xlo) > 0)):
         raise ValueError(
             "grid coordinates must be increasing; normalize the raster with open_raster()."
         )
@@ -228,43 +339,54 @@ def _coverage_pairs(geoms: np.ndarray, yb: np.ndarray, xb: np.ndarray):
     live = ok & (r1 > r0) & (c1 > c0)
     poly = np.flatnonzero(live)
     r0, r1, c0, c1 = r0[live], r1[live], c0[live], c1[live]
-    piece = geoms[poly]  # each pair carries the polygon clipped to its block's parent
+    x, y, rid, ring_pair, exterior = _rings(geoms[poly])
+    X, Y, enext = x, y, _next_vertex(rid)  # the original vertices and edges
+    # per vertex: original edge of its outgoing edge, original edge it lies on, line axis
+    track = (np.arange(len(rid)), np.full(len(rid), -1), np.zeros(len(rid), np.int8))
     out_p, out_c, out_a = [], [], []
     cell_area = (yhi - ylo)[:, None] * (xhi - xlo)[None, :]
-    step = 1 << int(np.ceil(np.log2(max(ny, nx, 1))))
-    while len(poly) and step > 1:  # one pass per quadtree level, all pairs at once
-        step = max(1, step // 4)
-        ow, rr0, rr1 = _split(r0, r1, step)
-        poly, piece, c0, c1 = poly[ow], piece[ow], c0[ow], c1[ow]
-        ow, cc0, cc1 = _split(c0, c1, step)
-        poly, piece, r0, r1, c0, c1 = poly[ow], piece[ow], rr0[ow], rr1[ow], cc0, cc1
-        boxes = _boxes(yb, xb, r0, r1, c0, c1)
-        # classify against the whole (prepared) polygon: a clipped piece has artificial
-        # edges along its block that would make interior cells look like boundary cells
-        # single-threaded on purpose: GEOS prepared geometries are not safe to use from
-        # several threads at once (a threaded version crashed with heap corruption)
-        inside = shapely.contains_properly(geoms[poly], boxes)
-        touch = ~inside & shapely.intersects(geoms[poly], boxes)
-        if inside.any():  # every cell of an interior block is fully covered
+    step = 1
+    while step < max(ny, nx):
+        step *= factor
+    while len(poly) and step > 1:  # one pass per level, all pairs at once
+        step = max(1, step // factor)
+        ow, r0, r1, x, y, rid, ring_pair, exterior, track = _split_pieces(
+            x, y, rid, ring_pair, exterior, track, r0, r1, step, ylo, yhi, axis=1
+        )
+        poly, c0, c1 = poly[ow], c0[ow], c1[ow]
+        ow, c0, c1, x, y, rid, ring_pair, exterior, track = _split_pieces(
+            x, y, rid, ring_pair, exterior, track, c0, c1, step, xlo, xhi, axis=0
+        )
+        poly, r0, r1 = poly[ow], r0[ow], r1[ow]
+        bx0, by0, bx1, by1 = xlo[c0], ylo[r0], xhi[c1 - 1], yhi[r1 - 1]
+        local = (track[1], track[2], X, Y, enext) if step == 1 else None
+        area, crossed = _piece_stats(
+            x, y, rid, ring_pair, exterior, len(poly), bx0, by0, bx1, by1, local
+        )
+        inside = ~crossed & (area > 0.5 * (bx1 - bx0) * (by1 - by0))
+        if inside.any():  # every cell of a covered block is fully covered
             ow, ir0, _ = _split(r0[inside], r1[inside], 1)
             ow2, jc0, _ = _split(c0[inside][ow], c1[inside][ow], 1)
             rows = ir0[ow2]
             out_p.append(poly[inside][ow][ow2])
             out_c.append(rows * nx + jc0)
             out_a.append(cell_area[rows, jc0])
-        poly, r0, r1, c0, c1 = poly[touch], r0[touch], r1[touch], c0[touch], c1[touch]
-        piece, boxes = piece[touch], boxes[touch]
-        # clipping costs a fixed overhead per call plus the piece's vertex count: clip to
-        # the block only while pieces are still large
-        if step > 1 and shapely.get_num_coordinates(piece).mean() > 48:
-            piece = shapely.intersection(piece, boxes)
-        if step == 1:  # single boundary cells: the clipped piece's area is the coverage
-            area = _clipped_area(piece, xlo[c0], ylo[r0], xhi[c0], yhi[r0])
-            keep = area > 0
+        if step == 1:  # single cells on the boundary: the clipped area is the coverage
+            keep = crossed & (area > 0)
             out_p.append(poly[keep])
             out_c.append(r0[keep] * nx + c0[keep])
             out_a.append(area[keep])
             break
+        touch = crossed  # blocks a polygon edge runs through are split further
+        renum = np.cumsum(touch) - 1
+        vkeep = touch[ring_pair][rid]
+        x, y, rid = x[vkeep], y[vkeep], rid[vkeep]
+        track = tuple(t[vkeep] for t in track)
+        rkeep = touch[ring_pair]
+        is_start = np.r_[True, rid[1:] != rid[:-1]] if len(rid) else np.zeros(0, bool)
+        rid = np.cumsum(is_start) - 1
+        ring_pair, exterior = renum[ring_pair[rkeep]], exterior[rkeep]
+        poly, r0, r1, c0, c1 = poly[touch], r0[touch], r1[touch], c0[touch], c1[touch]
     if not out_p:
         return np.zeros(0, int), np.zeros(0, int), np.zeros(0)
     return np.concatenate(out_p), np.concatenate(out_c), np.concatenate(out_a)
