@@ -723,6 +723,18 @@ def zonal_stats(
     return result
 
 
+def _shared(block_weights: dict):
+    """The block weights as one graph input: on a distributed cluster sent to every worker
+    once (scattered) instead of embedded in the graph, which is tens of MB for large grids."""
+    try:
+        from distributed import get_client
+
+        client = get_client()
+    except (ImportError, ValueError):
+        return dask.delayed(block_weights, pure=True)
+    return client.scatter(block_weights, broadcast=True, hash=False)
+
+
 def _stats_of(da, weights, stats, min_coverage, region_dim, q=None) -> dict:
     ydim, xdim = weights.dims
     lead_dims = da.dims[:-2]
@@ -734,7 +746,7 @@ def _stats_of(da, weights, stats, min_coverage, region_dim, q=None) -> dict:
         data = data.reshape((-1,) + data.shape[-2:]) if data.ndim > 3 else data
         squeeze = False
     ychunks, xchunks = data.chunks[-2], data.chunks[-1]
-    bw = dask.delayed(_block_weights(weights, ychunks, xchunks), pure=True)
+    bw = _shared(_block_weights(weights, ychunks, xchunks))
     nreg = weights.fraction.shape[0]
     nfield = 2 + ("std" in stats) + ("sum" in stats) + ("count" in stats)
     partial = dsa.map_blocks(
@@ -772,7 +784,7 @@ def _stats_of(da, weights, stats, min_coverage, region_dim, q=None) -> dict:
             fields[which] = dsa.where(dsa.isfinite(red), red, np.nan)
     if "quantile" in stats:
         whole = data.rechunk({1: -1, 2: -1})
-        bw1 = dask.delayed(_block_weights(weights, whole.chunks[1], whole.chunks[2]), pure=True)
+        bw1 = _shared(_block_weights(weights, whole.chunks[1], whole.chunks[2]))
         fields["quantile"] = dsa.map_blocks(
             _quantile_block, whole, bw1, q, chunks=(whole.chunks[0], (nreg,), (len(q),)),
             drop_axis=[1, 2], new_axis=[1, 2], dtype=np.float64, meta=np.empty((0, 0, 0)),
