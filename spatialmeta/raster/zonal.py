@@ -569,12 +569,20 @@ def _partial(block, bw, stats: tuple[str, ...], block_info=None):
     nfield = 2 + ("std" in stats) + ("sum" in stats) + ("count" in stats)
     out = np.empty((x_all.shape[0], w.shape[0], nfield))
     den_full = np.asarray(w.sum(axis=1)).ravel()
+    count_full = np.asarray(frac.sum(axis=1)).ravel()
     for o, x in zip(out, x_all, strict=True):  # time steps, each a whole grid at once
-        valid = np.isfinite(x)
-        all_valid = bool(valid.all())
-        xz = x if all_valid else np.where(valid, x, 0.0)
-        o[:, 0] = den_full if all_valid else w @ valid.astype(np.float64)
-        o[:, 1] = w @ xz  # scipy accumulates float32 values in the float64 weights
+        # scipy accumulates float32 values in the float64 weights; a NaN (or inf) in a
+        # covered cell makes its region's sum non-finite, and only then is the step masked
+        o[:, 1] = w @ x
+        valid = None
+        if np.isfinite(o[:, 1]).all():
+            xz = x
+            o[:, 0] = den_full
+        else:
+            valid = np.isfinite(x)
+            xz = np.where(valid, x, 0.0)
+            o[:, 0] = w @ valid.astype(np.float64)
+            o[:, 1] = w @ xz
         k = 2
         if "std" in stats:
             x64 = xz.astype(np.float64)  # squares in float32 lose the variance to cancellation
@@ -584,7 +592,7 @@ def _partial(block, bw, stats: tuple[str, ...], block_info=None):
             o[:, k] = frac @ xz
             k += 1
         if "count" in stats:
-            o[:, k] = frac @ valid.astype(np.float64)
+            o[:, k] = count_full if valid is None else frac @ valid.astype(np.float64)
     return out.reshape(lead + (1, 1) + out.shape[-2:])
 
 
