@@ -223,6 +223,7 @@ def forecast(
         "(writes OUT/shots.csv and OUT/shots.png).",
     ),
     seed: int = typer.Option(0, help="Seed."),
+    threads: int = typer.Option(1, help="Torch threads (1 suits these small networks)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
     progress: bool = typer.Option(True, help="Show progress."),
 ) -> None:
@@ -256,7 +257,7 @@ def forecast(
         result = forecast_job(
             series, var, polys, out, region_id=region_id, holdout=holdout, support=support,
             test_start=test_start, horizon=horizon, member=member, config=cfg, shots=shot_list,
-            progress=progress,
+            progress=progress, threads=threads,
         )  # fmt: skip
     except _known_errors() as exc:
         if os.environ.get(_DEBUG_ENV):

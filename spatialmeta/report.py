@@ -32,6 +32,26 @@ def _table(frame: pd.DataFrame, cols: list[str]) -> str:
     return "\n".join([head, sep, *rows])
 
 
+def _ranking(frame: pd.DataFrame, units: str) -> list[str]:
+    """One line per score: the best method, and the meta-learner against the best baseline."""
+    out = []
+    methods = frame["method"].tolist()
+    baselines = frame[~frame["method"].isin(["meta", "meta_noadapt"])]
+    for col in ("rmse", "crps"):
+        if col not in frame.columns or "meta" not in methods or baselines.empty:
+            continue
+        best = frame.loc[frame[col].idxmin()]
+        ref = baselines.loc[baselines[col].idxmin()]
+        meta = float(frame.loc[frame["method"] == "meta", col].iloc[0])
+        rel = meta / float(ref[col]) - 1.0
+        out.append(
+            f"- {col.upper()}: best {best['method']} ({float(best[col]):.3f} {units}); meta "
+            f"{meta:.3f}, {abs(rel):.1%} {'below' if rel < 0 else 'above'} the best baseline "
+            f"({ref['method']}, {float(ref[col]):.3f})"
+        )
+    return out
+
+
 def forecast_summary(
     *,
     title: str,
@@ -67,6 +87,8 @@ def forecast_summary(
         f"## Held-out regions: forecast skill (area-weighted means; {units})",
         "",
         _table(table, [c for c in ("rmse", "mae", "crps", "bias") if c in table.columns]),
+        "",
+        *_ranking(table, units),
         "",
         "Skill = 1 − MSE(method) / MSE(reference):",
         "",

@@ -7,18 +7,50 @@ import numpy as np
 from spatialmeta.learn.forecast import Forecast, test_origins
 from spatialmeta.tasks.region import RegionSplit, RegionTaskSet
 
-__all__ = ["climatology", "persistence", "ridge_ar"]
+__all__ = ["climatology", "climatology_period", "persistence", "ridge_ar"]
+
+
+def climatology_period(time) -> int:
+    """Steps per calendar cycle that a support window can resolve, from the time step.
+
+    Monthly records: 12 (the annual cycle, calendar months); sub-daily records: the steps
+    per day (the diurnal cycle, e.g. 24 for hourly); anything else (daily, annual): 1, the
+    support mean (a short support window cannot hold a daily annual cycle twice).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> [climatology_period(pd.date_range("2000-01-01", periods=4, freq=f))
+    ...  for f in ("MS", "h", "6h", "D", "YS")]
+    [12, 24, 4, 1, 1]
+    """
+    import pandas as pd
+
+    t = pd.DatetimeIndex(time)
+    if len(t) < 2:
+        return 1
+    step = pd.Series(t[1:] - t[:-1]).median()
+    day = pd.Timedelta(days=1)
+    if pd.Timedelta(days=27) <= step <= pd.Timedelta(days=32):
+        return 12
+    if step < day and (day % step) == pd.Timedelta(0):
+        return int(day // step)
+    return 1
 
 
 def climatology(
-    tasks: RegionTaskSet, split: RegionSplit, horizon: int, *, period: int = 12
+    tasks: RegionTaskSet, split: RegionSplit, horizon: int, *, period: int | None = None
 ) -> Forecast:
-    """Calendar-month means of each held-out region's support window.
+    """Calendar means of each held-out region's support window (the phase of the cycle).
 
-    The spread is the standard deviation of the support values around their monthly means
-    (around their overall mean when no month occurs twice in the window); a month absent
-    from a short support window falls back to the support mean.
+    ``period`` steps make one cycle (None: :func:`climatology_period` of the time axis —
+    calendar months for monthly records, the hour of day for hourly ones, the support mean
+    for annual ones). The spread is the standard deviation of the support values around
+    their phase means (around their overall mean when no phase occurs twice in the
+    window); a phase absent from a short support window falls back to the support mean.
     """
+    if period is None:
+        period = climatology_period(tasks.time)
     t0, S = split.test_start, split.support
     held = np.flatnonzero(split.held_out)
     origins = test_origins(tasks, split, horizon)

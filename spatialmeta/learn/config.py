@@ -22,6 +22,12 @@ class LearnConfig:
         Forecast steps 1..H.
     query : int
         Query origins per training episode.
+    query_span : int, optional
+        Steps after the support window over which an episode's ``query`` origins are
+        spread evenly (``query``: consecutive origins). None: as long as the test period
+        (the origins from ``test_start`` to the end of the record), so that training
+        episodes reach as far past the support window as the forecasts do. Training and
+        validation windows end ``query_span + horizon - 1`` steps before ``test_start``.
     hidden : int
         Backbone width.
     conv : str
@@ -57,11 +63,29 @@ class LearnConfig:
     finetune_steps, finetune_lr : int, float
         Gradient steps (Adam, per-region moments) and step size of that fine-tuning (all
         held-out regions at once).
+    pretrain : bool
+        Meta-train from the supervised global network (:func:`~spatialmeta.learn.train.
+        global_train`, trained first unless ``meta_train`` is given it as ``init``) rather
+        than from a random initialization: the backbone learns the shared dynamics from
+        every window of every training region, then meta-training learns the per-region
+        adaptation on top of it (Chen et al. 2021, Meta-Baseline, arXiv:2003.04390).
+    pretrained_lr : float
+        Learning rate of a pretrained backbone during meta-training, relative to ``lr``.
+    prior_lr : float
+        Learning rate of the adaptation's own parameters (the ridge head's log prior
+        precisions), relative to ``lr``: a handful of scale parameters, learned from every
+        episode rather than picked on the single validation period.
+    finetune_select : bool
+        Choose the ``global_finetuned`` baseline's steps and step size on the validation
+        regions and period (:func:`~spatialmeta.learn.finetune.select_finetune`; the
+        configured ``finetune_steps``/``finetune_lr`` are among the candidates) rather
+        than take them as given.
     """
 
     lags: int = 12
     horizon: int = 3
     query: int = 12
+    query_span: int | None = None
     hidden: int = 32
     conv: str = "sage"
     meta_batch: int = 16
@@ -79,6 +103,10 @@ class LearnConfig:
     finetune: str = "head"
     finetune_steps: int = 10
     finetune_lr: float = 3e-4
+    pretrain: bool = True
+    pretrained_lr: float = 0.1
+    prior_lr: float = 10.0
+    finetune_select: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -32,7 +32,10 @@ from spatialmeta.learn.learners import (
 from spatialmeta.learn.model import GraphForecaster
 from spatialmeta.tasks.region import RegionTaskSet
 
-__all__ = ["GlobalLearner", "supervised_loss"]
+__all__ = ["GlobalLearner", "supervised_loss", "select_finetune", "FINETUNE_GRID"]
+
+# fine-tuning settings tried on validation (:func:`select_finetune`): Adam steps and step sizes
+FINETUNE_GRID = {"steps": (5, 10, 20, 40), "lr": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)}
 
 
 def supervised_loss(
@@ -167,3 +170,40 @@ class GlobalLearner(nn.Module):
                 feats = self.backbone.last_layer(feats)
             return self.backbone.mean_head(feats), self.backbone.variance(feats)
         return self._forward(feats, state)
+
+
+def select_finetune(learner: GlobalLearner, episodes, extra=()) -> list[tuple[int, float, float]]:
+    """Give ``learner`` the fine-tuning steps and step size that validate best.
+
+    Every combination of :data:`FINETUNE_GRID` (and the pairs in ``extra``) fine-tunes the
+    validation regions on their support windows and scores the query NLL, summed over
+    ``episodes`` (:class:`~spatialmeta.learn.learners.EpisodeInputs`); the best pair is
+    set on the learner, so the ``global_finetuned`` baseline is as good as validation
+    can make it, as the meta-learner is.
+
+    Returns
+    -------
+    list of (steps, lr, validation loss), in the order tried.
+    """
+    feats, data = [], []
+    with torch.no_grad():
+        for ep in episodes:
+            f = learner.features(*ep.inputs())[:, ep.task_pos].transpose(0, 1)
+            ns = ep.n_support
+            feats.append((f[:, :ns], f[:, ns:]))
+            data.append((ep.targets("support"), ep.targets("query")))
+    pairs = [(n, lr) for n in FINETUNE_GRID["steps"] for lr in FINETUNE_GRID["lr"]]
+    pairs += [p for p in extra if p not in pairs]
+    table = []
+    for n, lr in pairs:
+        learner.steps, learner.lr = int(n), float(lr)
+        loss = 0.0
+        for (fs, fq), ((ys, ms), (yq, mq)) in zip(feats, data, strict=True):
+            state = learner.adapt(fs, ys, ms)
+            with torch.no_grad():
+                mean, var = learner.predict(fq, state)
+                loss += float(gaussian_nll(yq, mean, var, mq))
+        table.append((int(n), float(lr), loss / max(len(feats), 1)))
+    best = min(table, key=lambda r: r[2] if np.isfinite(r[2]) else np.inf)
+    learner.steps, learner.lr = best[0], best[1]
+    return table

@@ -69,11 +69,12 @@ def forecast_job(
     config: LearnConfig | None = None,
     shots: Sequence[int] | None = None,
     progress: bool = True,
+    threads: int | None = None,
 ) -> ForecastJobResult:
     """Meta-train on the training regions, forecast the held-out ones, score every method.
 
-    Trains the meta-learner (``config.learner``; checkpoints in ``out/checkpoint``) and
-    the global graph network by supervised learning (``out/checkpoint_global``), then
+    Trains the global graph network by supervised learning (``out/checkpoint_global``),
+    then the meta-learner (``config.learner``; ``out/checkpoint``) from it, then
     scores on the held-out regions: ``meta`` (adapted), ``meta_noadapt`` (the same network
     unadapted), ``global``, ``global_finetuned`` (fine-tuned on each region's support
     window), ``climatology``, ``persistence`` and ``ridge_ar``.
@@ -84,7 +85,29 @@ def forecast_job(
     ``(6, 12, 24, 48)``) also ``shots.csv`` (support, method, rmse, crps, ...;
     area-weighted) and ``shots.png``, from the same trained networks. Missing values (NaN
     gaps) are masked: they never enter the inputs or the losses, and scores skip them.
+
+    ``threads`` sets torch's intra-op threads for the job (restored after; None: as they
+    are). One thread suits these small networks, and does not spin against other work.
     """
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    try:
+        return _forecast_job(
+            series, var, regions, out, region_id=region_id, holdout=holdout, support=support,
+            test_start=test_start, horizon=horizon, member=member, config=config, shots=shots,
+            progress=progress,
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(before)
+
+
+def _forecast_job(
+    series, var, regions, out, *, region_id, holdout, support, test_start, horizon, member,
+    config, shots, progress,
+) -> ForecastJobResult:  # fmt: skip
     from spatialmeta.regions.graph import contiguity_graph
     from spatialmeta.tasks.region import RegionTaskSet
 
@@ -123,9 +146,16 @@ def forecast_job(
     shots = None if shots is None else [int(n) for n in shots]
     for n in shots or ():  # bad shots fail before any training
         with_support(tasks, split, n)
-    meta = meta_train(tasks, split, cfg, checkpoint_dir=out / "checkpoint", progress=progress)
     glob = global_train(
         tasks, split, cfg, checkpoint_dir=out / "checkpoint_global", progress=progress
+    )
+    meta = meta_train(
+        tasks,
+        split,
+        cfg,
+        init=glob if cfg.pretrain else None,
+        checkpoint_dir=out / "checkpoint",
+        progress=progress,
     )
     forecasts = forecast_methods(tasks, split, cfg, meta=meta, global_=glob)
     evaluation = evaluate(tasks, forecasts)

@@ -78,6 +78,7 @@ __all__ = [
     "exceedance_labels",
     "EpisodeInputs",
     "episode_inputs",
+    "query_origins",
     "learner_episode_loss",
     "feature_episode_loss",
     "meta_update",
@@ -204,6 +205,25 @@ class EpisodeInputs:
         return self.target[:, r], self.target_mask[:, r]
 
 
+def query_origins(s: int, query: int, span: int | None = None) -> np.ndarray:
+    """The ``query`` origins of an episode whose support window ends at ``s``.
+
+    ``span=None`` (or ``span <= query``) gives ``s .. s + query - 1``; a longer ``span``
+    spreads them evenly over ``s .. s + span - 1``, so that training episodes reach as far
+    past the support window as the test period reaches past ``test_start`` (a held-out
+    region's normalization and adaptation come from its support window for every test
+    origin, up to the end of the test period).
+
+    Examples
+    --------
+    >>> query_origins(100, 4).tolist(), query_origins(100, 4, 40).tolist()
+    ([100, 101, 102, 103], [100, 113, 126, 139])
+    """
+    if span is None or span <= query:
+        return np.arange(s, s + query)
+    return s + np.unique(np.round(np.linspace(0, span - 1, query)).astype(np.int64))
+
+
 def episode_inputs(
     tasks: RegionTaskSet,
     known: np.ndarray,
@@ -223,6 +243,7 @@ def episode_inputs(
     """
     L, H, Q = config.lags, config.horizon, config.query
     sup, qry = support_query_origins(s, support, L, H, Q)
+    qry = query_origins(s, Q, getattr(config, "query_span", None))
     norm = window_stats(tasks.series, known, s - support, s)
     device = covariates.device
     edge_index = tasks.graph.data.edge_index
@@ -347,6 +368,8 @@ def meta_update(
         learner, tasks, known, covariates, task_idx, s, support, config, global_weight
     )
     optimizer.zero_grad()
+    if not torch.isfinite(loss):  # a diverged episode updates nothing (validation decides)
+        return float(loss.detach())
     loss.backward()
     if clip_norm is not None:
         torch.nn.utils.clip_grad_norm_(learner.parameters(), clip_norm)

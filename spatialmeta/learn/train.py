@@ -1,10 +1,12 @@
 """Training over region tasks: meta-training, the supervised global network, checkpoints, metrics.
 
 :func:`meta_train` and :func:`global_train` share one loop (:func:`_fit`): seeded episodes,
-validation on a seeded subset of the training regions, early stopping on the validation
-loss, atomic checkpoints (``model.pt``, ``history.json``, ``metrics.csv``, ``state.pt``) and
-resume. They differ only in the step: a meta-update of the learner, or a supervised
-mini-batch of the global network.
+validation on a seeded subset of the training regions over a held-out period just before
+``test_start`` (unseen regions, a later period: as the test), early stopping on the
+validation loss (the initial state included), atomic checkpoints (``model.pt``,
+``history.json``, ``metrics.csv``, ``state.pt``) and resume. They differ only in the step:
+a meta-update of the learner, or a supervised mini-batch of the global network. By default
+meta-training starts from the global network (``LearnConfig.pretrain``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +52,10 @@ class TrainResult:
 
     ``history`` has one row per episode: ``episode``, ``train_loss``, ``lr``,
     ``elapsed_s`` (seconds since training began, across resumes) and, at validations,
-    ``val_loss``. ``kind`` is ``"meta"`` or ``"global"``.
+    ``val_loss``. ``kind`` is ``"meta"`` or ``"global"``. ``initial_val_loss`` is the
+    validation loss of the initial state (episode 0: a candidate for the best state, so a
+    pretrained start is never left for a worse one); ``finetune`` (global training) the
+    fine-tuning steps and step size chosen on validation, with every candidate's loss.
     """
 
     learner: nn.Module
@@ -59,6 +64,8 @@ class TrainResult:
     best_episode: int = 0
     stopped_early: bool = False
     kind: str = "meta"
+    initial_val_loss: float = float("nan")
+    finetune: dict | None = None
 
 
 def standardized_covariates(tasks: RegionTaskSet) -> torch.Tensor:
@@ -105,10 +112,17 @@ class _Setup:
     s_range: tuple[int, int]
     val_s: list[int]
     support: int
+    config: LearnConfig
+    val_config: LearnConfig  # every origin of the validation period is a query origin
 
 
 def _prepare(tasks: RegionTaskSet, split: RegionSplit, config: LearnConfig) -> _Setup:
-    """Check the split against the configuration, seed, and pick the validation regions."""
+    """Check the split against the configuration, seed, pick the validation regions and period.
+
+    Resolves ``config.query_span`` (None: the test period's length, at most a third of
+    the room before ``test_start``); the validation period is the last ``query_span``
+    origins whose targets lie before ``test_start``, and fitting episodes end before it.
+    """
     if tasks.graph is None:
         raise ValueError("the task set has no graph; build one with contiguity_graph() first.")
     L, H, Q, S = config.lags, config.horizon, config.query, split.support
@@ -118,10 +132,20 @@ def _prepare(tasks: RegionTaskSet, split: RegionSplit, config: LearnConfig) -> _
             "lengthen --support or shorten the lags."
         )
     t0 = split.test_start
-    s_lo, s_hi = S, t0 - Q - H + 1
-    if s_hi <= s_lo:
+    span = config.query_span
+    if span is None:  # as far past the support window as the test period reaches
+        span = min(tasks.n_time - t0 - H + 1, (t0 - S - 2 * (H - 1)) // 3)
+    span = max(int(span), Q)
+    config = replace(config, query_span=span)
+    # validation mirrors the test: unseen regions, forecast over the last ``span`` origins
+    # before test_start from the support window before them; fitting targets end before it
+    t_val = t0 - span - H + 1
+    s_lo, s_hi = S, t_val - span - H + 1
+    if s_hi < s_lo:
         raise ValueError(
-            f"the training period ({t0} steps) is too short for support {S} + query {Q} + horizon {H}."
+            f"the training period ({t0} steps) is too short for a support window of {S}, "
+            f"a fitting and a validation period of {span} query origins each and horizon {H}; "
+            "shorten the support or set a shorter query_span."
         )
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -138,7 +162,9 @@ def _prepare(tasks: RegionTaskSet, split: RegionSplit, config: LearnConfig) -> _
         fit_idx=np.setdiff1d(train_idx, val_idx),
         val_idx=val_idx,
         s_range=(s_lo, s_hi),
-        val_s=[s for s in (s_hi, s_hi - Q, s_hi - 2 * Q) if s >= s_lo] or [s_hi],
+        val_s=[t_val],
+        config=config,
+        val_config=replace(config, query=span),
         support=S,
     )
 
@@ -154,25 +180,41 @@ def meta_train(
     split: RegionSplit,
     config: LearnConfig = LearnConfig(),
     *,
+    init: TrainResult | nn.Module | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
     progress: bool = True,
 ) -> TrainResult:
     """Meta-train a graph forecaster over the training regions' tasks.
 
-    Episodes draw a support-window end ``s`` at random before ``test_start`` and a
-    meta-batch of training regions; each region's support window is ``split.support``
-    steps long, as a held-out region's will be. The learner is ``config.learner``
-    (ridge, ANIL, MAML, first-order MAML or Reptile), updated by
-    :func:`~spatialmeta.learn.learners.meta_update`. Validation uses fixed episodes on a
-    seeded subset of training regions (query loss after adaptation); the best state is
-    kept (early stopping).
+    Episodes draw a support-window end ``s`` at random and a meta-batch of training
+    regions; each region's support window is ``split.support`` steps long, as a held-out
+    region's will be, and its ``config.query`` query origins spread over the
+    ``config.query_span`` steps after it (by default as far as the test period reaches
+    past ``test_start``). The learner is ``config.learner`` (ridge, ANIL, MAML,
+    first-order MAML or Reptile), updated by
+    :func:`~spatialmeta.learn.learners.meta_update` on the adapted query loss plus 0.3
+    times the unadapted one (the supervised loss of the global heads on the query).
+
+    With ``config.pretrain`` (the default) the backbone starts from the supervised global
+    network — ``init``, or one trained here first (checkpointed under
+    ``checkpoint_dir/pretrain``) — and moves at ``lr * pretrained_lr``, while the
+    adaptation's own parameters (the ridge prior) move at ``lr * prior_lr``.
+
+    Validation mirrors the test: the validation regions (never fitted) are adapted on
+    the support window before the last ``query_span`` origins before ``test_start`` and
+    scored (query NLL after adaptation) on every one of those origins; fitting episodes
+    only reach targets before that period. The initial state is validated too (episode
+    0), so training from a pretrained network cannot end worse than it on validation;
+    the best state is kept (early stopping).
 
     Parameters
     ----------
     tasks : RegionTaskSet
     split : RegionSplit
     config : LearnConfig
+    init : TrainResult, learner or GraphForecaster, optional
+        Start from this network's backbone (e.g. :func:`global_train`'s result).
     checkpoint_dir : path-like, optional
         Where ``model.pt`` (best state), ``history.json`` and ``metrics.csv`` (one row per
         episode: episode, train_loss, val_loss, lr, elapsed_s) and ``state.pt``
@@ -188,15 +230,36 @@ def meta_train(
     -------
     TrainResult
     """
+    if init is None and config.pretrain:
+        init = global_train(
+            tasks,
+            split,
+            config,
+            checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir) / "pretrain",
+            resume=resume,
+            progress=progress,
+        )
     setup = _prepare(tasks, split, config)
+    config = setup.config
     sampler = EpisodeSampler(setup.fit_idx, setup.s_range, config.meta_batch, seed=config.seed + 1)
+    backbone = _backbone(tasks, config)
+    if init is not None:
+        backbone.load_state_dict(_init_backbone(init).state_dict())
     learner = make_learner(
         config.learner,
-        _backbone(tasks, config),
+        backbone,
         inner_steps=config.inner_steps,
         inner_lr=config.inner_lr,
     ).to(setup.device)
-    opt = torch.optim.Adam(learner.parameters(), lr=config.lr)
+    bb = config.pretrained_lr if init is not None else 1.0
+    groups = [
+        {"params": list(learner.backbone.parameters()), "lr": config.lr * bb},
+        {
+            "params": [p for n, p in learner.named_parameters() if not n.startswith("backbone.")],
+            "lr": config.lr * config.prior_lr,
+        },
+    ]
+    opt = torch.optim.Adam([g for g in groups if g["params"]], lr=config.lr)
     args = (tasks, setup.known, setup.covariates)
 
     def step(ep: Episode) -> float:
@@ -209,7 +272,7 @@ def meta_train(
             np.mean(
                 [
                     learner_episode_loss(
-                        learner, *args, setup.val_idx, v, setup.support, config
+                        learner, *args, setup.val_idx, v, setup.support, setup.val_config
                     ).item()
                     for v in setup.val_s
                 ]
@@ -221,11 +284,24 @@ def meta_train(
     )
 
 
+def _init_backbone(init) -> GraphForecaster:
+    """The backbone to start meta-training from: a TrainResult's, a learner's, or itself."""
+    obj = init.learner if isinstance(init, TrainResult) else init
+    backbone = obj if isinstance(obj, GraphForecaster) else getattr(obj, "backbone", None)
+    if not isinstance(backbone, GraphForecaster):
+        raise TypeError(
+            "`init` must be a TrainResult (e.g. from global_train), a learner with a "
+            f"`backbone`, or a GraphForecaster; got {type(init).__name__}."
+        )
+    return backbone
+
+
 def global_train(
     tasks: RegionTaskSet,
     split: RegionSplit,
     config: LearnConfig = LearnConfig(),
     *,
+    init: TrainResult | nn.Module | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
     progress: bool = True,
@@ -238,30 +314,41 @@ def global_train(
     of the network's own heads on every origin of a window of the training history
     (:func:`~spatialmeta.learn.finetune.supervised_loss`), for all fitting regions at
     once (``config.meta_batch`` of them with ``subgraph_hops``) — with no support set and
-    no adaptation. Validation scores the unadapted network on the validation windows.
+    no adaptation. Validation scores the unadapted network on the validation regions and
+    period (as :func:`meta_train`'s). ``init`` starts from another network's backbone at
+    ``lr * pretrained_lr`` (continued training).
 
     The learner returned is a :class:`~spatialmeta.learn.finetune.GlobalLearner`, which
     forecasts as the ``global`` baseline and, fine-tuned per held-out region on its
     support window (``config.finetune``, ``finetune_steps``, ``finetune_lr``), as
-    ``global_finetuned``.
+    ``global_finetuned``; with ``config.finetune_select`` those fine-tuning settings are
+    chosen on validation (:func:`~spatialmeta.learn.finetune.select_finetune`) and
+    recorded in ``TrainResult.finetune``.
     """
     from spatialmeta.learn.finetune import GlobalLearner, supervised_loss
 
     setup = _prepare(tasks, split, config)
+    config = setup.config
     batch = len(setup.fit_idx) if config.subgraph_hops is None else config.meta_batch
     sampler = EpisodeSampler(setup.fit_idx, setup.s_range, batch, seed=config.seed + 1)
+    backbone = _backbone(tasks, config)
+    if init is not None:
+        backbone.load_state_dict(_init_backbone(init).state_dict())
     learner = GlobalLearner(
-        _backbone(tasks, config),
+        backbone,
         finetune=config.finetune,
         steps=config.finetune_steps,
         lr=config.finetune_lr,
     ).to(setup.device)
-    opt = torch.optim.Adam(learner.parameters(), lr=config.lr)
+    glr = config.pretrained_lr if init is not None else 1.0
+    opt = torch.optim.Adam(learner.parameters(), lr=config.lr * glr)
     args = (learner.backbone, tasks, setup.known, setup.covariates)
 
     def step(ep: Episode) -> float:
         loss = supervised_loss(*args, ep.tasks, ep.s, setup.support, config, "all")
         opt.zero_grad()
+        if not torch.isfinite(loss):  # a diverged step updates nothing (validation decides)
+            return float(loss.detach())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(learner.parameters(), 5.0)
         opt.step()
@@ -271,15 +358,31 @@ def global_train(
         return float(
             np.mean(
                 [
-                    supervised_loss(*args, setup.val_idx, v, setup.support, config, "query").item()
+                    supervised_loss(
+                        *args, setup.val_idx, v, setup.support, setup.val_config, "query"
+                    ).item()
                     for v in setup.val_s
                 ]
             )
         )
 
-    return _fit(
+    result = _fit(
         learner, opt, sampler, step, validate, config, "global", checkpoint_dir, resume, progress
     )
+    if config.finetune_select and learner.steps > 0:
+        from spatialmeta.learn.finetune import select_finetune
+        from spatialmeta.learn.learners import episode_inputs
+
+        eps = [
+            episode_inputs(
+                tasks, setup.known, setup.covariates, setup.val_idx, v, setup.support,
+                setup.val_config,
+            )
+            for v in setup.val_s
+        ]  # fmt: skip
+        table = select_finetune(learner, eps, extra=[(config.finetune_steps, config.finetune_lr)])
+        result.finetune = {"steps": learner.steps, "lr": learner.lr, "candidates": table}
+    return result
 
 
 def _fit(
@@ -306,10 +409,16 @@ def _fit(
         opt.load_state_dict(saved["optimizer"])
         sampler.load_state_dict(saved["sampler"])
         best, best_state, bad = saved["best"], saved["best_state"], saved["bad"]
+        result.initial_val_loss = saved.get("initial_val_loss", float("nan"))
         result.history, result.best_episode = saved["history"], saved["best_episode"]
         start, elapsed0 = saved["episode"] + 1, float(saved.get("elapsed", 0.0))
 
     clock = time.perf_counter()
+    if start == 1:  # the initial state is a candidate: training cannot end worse on validation
+        learner.eval()
+        with torch.no_grad():
+            best = validate()
+        result.initial_val_loss = best
     bar = _progress(config.episodes, progress, "meta-training" if kind == "meta" else "global")
     bar.update(start - 1)
     for episode in range(start, config.episodes + 1):
@@ -336,7 +445,8 @@ def _fit(
                      "sampler": sampler.state_dict(), "best": best, "best_state": best_state,
                      "bad": bad, "best_episode": result.best_episode,
                      "history": result.history, "episode": episode, "elapsed": row["elapsed_s"],
-                     "config": config.to_dict(), "kind": kind},
+                     "config": config.to_dict(), "kind": kind,
+                     "initial_val_loss": result.initial_val_loss},
                     tmp,
                 )  # fmt: skip
         bar.update(1, loss=row["train_loss"], val=row.get("val_loss"))

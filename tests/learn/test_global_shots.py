@@ -143,7 +143,9 @@ def test_global_network_trains_resumes_and_forecasts(small, tmp_path):
 
 def test_training_metrics_are_logged_to_csv_and_json(small, tmp_path):
     tasks, split = small
-    cfg = LearnConfig(episodes=10, val_every=4, patience=100, hidden=8, meta_batch=4, lr=2e-3)
+    cfg = LearnConfig(
+        episodes=10, val_every=4, patience=100, hidden=8, meta_batch=4, lr=2e-3, pretrain=False
+    )
     res = meta_train(tasks, split, cfg, checkpoint_dir=tmp_path, progress=False)
     csv = pd.read_csv(tmp_path / "metrics.csv")
     assert list(csv.columns) == ["episode", "train_loss", "val_loss", "lr", "elapsed_s"]
@@ -177,7 +179,7 @@ def test_maml_and_reptile_train_resume_and_forecast(name, tmp_path):
     split = _split(tasks, 60, 18)
     cfg = LearnConfig(lags=6, horizon=2, query=4, hidden=8, meta_batch=3, episodes=4, val_every=2,
                       patience=100, seed=1, learner=name, inner_steps=1, inner_lr=0.05,
-                      device="cpu")  # fmt: skip
+                      device="cpu", pretrain=False)  # fmt: skip
     full = meta_train(tasks, split, cfg, progress=False)
     kind = ReptileLearner if name == "reptile" else MAMLLearner
     assert type(full.learner) is kind and not getattr(full.learner, "head_only", False)

@@ -74,12 +74,14 @@ def test_backbone_equivariant_to_node_permutation():
 def test_ridge_adaptation_is_closed_form_ridge_and_batched():
     torch.manual_seed(0)
     model = GraphForecaster(2, 2, hidden=8)
-    learner = RidgeMetaLearner(model, log_lambda=0.5)
+    learner = RidgeMetaLearner(model, log_lambda=0.5, log_lambda_bias=None, bayes=False)
     feats = torch.randn(3, 10, 8, dtype=torch.float32)
     y = torch.randn(3, 10, 2)
     m = torch.ones(3, 10, 2)
     m[1, :4, 1] = 0
-    coef = learner.adapt(feats, y, m).detach().numpy()
+    state = learner.adapt(feats, y, m)
+    assert state.cov is None  # plain ridge: no posterior covariance
+    coef = state.coef.detach().numpy()
     lam = float(np.exp(0.5))
     for b in range(3):  # per-task, per-horizon numpy reference
         x = np.column_stack([feats[b].numpy(), np.ones(10)])
@@ -129,7 +131,9 @@ def test_meta_training_is_seeded_and_learns(tmp_path):
         test_start=tasks.time[120],
         support=24,
     )
-    cfg = LearnConfig(episodes=40, val_every=10, patience=100, hidden=16, meta_batch=6, seed=3)
+    cfg = LearnConfig(
+        episodes=40, val_every=10, patience=100, hidden=16, meta_batch=6, seed=3, pretrain=False
+    )
     a = meta_train(tasks, split, cfg, progress=False, checkpoint_dir=tmp_path)
     b = meta_train(tasks, split, cfg, progress=False)
     assert [r["train_loss"] for r in a.history] == [r["train_loss"] for r in b.history]
@@ -155,7 +159,7 @@ def test_per_task_normalization_is_undone_on_output():
     tasks = _tasks(n_time=144)
     held = spatial_holdout(tasks.n_regions, 0.25, seed=0)
     split = tasks.split(held_out=held, test_start=tasks.time[120], support=24)
-    cfg = LearnConfig(episodes=5, val_every=5, hidden=8, meta_batch=4, seed=0)
+    cfg = LearnConfig(episodes=5, val_every=5, hidden=8, meta_batch=4, seed=0, pretrain=False)
     result = meta_train(tasks, split, cfg, progress=False)
     base = forecast_heldout(result.learner, tasks, split, cfg)
     # rescale and shift every region's series (°C → °F, say): normalized inputs are unchanged,
@@ -176,7 +180,9 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
         test_start=tasks.time[120],
         support=24,
     )
-    full_cfg = LearnConfig(episodes=30, val_every=10, patience=100, hidden=8, meta_batch=4, seed=2)
+    full_cfg = LearnConfig(
+        episodes=30, val_every=10, patience=100, hidden=8, meta_batch=4, seed=2, pretrain=False
+    )
     full = meta_train(tasks, split, full_cfg, progress=False)
     # "interrupted" after 20 episodes (the last checkpoint), then resumed to 30
     first = LearnConfig(**{**full_cfg.to_dict(), "episodes": 20})
@@ -229,9 +235,8 @@ def test_anil_learner_trains_and_forecasts_through_the_same_path():
         test_start=tasks.time[120],
         support=24,
     )
-    cfg = LearnConfig(
-        episodes=20, val_every=10, patience=100, hidden=8, meta_batch=4, seed=1, learner="anil"
-    )
+    cfg = LearnConfig(episodes=20, val_every=10, patience=100, hidden=8, meta_batch=4, seed=1,
+                      learner="anil", pretrain=False)  # fmt: skip
     res = meta_train(tasks, split, cfg, progress=False)
     assert type(res.learner).__name__ == "ANILLearner"
     vals = [r["val_loss"] for r in res.history if "val_loss" in r]

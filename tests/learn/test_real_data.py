@@ -1,0 +1,91 @@
+"""The issue's acceptance on the shared real data: held-out regions, short support, every method.
+
+ERA5 UK hourly 2 m temperature aggregated to 8×8-cell tiles (35 regions), next 1–24 h, a
+30 % spatial hold-out known from 48 h before 2019-03-22; and the CCSM TREFHT ensemble
+(member 57, annual) aggregated to the 49 US states, 3 years ahead from a 20-year support
+before 1980. Small configurations, so that the file runs in CI in seconds.
+
+Margins, from six seeds of exactly these configurations (seeds 0–5; the tables are in
+the issue's note):
+
+* ERA5: meta beat every baseline in CRPS on 6/6 seeds (margin over the best baseline
+  3.1–12 %, median 8 %) and in RMSE on 5/6 (3.0–8.4 %, median 5 %; on seed 0 persistence
+  was 0.5 % better). Seed 3 is pinned (5.0 % RMSE, 5.6 % CRPS, both near the median)
+  with a 2 % margin: below the smallest winning margin, about one seed-to-seed standard
+  deviation under the median.
+* TREFHT: no method is reliably ahead. Annual state means are nearly unpredictable
+  beyond the support-window mean (a pooled linear autoregression fitted on 90 years of
+  all states does not beat it on 1980–1999 either); validation on the held-out period
+  stops the networks after 0–160 steps, and over the six seeds meta is 0–0.9 % above the
+  best of global, global_finetuned and climatology in RMSE and −0.1 to +3.4 % in CRPS.
+  Pinned: that tie (meta within 2 % RMSE and 4 % CRPS of the best of them) and meta
+  ahead of persistence and ridge autoregression by at least 20 % (26–30 % observed).
+  The acceptance's strict ordering is NOT met on this dataset.
+"""
+
+import pytest
+
+from tests.conftest import shared_path
+
+BASELINES = ("global", "global_finetuned", "climatology", "persistence", "ridge_ar")
+
+
+def _job(store, var, regions, region_id, out, *, member=None, seed, **kw):
+    from spatialmeta.learn import LearnConfig
+    from spatialmeta.learn.job import forecast_job
+
+    size = {
+        k: kw.pop(k) for k in ("lags", "hidden", "episodes", "val_every", "patience") if k in kw
+    }
+    res = forecast_job(
+        store, var, regions, out, region_id=region_id, holdout="0.3", member=member,
+        config=LearnConfig(seed=seed, device="cpu", **size), progress=False, **kw,
+    )  # fmt: skip
+    return res.evaluation.table.set_index("method")
+
+
+@pytest.fixture(scope="module")
+def era5(tmp_path_factory):
+    from spatialmeta.raster import open_raster, tile
+    from spatialmeta.raster.aggregate import aggregate
+
+    grib = shared_path("era5_t2m_uk_2019-03.grib")
+    d = tmp_path_factory.mktemp("era5")
+    aggregate(str(grib), d / "tiles.zarr", tile_size=8, progress=False)
+    tiles = tile(open_raster(str(grib)), 8).regions
+    return _job(d / "tiles.zarr", "t2m", tiles, "region_id", d / "out", seed=3, support=48,
+                test_start="2019-03-22", horizon=24, lags=12, hidden=16, episodes=150,
+                val_every=10, patience=4)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trefht(tmp_path_factory):
+    import geopandas as gpd
+
+    from spatialmeta.raster.aggregate import aggregate
+
+    nc = shared_path("trefht_ccsm_ensemble")
+    states = gpd.read_file(shared_path("us_states", "states.shp"))
+    d = tmp_path_factory.mktemp("trefht")
+    aggregate(str(nc / "TREFHT.B06.57.atm.1890-1999ANN.nc"), d / "states.zarr", regions=states,
+              id_column="STATE_NAME", variables=["TREFHT"], progress=False)  # fmt: skip
+    return _job(d / "states.zarr", "TREFHT", states, "STATE_NAME", d / "out", seed=0,
+                support=20, test_start="1980-01", horizon=3, lags=8)  # fmt: skip
+
+
+@pytest.mark.parametrize("metric", ["rmse", "crps"])
+def test_meta_is_ahead_of_every_baseline_on_era5_uk_tiles(era5, metric):
+    assert len(era5) == 7
+    meta = era5.loc["meta", metric]
+    for name in BASELINES:
+        other = era5.loc[name, metric]
+        assert meta < 0.98 * other, f"{metric}: meta {meta:.4f} vs {name} {other:.4f}"
+
+
+@pytest.mark.parametrize("metric, tie", [("rmse", 0.02), ("crps", 0.04)])
+def test_trefht_states_meta_ties_the_best_and_beats_the_naive(trefht, metric, tie):
+    meta = trefht.loc["meta", metric]
+    best = trefht.loc[["global", "global_finetuned", "climatology"], metric].min()
+    assert meta < (1 + tie) * best, f"{metric}: meta {meta:.4f} vs best {best:.4f}"
+    for name in ("persistence", "ridge_ar"):
+        assert meta < 0.8 * trefht.loc[name, metric], name
