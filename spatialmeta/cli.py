@@ -189,6 +189,8 @@ def aggregate(
             raise
         _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     typer.echo(f"wrote {result.store} ({result.n_regions} regions)")
+    if result.regions:
+        typer.echo(f"tile polygons (GeoParquet, id column region_id): {result.regions}")
     if result.weights:
         typer.echo(f"weights: {result.weights}")
 

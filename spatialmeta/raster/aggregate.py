@@ -29,6 +29,7 @@ class AggregateResult:
     weights: Path | None
     n_regions: int
     missing_regions: list[str]
+    regions: Path | None = None  # the tile polygons (GeoParquet) when aggregating to tiles
 
 
 def read_regions(path: str | os.PathLike, *, id_column: str) -> gpd.GeoDataFrame:
@@ -154,8 +155,15 @@ def aggregate(
     )
     result = _compute(result, progress)
     write_zarr(result, out)
+    tiles_path = None
+    if tile_size is not None:  # the polygons `spatialmeta forecast --regions` needs
+        from spatialmeta._io import atomic_path
+
+        tiles_path = Path(out).with_name(Path(out).stem + "_tiles.parquet")
+        with atomic_path(tiles_path) as tmp:
+            regions.to_parquet(tmp)
     missing = [str(r) for r in weights.region_ids[weights.coverage == 0]]
-    return AggregateResult(Path(out), wpath, len(weights.region_ids), missing)
+    return AggregateResult(Path(out), wpath, len(weights.region_ids), missing, tiles_path)
 
 
 def _compute(result, progress: bool):

@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import dask
+import geopandas as gpd
 import numpy as np
 import pytest
 import xarray as xr
@@ -178,6 +179,11 @@ def test_cli_aggregate_tiles_and_errors(tmp_path, grid):
     assert proc.returncode == 0, proc.stderr
     agg = xr.open_zarr(out)
     assert agg.sizes["region"] == 4 * 6  # 16x24 cells in 4x4 tiles
+    # the tile polygons come along, so that the store can go straight to `forecast --regions`
+    tiles = gpd.read_parquet(tmp_path / "tiles_tiles.parquet")
+    assert "tiles_tiles.parquet" in proc.stdout
+    assert sorted(map(str, tiles.region_id)) == sorted(map(str, agg.region.values))
+    assert tiles.crs is not None and tiles.geometry.is_valid.all()
     bad = tmp_path / "bad.nc"
     bad.write_bytes(b"garbage")
     proc = subprocess.run(
