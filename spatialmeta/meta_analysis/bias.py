@@ -40,6 +40,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from spatialmeta.meta_analysis._common import check_labels, check_studies, read_inputs
+from spatialmeta.meta_analysis._common import where as _where
 from spatialmeta.meta_analysis.estimators import FIXED_METHODS, METHODS, _inv, estimate_tau2
 from spatialmeta.meta_analysis.pool import PoolResult, pool
 from spatialmeta.meta_analysis.regression import _proj as _wls
@@ -58,14 +60,6 @@ EXACT_MAX_K = 500
 
 
 # --------------------------------------------------------------------------- inputs
-
-
-def _where(index: tuple[int, ...]) -> str:
-    return "[" + ", ".join(str(int(i)) for i in index) + "]"
-
-
-def _first(mask: np.ndarray) -> tuple[int, ...]:
-    return tuple(int(i) for i in np.argwhere(mask)[0])
 
 
 def _row_name(shape: tuple[int, ...], flat: int) -> str:
@@ -87,77 +81,17 @@ class _Batch:
 
 def _inputs(fname: str, yi, vi, min_k: int, need_vi: bool = True, labels=None) -> _Batch:
     """Read and check ``yi``/``vi`` (or an object with ``.estimates()``) for ``fname``."""
-    measure = "effect"
-    est = None
-    if hasattr(yi, "estimates") and callable(yi.estimates):
-        est = yi.estimates()
-    elif hasattr(yi, "yi") and hasattr(yi, "vi") and not isinstance(yi, np.ndarray):
-        est = yi
-    if est is not None:
-        if vi is not None:
-            raise TypeError(
-                f"{fname}: `vi` must be None when `yi` provides .estimates() (its variances "
-                "are used); drop the `vi` argument or pass plain arrays."
-            )
-        yi, vi, measure = est.yi, est.vi, str(getattr(est, "measure", "effect"))
-        labels = getattr(est, "labels", None) if labels is None else labels
-    if vi is None and need_vi:
-        raise TypeError(
-            f"{fname}: `vi` is missing; pass sampling variances with the same shape as `yi`."
-        )
-    try:
-        y = np.array(yi, dtype=float)
-        v = np.ones_like(y) if vi is None else np.array(vi, dtype=float)
-    except (TypeError, ValueError) as err:
-        raise TypeError(
-            f"{fname}: `yi` and `vi` must be numeric arrays; conversion failed: {err}"
-        ) from err
+    prefix = f"{fname}: "
+    y, v, labels, measure, _ = read_inputs(yi, vi, labels, prefix=prefix, need_vi=need_vi)
     if y.ndim == 0:
         raise ValueError(
             f"{fname}: `yi` must have a study axis (shape (..., k)); got the scalar "
             f"{float(y)!r}. Pass all studies of a meta-analysis as one array."
         )
-    if v.shape != y.shape:
-        raise ValueError(
-            f"{fname}: `vi` has shape {v.shape} but `yi` has shape {y.shape}; give one "
-            "sampling variance per effect (same shape, NaN where a study is missing)."
-        )
-    for name, arr in (("yi", y), ("vi", v)):
-        if np.isinf(arr).any():
-            idx = _first(np.isinf(arr))
-            raise ValueError(
-                f"{fname}: `{name}` must be finite (or NaN for a missing study); found "
-                f"{name}{_where(idx)} = {arr[idx]}. Replace it or set yi and vi to NaN there."
-            )
-    obs = ~np.isnan(y)
-    if vi is None:
-        v = np.where(obs, 1.0, np.nan)
-    if (obs & np.isnan(v)).any():
-        idx = _first(obs & np.isnan(v))
-        raise ValueError(
-            f"{fname}: `vi` is NaN for study {_where(idx)} where yi = {y[idx]} is observed; "
-            "give its sampling variance, or set yi to NaN there to drop the study."
-        )
-    if (~obs & ~np.isnan(v)).any():
-        idx = _first(~obs & ~np.isnan(v))
-        raise ValueError(
-            f"{fname}: `yi` is NaN for study {_where(idx)} but vi = {v[idx]} is given; set vi "
-            "to NaN there as well to drop the study, or supply the effect."
-        )
-    if (obs & (v <= 0)).any():
-        idx = _first(obs & (v <= 0))
-        raise ValueError(
-            f"{fname}: `vi` must be > 0 for every observed study; found vi{_where(idx)} = "
-            f"{v[idx]}. Pass sampling variances (squared standard errors), or set yi and vi "
-            "to NaN to drop that study."
-        )
-    if labels is not None:
-        labels = np.asarray(labels)
-        if labels.shape not in (y.shape, y.shape[-1:]):
-            raise ValueError(
-                f"{fname}: `labels` has shape {labels.shape}; it must match `yi` {y.shape} or "
-                f"its study axis ({y.shape[-1]},)."
-            )
+    if v is None:
+        v = np.where(np.isnan(y), np.nan, 1.0)
+    obs = check_studies(y, v, prefix=prefix, at="for study")
+    labels = check_labels(labels, y.shape, prefix=prefix)
     shape = y.shape[:-1]
     kmax = y.shape[-1]
     m = obs.reshape(-1, kmax)

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from spatialmeta.meta_analysis._common import plain, read_inputs
 from spatialmeta.meta_analysis.estimators import FIXED_METHODS, METHODS
 from spatialmeta.meta_analysis.pool import PoolResult, pool
 
@@ -58,15 +59,7 @@ _POOL_NAMES = {"Q": "QE", "Qp": "QEp"}
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, np.ndarray | np.generic):
-        value = value.tolist()
-    if isinstance(value, float) and np.isnan(value):
-        return None
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, PoolResult):
-        return value.to_dict()
-    return value
+    return plain(value, nested=(PoolResult,))
 
 
 class _PerStudy:
@@ -279,29 +272,7 @@ class ResidualResult(_PerStudy):
 
 def _read(yi, vi, labels) -> tuple[np.ndarray, np.ndarray, Any]:
     """Arrays from yi/vi or from an object with ``.estimates()`` (as pool reads them)."""
-    est = None
-    if hasattr(yi, "estimates") and callable(yi.estimates):
-        est = yi.estimates()
-    elif hasattr(yi, "yi") and hasattr(yi, "vi"):
-        est = yi
-    if est is not None:
-        if vi is not None:
-            raise TypeError(
-                "`vi` must be None when `yi` provides .estimates() (its variances are used); "
-                "drop the `vi` argument or pass plain arrays."
-            )
-        yi, vi = est.yi, est.vi
-        labels = getattr(est, "labels", None) if labels is None else labels
-    if vi is None:
-        raise TypeError(
-            "`vi` is missing: pass sampling variances with the same shape as `yi`, "
-            "or pass an object with an .estimates() method as `yi`."
-        )
-    try:
-        y = np.array(yi, dtype=float)
-        v = np.array(vi, dtype=float)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"`yi` and `vi` must be numeric arrays; conversion failed: {err}") from err
+    y, v, labels, _, _ = read_inputs(yi, vi, labels)
     return y, v, labels
 
 

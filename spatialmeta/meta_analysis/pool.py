@@ -12,6 +12,14 @@ import pandas as pd
 from scipy import special, stats
 
 from spatialmeta.meta_analysis import regression
+from spatialmeta.meta_analysis._common import (
+    check_labels,
+    check_studies,
+    plain,
+)
+from spatialmeta.meta_analysis._common import first as _first
+from spatialmeta.meta_analysis._common import read_inputs as _read_inputs
+from spatialmeta.meta_analysis._common import where as _where
 from spatialmeta.meta_analysis.estimators import (
     FIXED_METHODS,
     METHODS,
@@ -208,7 +216,7 @@ class PoolResult:
         for f in fields(self):
             value = getattr(self, f.name)
             name = "tval" if (f.name == "zval" and self.test == "knha") else f.name
-            out[name] = _plain(value)
+            out[name] = plain(value, tuples=True)
         return out
 
     def to_frame(self) -> pd.DataFrame:
@@ -267,16 +275,6 @@ def _cell(x: np.ndarray, name: str) -> Any:
     return x
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.ndarray) or isinstance(value, np.generic):
-        value = value.tolist()
-    if isinstance(value, float) and np.isnan(value):
-        return None
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _new_design(newmods, p: int, add_intercept: bool, names) -> np.ndarray:
     """New design rows (q, p) (or (..., q, p)) from predict()'s ``newmods``."""
     x = np.asarray(newmods, dtype=float)
@@ -299,83 +297,13 @@ def _new_design(newmods, p: int, add_intercept: bool, names) -> np.ndarray:
     return x
 
 
-def _where(index: tuple[int, ...]) -> str:
-    return "[" + ", ".join(str(int(i)) for i in index) + "]"
-
-
-def _first(mask: np.ndarray) -> tuple[int, ...]:
-    return tuple(int(i) for i in np.argwhere(mask)[0])
-
-
-def _read_inputs(yi, vi, labels):
-    measure = "effect"
-    est = None
-    est_mods = None
-    if hasattr(yi, "estimates") and callable(yi.estimates):
-        est = yi.estimates()
-    elif hasattr(yi, "yi") and hasattr(yi, "vi"):
-        # An Estimates itself; duck-typed so this module does not import spatialmeta.tasks.
-        est = yi
-    if est is not None:
-        if vi is not None:
-            raise TypeError(
-                "`vi` must be None when `yi` provides .estimates() (its variances are used); "
-                "drop the `vi` argument or pass plain arrays."
-            )
-        yi, vi, measure = est.yi, est.vi, est.measure
-        labels = est.labels if labels is None else labels
-        est_mods = getattr(est, "mods", None)
-    if vi is None:
-        raise TypeError(
-            "`vi` is missing: pass sampling variances with the same shape as `yi`, "
-            "or pass an object with an .estimates() method as `yi`."
-        )
-    try:
-        y = np.array(yi, dtype=float)
-        v = np.array(vi, dtype=float)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"`yi` and `vi` must be numeric arrays; conversion failed: {err}") from err
-    return y, v, labels, measure, est_mods
-
-
 def _validate(y, v, weights, labels):
     if y.ndim == 0:
         raise ValueError(
             f"`yi` must have a study axis (shape (..., k)); got the scalar {float(y)!r}. "
             "Wrap a single study as [yi] and use method='FE'."
         )
-    if v.shape != y.shape:
-        raise ValueError(
-            f"`vi` has shape {v.shape} but `yi` has shape {y.shape}; give one sampling "
-            "variance per effect (same shape, NaN where a study is missing)."
-        )
-    for name, arr in (("yi", y), ("vi", v)):
-        if np.isinf(arr).any():
-            idx = _first(np.isinf(arr))
-            raise ValueError(
-                f"`{name}` must be finite (or NaN for a missing study); found "
-                f"{name}{_where(idx)} = {arr[idx]}. Replace it or set yi and vi to NaN there."
-            )
-    obs = ~np.isnan(y)
-    if (obs & np.isnan(v)).any():
-        idx = _first(obs & np.isnan(v))
-        raise ValueError(
-            f"`vi` is NaN at study index {_where(idx)} where yi = {y[idx]} is observed; give "
-            "its sampling variance, or set yi to NaN there to drop the study."
-        )
-    if (~obs & ~np.isnan(v)).any():
-        idx = _first(~obs & ~np.isnan(v))
-        raise ValueError(
-            f"`yi` is NaN at study index {_where(idx)} but vi = {v[idx]} is given; set vi to "
-            "NaN there as well to drop the study, or supply the effect."
-        )
-    if (obs & (v <= 0)).any():
-        idx = _first(obs & (v <= 0))
-        raise ValueError(
-            f"`vi` must be > 0 for every observed study; found vi{_where(idx)} = {v[idx]}. "
-            "Pass sampling variances (squared standard errors), or set yi and vi to NaN "
-            "to drop that study."
-        )
+    obs = check_studies(y, v)
     a = None
     if weights is not None:
         a = np.array(weights, dtype=float)
@@ -392,13 +320,7 @@ def _validate(y, v, weights, labels):
                 f"weights{_where(idx)} = {a[idx]}. Fix it or leave weights=None for "
                 "inverse-variance weights."
             )
-    if labels is not None:
-        labels = np.asarray(labels)
-        if labels.shape not in (y.shape, y.shape[-1:]):
-            raise ValueError(
-                f"`labels` has shape {labels.shape}; it must match `yi` {y.shape} or its study "
-                f"axis ({y.shape[-1]},)."
-            )
+    labels = check_labels(labels, y.shape)
     return obs, a, labels
 
 

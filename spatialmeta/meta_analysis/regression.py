@@ -46,6 +46,7 @@ import pandas as pd
 from scipy import stats
 
 from spatialmeta.meta_analysis import estimators as est
+from spatialmeta.meta_analysis._common import where as _where
 from spatialmeta.meta_analysis.estimators import FIXED_METHODS, RANDOM_METHODS, Tau2Fit
 
 __all__ = [
@@ -58,10 +59,6 @@ _INT_EPS = 1e-8  # metafor's .is.intercept
 
 
 # ----------------------------------------------------------------- inputs ----
-
-
-def _where(index: tuple[int, ...]) -> str:
-    return "[" + ", ".join(str(int(i)) for i in index) + "]"
 
 
 def _frame_columns(frame: pd.DataFrame) -> tuple[list[np.ndarray], list[str]]:

@@ -29,7 +29,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from spatialmeta.meta_analysis.pool import PoolResult, _read_inputs, pool
+from spatialmeta.meta_analysis._common import plain as _plain
+from spatialmeta.meta_analysis._common import read_inputs as _read_inputs
+from spatialmeta.meta_analysis.pool import PoolResult, pool
 
 __all__ = ["PetPeeseResult", "RegtestResult", "pet_peese", "regtest"]
 
@@ -188,16 +190,6 @@ class PetPeeseResult:
 
     def __str__(self) -> str:
         return self.summary()
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.ndarray | np.generic):
-        value = value.tolist()
-    if isinstance(value, float) and np.isnan(value):
-        return None
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _fmt_p(p: float) -> str:

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from spatialmeta.meta_analysis._common import plain
 from spatialmeta.meta_analysis.estimators import FIXED_METHODS, METHODS
 from spatialmeta.meta_analysis.pool import PoolResult, pool
 
@@ -50,15 +51,7 @@ _SINGLE = ("error", "fixed")
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, np.ndarray | np.generic):
-        value = value.tolist()
-    if isinstance(value, float) and np.isnan(value):
-        return None
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, PoolResult):
-        return value.to_dict()
-    return value
+    return plain(value, nested=(PoolResult,))
 
 
 @dataclass(frozen=True, eq=False)
