@@ -628,7 +628,7 @@ def _pool_dask(yi, vi, *, method, test, level, labels) -> PoolResult:
     )  # fmt: skip
 
 
-_BLOCK_VALUES = 2**20  # values per (rows, k) array of a block: 8 MB of float64
+_BLOCK_VALUES = 2**19  # values per (rows, k) array of a block: 4 MB of float64
 
 
 @functools.lru_cache(maxsize=1)
@@ -649,7 +649,7 @@ def _fit_block(y, v, m, k, method, test, level, a) -> dict[str, np.ndarray]:
 def _fit_rows(y, v, m, k, method, test, level, a, workers: int | None = None):
     """Fit every row; a large batch in blocks of rows, spread over a thread per core.
 
-    Blocks keep each temporary at 8 MB or less: larger arrays are fresh ``mmap``s that
+    Blocks keep each temporary at 4 MB or less: larger arrays are fresh ``mmap``s that
     the kernel zero-fills on every use (the time went to page faults, not arithmetic),
     while smaller ones are reused by the allocator. Blocks are not smaller than that,
     because each iterates until its slowest row converges, paying numpy's per-call
