@@ -739,7 +739,7 @@ def _shared(block_weights: dict):
 
         client = get_client()
     except (ImportError, ValueError):
-        return dask.delayed(block_weights, pure=True)
+        return dask.delayed(block_weights, pure=False)  # hashing the matrices cost 20 ms
     return client.scatter(block_weights, broadcast=True, hash=False)
 
 
