@@ -408,6 +408,17 @@ def _paule_mandel(y, v, m, k, upper0=None):
         return _rss(y[rows], v[rows], m[rows], x[rows]) - target[rows]
 
     n = y.shape[0]
+    return _pm_root(f, n, np.full(n, TAU2_MAX) if upper0 is None else upper0)
+
+
+def _pm_root(f, n: int, upper0: np.ndarray):
+    """Root of ``f(tau2, rows)`` (Q(tau2) minus its expectation) on [0, upper] per row.
+
+    The Paule-Mandel solve shared by the intercept-only and the meta-regression
+    estimators: 0 where Q(0) is already below its expectation, else Brent's method as R's
+    uniroot, on all rows at once. Where metafor stops with "tau2.max too low" the bracket
+    is widened instead.
+    """
     every = np.ones(n, dtype=bool)
     lower = np.zeros(n)
     f0 = f(lower, every)
@@ -415,11 +426,10 @@ def _paule_mandel(y, v, m, k, upper0=None):
     converged = f0 < 0.0
     iterations = np.zeros(n, dtype=int)
     need = ~converged & np.isfinite(f0)
-    upper = np.full(n, TAU2_MAX) if upper0 is None else upper0.copy()
+    upper = np.array(upper0, dtype=float, copy=True)
     fu = np.full(n, np.nan)
     if need.any():
         fu[need] = f(upper, need)
-        # metafor stops with "tau2.max too low" here; we widen the bracket instead.
         wide = need & (fu > 0.0)
         for _ in range(30):
             if not wide.any():

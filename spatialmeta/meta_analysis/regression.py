@@ -376,40 +376,7 @@ def _paule_mandel(Q, yc, v, m, k, p, upper0):
     def f(x, rows):
         return _rss(Q[rows], v[rows], m[rows], yc[rows], x[rows]) - target[rows]
 
-    n = yc.shape[0]
-    every = np.ones(n, dtype=bool)
-    f0 = f(np.zeros(n), every)
-    tau2 = np.where(f0 < 0.0, 0.0, np.nan)
-    converged = f0 < 0.0
-    iterations = np.zeros(n, dtype=int)
-    need = ~converged & np.isfinite(f0)
-    upper = upper0.copy()
-    fu = np.full(n, np.nan)
-    if need.any():
-        fu[need] = f(upper, need)
-        wide = need & (fu > 0.0)  # metafor stops ("tau2.max too low"); we widen
-        for _ in range(30):
-            if not wide.any():
-                break
-            upper = np.where(wide, upper * 10.0, upper)
-            fu[wide] = f(upper, wide)
-            wide &= fu > 0.0
-        need &= ~wide
-    if need.any():
-        idx = np.flatnonzero(need)
-
-        def fsub(x, rows):
-            full = np.zeros(n, dtype=bool)
-            full[idx[rows]] = True
-            xx = np.zeros(n)
-            xx[idx] = x
-            return f(xx, full)
-
-        root, ok, its = est._zeroin(fsub, np.zeros(idx.size), upper[idx], f0[idx], fu[idx])
-        tau2[idx] = root
-        converged[idx] = ok
-        iterations[idx] = its
-    return tau2, converged, iterations
+    return est._pm_root(f, yc.shape[0], upper0)
 
 
 def estimate_tau2_mods(Q, y, v, m, k, method) -> Tau2Fit:
