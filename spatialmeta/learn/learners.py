@@ -831,6 +831,29 @@ class _FunctionalTasks:
             vars_.append(_pick(var, g.pos))
         return torch.stack(means), torch.stack(vars_)
 
+    def predict_episode(
+        self,
+        ep: EpisodeInputs,
+        params: dict[str, torch.Tensor] | None,
+        which: str = "query",
+        *,
+        graphs=None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and variance ``(B, O, H)`` on the ``which`` origins (``params=None``: unadapted)."""
+        if params is None:
+            return self._global_predict(ep, which)
+        return self._predict_params(ep, params, which, graphs)
+
+    def _query_nll(self, ep: EpisodeInputs, params, graphs, global_weight: float) -> torch.Tensor:
+        """Query NLL with the adapted ``params`` (plus ``global_weight`` x the unadapted NLL)."""
+        yq, mq = ep.targets("query")
+        mean, var = self._predict_params(ep, params, "query", graphs)
+        loss = gaussian_nll(yq, mean, var, mq)
+        if global_weight > 0:
+            g_mean, g_var = self._global_predict(ep, "query")
+            loss = loss + global_weight * gaussian_nll(yq, g_mean, g_var, mq)
+        return loss
+
     def _global_predict(self, ep: EpisodeInputs, which: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Unadapted mean and variance ``(B, O_which, H)``: one forward for the meta-batch."""
         rows = ep.rows(which)
@@ -918,19 +941,6 @@ class MAMLLearner(_FunctionalTasks, nn.Module):
             ep, "support", self.inner_steps, self.inner_lr, create_graph, graphs
         )
 
-    def predict_episode(
-        self,
-        ep: EpisodeInputs,
-        params: dict[str, torch.Tensor] | None,
-        which: str = "query",
-        *,
-        graphs=None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and variance ``(B, O, H)`` on the ``which`` origins (``params=None``: unadapted)."""
-        if params is None:
-            return self._global_predict(ep, which)
-        return self._predict_params(ep, params, which, graphs)
-
     def episode_loss(
         self,
         tasks: RegionTaskSet,
@@ -947,15 +957,8 @@ class MAMLLearner(_FunctionalTasks, nn.Module):
         Arguments as :func:`spatialmeta.learn.train.episode_loss` (without the learner).
         """
         ep = episode_inputs(tasks, known, covariates, task_idx, s, support, config)
-        yq, mq = ep.targets("query")
         graphs = self._graphs(ep)  # each task's neighbourhood, found once
-        params = self.adapt_episode(ep, graphs=graphs)
-        mean, var = self.predict_episode(ep, params, "query", graphs=graphs)
-        loss = gaussian_nll(yq, mean, var, mq)
-        if global_weight > 0:
-            g_mean, g_var = self.predict_episode(ep, None)
-            loss = loss + global_weight * gaussian_nll(yq, g_mean, g_var, mq)
-        return loss
+        return self._query_nll(ep, self.adapt_episode(ep, graphs=graphs), graphs, global_weight)
 
 
 class ReptileStep(NamedTuple):
@@ -1063,19 +1066,6 @@ class ReptileLearner(_FunctionalTasks, MetaLearner):
         """
         return self._adapt_params(ep, "support", self.inner_steps, self.inner_lr, False, graphs)
 
-    def predict_episode(
-        self,
-        ep: EpisodeInputs,
-        params: dict[str, torch.Tensor] | None,
-        which: str = "query",
-        *,
-        graphs=None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and variance ``(B, O, H)`` on the ``which`` origins (``params=None``: unadapted)."""
-        if params is None:
-            return self._global_predict(ep, which)
-        return self._predict_params(ep, params, which, graphs)
-
     # -- evaluation
 
     def episode_loss(
@@ -1098,16 +1088,11 @@ class ReptileLearner(_FunctionalTasks, MetaLearner):
                 self, tasks, known, covariates, task_idx, s, support, config, global_weight
             )
         ep = episode_inputs(tasks, known, covariates, task_idx, s, support, config)
-        yq, mq = ep.targets("query")
         graphs = self._graphs(ep)
-        params = self._adapt_params(ep, "support", self.inner_steps, self.inner_lr, False, graphs)
-        params = {k: v.detach() for k, v in params.items()}
-        mean, var = self._predict_params(ep, params, "query", graphs)
-        loss = gaussian_nll(yq, mean, var, mq)
-        if global_weight > 0:
-            g_mean, g_var = self._global_predict(ep, "query")
-            loss = loss + global_weight * gaussian_nll(yq, g_mean, g_var, mq)
-        return loss
+        params = self.adapt_episode(ep, graphs=graphs)
+        return self._query_nll(
+            ep, {k: v.detach() for k, v in params.items()}, graphs, global_weight
+        )
 
     # -- training
 
