@@ -889,27 +889,27 @@ def _stars(p: float) -> str:
     return " "
 
 
+def _tau2_lines(r: PoolResult, model: str, amount: str, width: int) -> list[str]:
+    """metafor's model line and tau^2 / tau lines (labels padded to ``width``)."""
+    lines = [f"{model} (k = {r.k}; tau^2 estimator: {r.method})"]
+    if not r.converged:
+        lines.append("Warning: tau^2 estimation did not converge.")
+    digits = 0 if abs(r.tau2) <= np.finfo(float).eps * 10 else 4
+    se = "" if np.isnan(r.se_tau2) else f" (SE = {_fmt(r.se_tau2)})"
+    return lines + [
+        "",
+        f"tau^2 (estimated amount of {amount}".ljust(width) + _fmt(r.tau2, digits) + se,
+        "tau (square root of estimated tau^2 value):".ljust(width) + _fmt(np.sqrt(r.tau2), digits),
+    ]
+
+
 def _summary_one(r: PoolResult) -> str:
     names = {"FE": "Fixed-Effects", "EE": "Equal-Effects", "CE": "Common-Effects"}
     lines = [""]
     if r.method in FIXED_METHODS:
         lines.append(f"{names[r.method]} Model (k = {r.k})")
     else:
-        lines.append(f"Random-Effects Model (k = {r.k}; tau^2 estimator: {r.method})")
-        if not r.converged:
-            lines.append("Warning: tau^2 estimation did not converge.")
-        lines.append("")
-        tiny = abs(r.tau2) <= np.finfo(float).eps * 10
-        se = "" if np.isnan(r.se_tau2) else f" (SE = {_fmt(r.se_tau2)})"
-        lines.append(
-            "tau^2 (estimated amount of total heterogeneity): "
-            + _fmt(r.tau2, 0 if tiny else 4)
-            + se
-        )
-        lines.append(
-            "tau (square root of estimated tau^2 value):      "
-            + _fmt(np.sqrt(r.tau2), 0 if tiny else 4)
-        )
+        lines += _tau2_lines(r, "Random-Effects Model", "total heterogeneity):", 49)
     if r.method in FIXED_METHODS:
         lines.append("")
     lines.append(f"I^2 (total heterogeneity / total variability):   {r.I2:.2f}%")
@@ -953,21 +953,7 @@ def _summary_mods(r: PoolResult) -> str:
     lines = [""]
     random = r.method in RANDOM_METHODS
     if random:
-        lines.append(f"Mixed-Effects Model (k = {r.k}; tau^2 estimator: {r.method})")
-        if not r.converged:
-            lines.append("Warning: tau^2 estimation did not converge.")
-        lines.append("")
-        tiny = abs(r.tau2) <= np.finfo(float).eps * 10
-        se = "" if np.isnan(r.se_tau2) else f" (SE = {_fmt(r.se_tau2)})"
-        lines.append(
-            "tau^2 (estimated amount of residual heterogeneity):     "
-            + _fmt(r.tau2, 0 if tiny else 4)
-            + se
-        )
-        lines.append(
-            "tau (square root of estimated tau^2 value):             "
-            + _fmt(np.sqrt(r.tau2), 0 if tiny else 4)
-        )
+        lines += _tau2_lines(r, "Mixed-Effects Model", "residual heterogeneity):", 56)
     else:
         lines += ["Fixed-Effects with Moderators Model (k = " + f"{r.k})", ""]
     lines.append(f"I^2 (residual heterogeneity / unaccounted variability): {r.I2:.2f}%")
