@@ -564,11 +564,7 @@ def _is_dask(x) -> bool:
     return type(x).__module__.startswith("dask.")
 
 
-_PER_ROW = (
-    "estimate", "se", "zval", "pval", "ci_lb", "ci_ub", "tau2", "se_tau2", "I2", "H2", "QE",
-    "QEp", "pi_lb", "pi_ub", "k", "converged", "df", "iterations", "beta", "vb", "QM", "QMp",
-    "QMdf", "vt",
-)  # fmt: skip
+_PER_ROW = _ROW_FIELDS + _EXTRA_FIELDS  # R2 is None without moderators: skipped
 
 
 def _pool_dask(yi, vi, *, method, test, level, labels) -> PoolResult:
