@@ -16,7 +16,7 @@ from pathlib import Path
 import geopandas as gpd
 
 from spatialmeta.raster.io import open_raster, write_zarr
-from spatialmeta.raster.zonal import ZonalWeights, zonal_stats, zonal_weights
+from spatialmeta.raster.zonal import ZonalWeights, active_client, zonal_stats, zonal_weights
 
 __all__ = ["AggregateResult", "aggregate", "dask_client", "read_regions"]
 
@@ -168,12 +168,7 @@ def aggregate(
 
 def _compute(result, progress: bool):
     """Compute on the active scheduler, with a progress bar (dask's, or distributed's)."""
-    try:
-        from distributed import get_client
-
-        client = get_client()
-    except (ImportError, ValueError):
-        client = None
+    client = active_client()
     if client is None:
         if not progress:
             return result.compute()

@@ -731,14 +731,21 @@ def zonal_stats(
     return result
 
 
-def _shared(block_weights: dict):
-    """The block weights as one graph input: on a distributed cluster sent to every worker
-    once (scattered) instead of embedded in the graph, which is tens of MB for large grids."""
+def active_client():
+    """The ``dask.distributed`` client in use, or None (threaded scheduler)."""
     try:
         from distributed import get_client
 
-        client = get_client()
+        return get_client()
     except (ImportError, ValueError):
+        return None
+
+
+def _shared(block_weights: dict):
+    """The block weights as one graph input: on a distributed cluster sent to every worker
+    once (scattered) instead of embedded in the graph, which is tens of MB for large grids."""
+    client = active_client()
+    if client is None:
         return dask.delayed(block_weights, pure=False)  # hashing the matrices cost 20 ms
     return client.scatter(block_weights, broadcast=True, hash=False)
 
