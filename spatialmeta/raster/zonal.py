@@ -19,6 +19,7 @@ polygon edges.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -162,38 +163,19 @@ def _clip_half(a, b, rid, bound, keep_above, track=None, axis=0):
     the vertex's outgoing edge lies on (-1 along the clip outline), the original edge a
     crossing point lies on (-1 for original vertices and block corners) and the axis
     (``axis``) of the line it was placed on; it is carried to the output, so that crossing
-    points can be recomputed from their original edge in local coordinates.
+    points can be recomputed from their original edge in local coordinates. The work is
+    done by the compiled :func:`spatialmeta.raster._kernels.clip_half`.
     """
-    n = len(rid)
-    if n == 0:
-        return a, b, rid, track
-    nxt = _next_vertex(rid)
-    inside = a >= bound[rid] if keep_above else a <= bound[rid]
-    nxt_in = inside[nxt]
-    cross = inside != nxt_in
-    count = cross.astype(np.int64) + nxt_in
-    pos = np.cumsum(count) - count
-    m = int(pos[-1] + count[-1])
-    oa, ob, orid = np.empty(m), np.empty(m), np.empty(m, dtype=rid.dtype)
-    keep = np.flatnonzero(nxt_in)
-    at, q = pos[keep] + cross[keep], nxt[keep]
-    oa[at], ob[at], orid[at] = a[q], b[q], rid[keep]
-    if track is not None:
-        out, on, ax = track
-        tout, ton, tax = np.empty(m, out.dtype), np.empty(m, on.dtype), np.empty(m, ax.dtype)
-        tout[at], ton[at], tax[at] = out[q], on[q], ax[q]
-    ci = np.flatnonzero(cross)
-    if len(ci):
-        at, p, q = pos[ci], ci, nxt[ci]
-        line = bound[rid[p]]
-        t = (line - a[p]) / (a[q] - a[p])  # a crossing edge is never parallel to the line
-        oa[at], ob[at], orid[at] = line, b[p] + t * (b[q] - b[p]), rid[p]
-        if track is not None:
-            # entering: the point's outgoing edge continues the crossing edge; leaving: it
-            # runs along the outline
-            tout[at] = np.where(nxt_in[p], out[p], -1)
-            ton[at], tax[at] = out[p], axis
-    return oa, ob, orid, ((tout, ton, tax) if track is not None else None)
+    from spatialmeta.raster._kernels import clip_half
+
+    if track is None:
+        none = np.full(len(rid), -1)
+        oa, ob, orid, *_ = clip_half(
+            a, b, rid, bound, keep_above, none, none, none.astype(np.int8), axis
+        )
+        return oa, ob, orid, None
+    oa, ob, orid, *tr = clip_half(a, b, rid, bound, keep_above, *track, axis)
+    return oa, ob, orid, tuple(tr)
 
 
 def _piece_stats(x, y, rid, ring_pair, exterior, n_pairs, x0, y0, x1, y1, local=None):
@@ -506,33 +488,88 @@ def zonal_weights(
 # applying the weights: one partial reduction per dask block, combined by dask
 
 
-def _block_weights(weights: ZonalWeights, ychunks, xchunks) -> dict:
+class _BlockWeights:
     """Columns of the weights for each spatial block, re-indexed to the block's flat cells.
 
-    Each entry also holds the weights for the block with its rows reversed: rasters stored
-    north-up reach the products as row-reversed views (latitude is normalized to ascend),
-    and indexing the weights that way lets :func:`_rows` read them without a copy.
+    Built on first use, inside the first task that reads the block (so building them
+    overlaps the other chunks' reads instead of delaying the graph), then shared by every
+    task of that block: ``get`` is locked and memoized. A block stored north-up reaches the
+    products as a row-reversed view (latitude is normalized to ascend); its weights are the
+    same entries with the row of each flat cell index mirrored, so :func:`_rows` reads the
+    view's memory in place. ``frac`` (coverage) and ``w`` (coverage x cell area) share one
+    CSR pattern. On a cluster the object is sent to each worker once and builds its own.
     """
-    ny, nx = weights.shape
-    f = weights.fraction.tocsc()
-    area = weights.cell_area
-    out = {}
-    y_edges = np.cumsum((0,) + tuple(ychunks))
-    x_edges = np.cumsum((0,) + tuple(xchunks))
-    for iy in range(len(ychunks)):  # one entry per spatial block (a handful), not per cell
-        rows = np.arange(y_edges[iy], y_edges[iy + 1])
-        for ix in range(len(xchunks)):
-            cols = np.arange(x_edges[ix], x_edges[ix + 1])
-            pair = []
-            for r in (rows, rows[::-1]):
-                flat = (r[:, None] * nx + cols[None, :]).ravel()
-                sub = f[:, flat].tocsr()
-                pair += [sub, (sub @ sp.diags(area[flat])).tocsr()]
-            out[(iy, ix)] = tuple(pair)
-    return out
+
+    def __init__(self, weights: ZonalWeights, ychunks, xchunks):
+        self.fraction = weights.fraction
+        self.cell_area = weights.cell_area
+        self.nx = weights.shape[1]
+        self.y_edges = np.cumsum((0,) + tuple(ychunks))
+        self.x_edges = np.cumsum((0,) + tuple(xchunks))
+        self._init_cache()
+
+    def _init_cache(self):
+        self._cache: dict = {}
+        self._locks: dict = {}
+        self._lock = threading.Lock()
+        self._csc = None
+
+    def __getstate__(self):
+        skip = ("_cache", "_locks", "_lock", "_csc")
+        return {k: v for k, v in self.__dict__.items() if k not in skip}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._init_cache()
+
+    def get(self, iy: int, ix: int, flipped: bool = False) -> tuple:
+        """``(frac, w, runs)`` of block ``(iy, ix)``, for its rows reversed if ``flipped``:
+        coverage and coverage x area as CSR ``(regions, block cells)`` with one pattern, and
+        that pattern as runs of consecutive cells (:func:`~spatialmeta.raster._kernels.runs_of`).
+        """
+        key = (iy, ix, flipped)
+        with self._lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:  # one build per block; other blocks build meanwhile
+            if key not in self._cache:
+                self._cache[key] = self._mirror(iy, ix) if flipped else self._natural(iy, ix)
+            return self._cache[key]
+
+    def _natural(self, iy, ix):
+        ny = self.fraction.shape[1] // self.nx
+        if len(self.y_edges) == 2 and len(self.x_edges) == 2 and self.y_edges[1] == ny:
+            frac, area = self.fraction.tocsr(), self.cell_area  # one block: the weights' own
+        else:
+            with self._lock:
+                if self._csc is None:
+                    self._csc = self.fraction.tocsc()
+            rows = np.arange(self.y_edges[iy], self.y_edges[iy + 1])
+            cols = np.arange(self.x_edges[ix], self.x_edges[ix + 1])
+            flat = (rows[:, None] * self.nx + cols).ravel()
+            frac, area = self._csc[:, flat].tocsr(), self.cell_area[flat]
+        if not frac.has_sorted_indices:
+            frac = frac.copy()
+            frac.sort_indices()
+        w = sp.csr_matrix((frac.data * area[frac.indices], frac.indices, frac.indptr), frac.shape)
+        return frac, w, self._runs(frac, ix)
+
+    def _runs(self, frac, ix):
+        from spatialmeta.raster._kernels import runs_of
+
+        return runs_of(frac.indptr, frac.indices, self.x_edges[ix + 1] - self.x_edges[ix])
+
+    def _mirror(self, iy, ix):
+        frac, w, _ = self.get(iy, ix)
+        nyb = self.y_edges[iy + 1] - self.y_edges[iy]
+        nxb = self.x_edges[ix + 1] - self.x_edges[ix]
+        row, col = np.divmod(frac.indices, nxb)
+        mirrored = ((nyb - 1 - row) * nxb + col).astype(frac.indices.dtype)
+        frac = sp.csr_matrix((frac.data, mirrored, frac.indptr), shape=frac.shape)
+        w = sp.csr_matrix((w.data, mirrored, w.indptr), shape=frac.shape)
+        return frac, w, self._runs(frac, ix)
 
 
-def _rows(block: np.ndarray, entry: tuple):
+def _rows(block: np.ndarray, bw: _BlockWeights, iy: int, ix: int):
     """``(t, cells)`` rows of a block without copying it, and the weights in that cell order.
 
     A block that is a row-reversed view of contiguous memory is read reversed back, with the
@@ -541,8 +578,8 @@ def _rows(block: np.ndarray, entry: tuple):
     grid = block.reshape((-1,) + block.shape[-2:])
     flipped = grid[:, ::-1, :]
     if not grid.flags.c_contiguous and flipped.flags.c_contiguous:
-        return flipped.reshape(len(grid), -1), entry[2], entry[3]
-    return np.ascontiguousarray(grid).reshape(len(grid), -1), entry[0], entry[1]
+        return (flipped.reshape(len(grid), -1),) + bw.get(iy, ix, flipped=True)
+    return (np.ascontiguousarray(grid).reshape(len(grid), -1),) + bw.get(iy, ix)
 
 
 _SLAB_BYTES = 32 * 2**20  # float64 temporaries per slab of time steps (min/max)
@@ -557,49 +594,30 @@ def _slabs(n_steps: int, n_cells: int) -> tuple[range, int]:
 def _partial(block, bw, stats: tuple[str, ...], block_info=None):
     """Partial sums of one block: ``(t, 1, 1, n_regions, n_fields)``.
 
-    One sparse matrix-vector product per time step and field. Each step's grid is a
-    contiguous row of the block, which scipy's matvec streams once; its multi-vector
-    product would first copy the block transposed to float64 (the columns of
-    ``w @ block.T``), which cost 2.5x the products themselves. Temporaries are one grid of
-    float64 per field, so memory stays bounded by the block.
+    The compiled kernel (:mod:`spatialmeta.raster._kernels`) streams each time step's grid
+    once in the raster's dtype, without the GIL, so the products of different chunks run in
+    parallel with each other and with the reads; NaN cells are masked only in the regions
+    and steps that have one. Memory is the block plus the small output.
     """
+    from spatialmeta.raster._kernels import run_fields
+
     loc = block_info[0]["chunk-location"]
-    x_all, frac, w = _rows(block, bw[(loc[-2], loc[-1])])
+    x_all, frac, w, runs = _rows(block, bw, loc[-2], loc[-1])
+    if not np.issubdtype(x_all.dtype, np.floating):
+        x_all = x_all.astype(np.float64)
     lead = block.shape[:-2]
     nfield = 2 + ("std" in stats) + ("sum" in stats) + ("count" in stats)
     out = np.empty((x_all.shape[0], w.shape[0], nfield))
-    den_full = np.asarray(w.sum(axis=1)).ravel()
-    count_full = np.asarray(frac.sum(axis=1)).ravel()
-    for o, x in zip(out, x_all, strict=True):  # time steps, each a whole grid at once
-        # scipy accumulates float32 values in the float64 weights; a NaN (or inf) in a
-        # covered cell makes its region's sum non-finite, and only then is the step masked
-        o[:, 1] = w @ x
-        valid = None
-        if np.isfinite(o[:, 1]).all():
-            xz = x
-            o[:, 0] = den_full
-        else:
-            valid = np.isfinite(x)
-            xz = np.where(valid, x, 0.0)
-            o[:, 0] = w @ valid.astype(np.float64)
-            o[:, 1] = w @ xz
-        k = 2
-        if "std" in stats:
-            x64 = xz.astype(np.float64)  # squares in float32 lose the variance to cancellation
-            o[:, k] = w @ (x64 * x64)
-            k += 1
-        if "sum" in stats:
-            o[:, k] = frac @ xz
-            k += 1
-        if "count" in stats:
-            o[:, k] = count_full if valid is None else frac @ valid.astype(np.float64)
+    run_fields(
+        x_all, *runs, w.data, frac.data, "std" in stats, "sum" in stats, "count" in stats, out
+    )
     return out.reshape(lead + (1, 1) + out.shape[-2:])
 
 
 def _extreme(block, bw, which: str, block_info=None):
     """Per-region min or max over covered valid cells of one block: ``(t, 1, 1, n_regions)``."""
     loc = block_info[0]["chunk-location"]
-    x_all, frac, _ = _rows(block, bw[(loc[-2], loc[-1])])
+    x_all, frac, _, _ = _rows(block, bw, loc[-2], loc[-1])
     lead = block.shape[:-2]
     fill = np.inf if which == "min" else -np.inf
     out = np.full((x_all.shape[0], frac.shape[0]), fill)
@@ -623,7 +641,7 @@ def _quantile_block(block, bw, q: np.ndarray, block_info=None):
     values are sorted within each region's segment of the sparse pattern by two stable
     sorts along the segment axis, and the rank reaching ``q`` is counted per segment.
     """
-    x_all, frac, w = _rows(block, bw[(0, 0)])
+    x_all, frac, w, _ = _rows(block, bw, 0, 0)
     nreg = frac.shape[0]
     out = np.full((x_all.shape[0], nreg, len(q)), np.nan)
     counts = np.diff(w.indptr)
@@ -741,7 +759,7 @@ def active_client():
         return None
 
 
-def _shared(block_weights: dict):
+def _shared(block_weights: _BlockWeights):
     """The block weights as one graph input: on a distributed cluster sent to every worker
     once (scattered) instead of embedded in the graph, which is tens of MB for large grids."""
     client = active_client()
@@ -761,7 +779,7 @@ def _stats_of(da, weights, stats, min_coverage, region_dim, q=None) -> dict:
         data = data.reshape((-1,) + data.shape[-2:]) if data.ndim > 3 else data
         squeeze = False
     ychunks, xchunks = data.chunks[-2], data.chunks[-1]
-    bw = _shared(_block_weights(weights, ychunks, xchunks))
+    bw = _shared(_BlockWeights(weights, ychunks, xchunks))
     nreg = weights.fraction.shape[0]
     nfield = 2 + ("std" in stats) + ("sum" in stats) + ("count" in stats)
     partial = dsa.map_blocks(
@@ -799,7 +817,7 @@ def _stats_of(da, weights, stats, min_coverage, region_dim, q=None) -> dict:
             fields[which] = dsa.where(dsa.isfinite(red), red, np.nan)
     if "quantile" in stats:
         whole = data.rechunk({1: -1, 2: -1})
-        bw1 = _shared(_block_weights(weights, whole.chunks[1], whole.chunks[2]))
+        bw1 = _shared(_BlockWeights(weights, whole.chunks[1], whole.chunks[2]))
         fields["quantile"] = dsa.map_blocks(
             _quantile_block, whole, bw1, q, chunks=(whole.chunks[0], (nreg,), (len(q),)),
             drop_axis=[1, 2], new_axis=[1, 2], dtype=np.float64, meta=np.empty((0, 0, 0)),

@@ -205,17 +205,39 @@ def test_row_reversed_blocks_give_the_same_numbers(small, stats):
 
 
 def test_rows_reads_a_reversed_whole_grid_block_in_place(small):
-    from spatialmeta.raster.zonal import _block_weights, _rows
+    from spatialmeta.raster.zonal import _BlockWeights, _rows
 
     ds, regions = small
     w = zonal_weights(ds, regions)
-    entry = _block_weights(w, (ds.sizes["lat"],), (ds.sizes["lon"],))[(0, 0)]
+    bw = _BlockWeights(w, (ds.sizes["lat"],), (ds.sizes["lon"],))
     base = ds.tas.values[:4].copy()
     view = base[:, ::-1, :]
-    x, _, wr = _rows(view, entry)
-    assert np.shares_memory(x, base) and wr is entry[3]
+    x, fr, wr, _ = _rows(view, bw, 0, 0)
+    assert np.shares_memory(x, base) and wr is bw.get(0, 0, flipped=True)[1]
     flat = np.ascontiguousarray(view).reshape(4, -1)
-    np.testing.assert_allclose(wr @ x[0], entry[1] @ flat[0], rtol=1e-13)
+    frac, wn, _ = bw.get(0, 0)
+    np.testing.assert_allclose(wr @ x[0], wn @ flat[0], rtol=1e-13)
+    np.testing.assert_allclose(fr @ x[0], frac @ flat[0], rtol=1e-13)
+    # the natural order is the weights' own columns for the block's cells, times cell area
+    np.testing.assert_allclose(frac.toarray(), w.fraction.toarray(), rtol=0, atol=0)
+    np.testing.assert_allclose(wn.toarray(), w.matrix.toarray(), rtol=1e-15)
+
+
+def test_block_weights_survive_pickling_and_split_blocks(small):
+    """Sent to cluster workers by pickling: the memo is dropped and rebuilt there; blocks
+    of a split grid together hold every weight exactly once."""
+    import pickle
+
+    from spatialmeta.raster.zonal import _BlockWeights
+
+    ds, regions = small
+    w = zonal_weights(ds, regions)
+    ny, nx = w.shape
+    ych, xch = (ny // 2, ny - ny // 2), (3, nx - 3)
+    bw = pickle.loads(pickle.dumps(_BlockWeights(w, ych, xch)))
+    total = sum(bw.get(iy, ix)[1].sum() for iy in range(2) for ix in range(2))
+    np.testing.assert_allclose(total, w.matrix.sum(), rtol=1e-13)
+    assert bw.get(1, 1) is bw.get(1, 1)
 
 
 def test_multilevel_descent_matches_per_cell_shapely():

@@ -1,0 +1,202 @@
+"""Compiled kernels for zonal statistics: polygon clipping for the weights, and the sparse
+weights times every time step of a block.
+
+The products are written with numba rather than scipy.sparse because scipy's sparse matrix-vector product
+(a) holds the GIL, so the products of two dask chunks never overlap, only their reads,
+(b) first copies each float32 grid to float64, and (c) walks the cells region by region,
+jumping between grid rows, so each run of a region's cells in a row starts with a cache
+miss. Here the weights are runs of consecutive cells (one region, one grid row), visited in
+memory order: each step's grid is streamed once, in its own dtype, without index arrays,
+and the products of two chunks run in parallel. Sums are float64.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+def runs_of(indptr: np.ndarray, indices: np.ndarray, row_length: int):
+    """Runs of consecutive cells of a CSR pattern, in memory order.
+
+    Returns ``(start, length, region, offset)``: run ``i`` covers flat cells
+    ``start[i] : start[i] + length[i]`` of region ``region[i]``, whose weights are
+    ``data[offset[i] : offset[i] + length[i]]``. Runs end at grid-row ends, so mirroring the
+    rows of a block keeps them runs. Needs the indices sorted within each region.
+    """
+    nnz = indices.size
+    region_of = np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
+    brk = np.ones(nnz, dtype=bool)
+    if nnz:
+        brk[1:] = (
+            (np.diff(indices) != 1) | (np.diff(region_of) != 0) | (indices[1:] % row_length == 0)
+        )
+    offset = np.flatnonzero(brk)
+    length = np.diff(np.append(offset, nnz))
+    start = indices[offset].astype(np.int64)
+    order = np.argsort(start, kind="stable")
+    return start[order], length[order], region_of[offset][order], offset[order]
+
+
+# time steps per pass over the weights: the weights (float64) would otherwise be streamed
+# from memory once per step, more bytes than the float32 grid itself
+_T_TILE = 8
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _dot(xt, s0, w, off, n):
+    """``sum(w[off:off+n] * xt[s0:s0+n])`` in float64, four interleaved partial sums (the
+    loop is bound by the latency of the additions otherwise)."""
+    a0 = 0.0
+    a1 = 0.0
+    a2 = 0.0
+    a3 = 0.0
+    j = 0
+    while j + 4 <= n:
+        a0 += w[off + j] * xt[s0 + j]
+        a1 += w[off + j + 1] * xt[s0 + j + 1]
+        a2 += w[off + j + 2] * xt[s0 + j + 2]
+        a3 += w[off + j + 3] * xt[s0 + j + 3]
+        j += 4
+    while j < n:
+        a0 += w[off + j] * xt[s0 + j]
+        j += 1
+    return (a0 + a1) + (a2 + a3)
+
+
+@numba.njit(nogil=True, cache=True)
+def _extra(xt, s0, w, frac, off, n, clean, out, t, r, sq, add_sum, count, run_f):
+    """Optional fields of one run: area-weighted squares, coverage sum and count."""
+    k = 2
+    if sq:
+        acc = 0.0
+        for j in range(n):
+            v = np.float64(xt[s0 + j])
+            if clean or np.isfinite(v):
+                acc += w[off + j] * (v * v)
+        out[t, r, k] += acc
+        k += 1
+    if add_sum:
+        acc = 0.0
+        for j in range(n):
+            v = xt[s0 + j]
+            if clean or np.isfinite(v):
+                acc += frac[off + j] * v
+        out[t, r, k] += acc
+        k += 1
+    if count:
+        if clean:
+            out[t, r, k] += run_f
+        else:
+            acc = 0.0
+            for j in range(n):
+                if np.isfinite(xt[s0 + j]):
+                    acc += frac[off + j]
+            out[t, r, k] += acc
+
+
+@numba.njit(nogil=True, cache=True)
+def run_fields(x, start, length, region, offset, w, frac, sq, add_sum, count, out):
+    """``out[t, r, :]`` = (valid weight, weighted sum, [squares], [sum], [count]) of region r.
+
+    ``x`` is ``(t, cells)`` in any real dtype; the runs come from :func:`runs_of`; ``w``
+    (coverage x area) and ``frac`` (coverage) are the CSR data the offsets point into.
+    A run whose sum is not finite holds a NaN (or inf) cell and is summed again over its
+    finite cells only; NaN cells thus cost nothing where there are none.
+    """
+    n_run = start.size
+    extra = sq or add_sum or count
+    run_w = np.empty(n_run)
+    run_f = np.empty(n_run)
+    for i in range(n_run):
+        a = 0.0
+        b = 0.0
+        for j in range(offset[i], offset[i] + length[i]):
+            a += w[j]
+            b += frac[j]
+        run_w[i] = a
+        run_f[i] = b
+    out[:] = 0.0
+    n_t = x.shape[0]
+    for t0 in range(0, n_t, _T_TILE):  # a run's weights stay in L1 across the tile's steps
+        t1 = min(t0 + _T_TILE, n_t)
+        for i in range(n_run):
+            s0, n, off, r = start[i], length[i], offset[i], region[i]
+            for t in range(t0, t1):
+                xt = x[t]
+                num = _dot(xt, s0, w, off, n)
+                clean = np.isfinite(num)
+                if clean:
+                    out[t, r, 0] += run_w[i]
+                    out[t, r, 1] += num
+                else:
+                    den = 0.0
+                    num = 0.0
+                    for j in range(n):
+                        v = xt[s0 + j]
+                        if np.isfinite(v):
+                            den += w[off + j]
+                            num += w[off + j] * v
+                    out[t, r, 0] += den
+                    out[t, r, 1] += num
+                if extra:
+                    _extra(xt, s0, w, frac, off, n, clean, out, t, r, sq, add_sum, count, run_f[i])
+
+
+@numba.njit(nogil=True, cache=True)
+def clip_half(a, b, rid, bound, keep_above, out, on, ax, axis):
+    """Sutherland-Hodgman against ``a >= bound[rid]`` (or ``<=``) for all rings at once.
+
+    Compiled because the array-at-a-time numpy form needed some twenty full-length
+    temporaries per clip (it was half the time of the weights). Rings are contiguous runs of
+    ``rid``; each edge ``p -> q`` emits its crossing point (exactly on the line) and then
+    ``q`` if kept, so output rings stay contiguous and rings wholly outside vanish.
+    ``out``/``on``/``ax`` track per vertex the original edge of its outgoing edge (-1 along
+    the clip line), the original edge a crossing point lies on, and the axis of its line.
+    """
+    n = rid.size
+    nxt = np.empty(n, np.int64)
+    inside = np.empty(n, np.bool_)
+    start = 0
+    for i in range(n):
+        if i + 1 == n or rid[i + 1] != rid[i]:
+            nxt[i] = start
+            start = i + 1
+        else:
+            nxt[i] = i + 1
+        bd = bound[rid[i]]
+        inside[i] = a[i] >= bd if keep_above else a[i] <= bd
+    m = 0
+    for p in range(n):
+        q = nxt[p]
+        m += (inside[p] != inside[q]) + inside[q]
+    oa = np.empty(m)
+    ob = np.empty(m)
+    orid = np.empty(m, rid.dtype)
+    tout = np.empty(m, out.dtype)
+    ton = np.empty(m, on.dtype)
+    tax = np.empty(m, ax.dtype)
+    k = 0
+    for p in range(n):
+        q = nxt[p]
+        if inside[p] != inside[q]:
+            line = bound[rid[p]]
+            t = (line - a[p]) / (a[q] - a[p])  # a crossing edge is never parallel to the line
+            oa[k] = line
+            ob[k] = b[p] + t * (b[q] - b[p])
+            orid[k] = rid[p]
+            # entering: the point's outgoing edge continues the crossing edge; leaving: it
+            # runs along the clip line
+            tout[k] = out[p] if inside[q] else -1
+            ton[k] = out[p]
+            tax[k] = axis
+            k += 1
+        if inside[q]:
+            oa[k] = a[q]
+            ob[k] = b[q]
+            orid[k] = rid[p]
+            tout[k] = out[q]
+            ton[k] = on[q]
+            tax[k] = ax[q]
+            k += 1
+    return oa, ob, orid, tout, ton, tax
