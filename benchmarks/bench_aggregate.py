@@ -204,10 +204,15 @@ def main(argv=None) -> None:
 
     import geopandas as gpd
 
+    states = gpd.read_file(SHARED / "us_states" / "states.shp")
+    # the rasters are several GB: removed at the end, also on failure or Ctrl-C
+    with tempfile.TemporaryDirectory(prefix="bench_aggregate_") as tmp:
+        run(Path(tmp), args, states)
+
+
+def run(work: Path, args, states) -> None:
     import spatialmeta as sm
 
-    states = gpd.read_file(SHARED / "us_states" / "states.shp")
-    work = Path(tempfile.mkdtemp(prefix="bench_aggregate_"))
     if args.big_only:
         bench_big(work, states)
         return

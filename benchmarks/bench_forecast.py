@@ -79,8 +79,8 @@ def main(argv=None) -> None:
     print(f"forecast_heldout: {len(fc.regions)} regions x {len(fc.origins)} origins x {cfg.horizon} horizons "
           f"in {dt:.1f} s ({len(fc.regions) / dt:.0f} regions/s)")  # fmt: skip
     t = time.perf_counter()
-    out = Path(tempfile.mkdtemp()) / "forecasts.zarr"
-    sm.raster.write_zarr(sm.learn.forecast_dataset(tasks, fc), out)
+    with tempfile.TemporaryDirectory() as tmp:
+        sm.raster.write_zarr(sm.learn.forecast_dataset(tasks, fc), Path(tmp) / "forecasts.zarr")
     print(f"writing forecasts.zarr: {time.perf_counter() - t:.1f} s")
     t = time.perf_counter()
     tuned = sm.learn.forecast_heldout(glob.learner, tasks, split, cfg)
