@@ -44,6 +44,9 @@ TAU2_MAX = 100.0
 UNIROOT_TOL = float(np.finfo(float).eps) ** 0.25
 LL_TOL = UNIROOT_TOL
 _EPS = float(np.finfo(float).eps)
+# Batches fitted by ML, REML or EB (and pool's per-row sums) run the compiled per-row
+# kernels of ``_kernels``; False selects the array-at-a-time numpy code, their reference.
+_COMPILED = True
 
 
 @dataclass(frozen=True)
@@ -492,6 +495,10 @@ def estimate_tau2(
         return Tau2Fit(zeros, np.full(n, np.nan), np.ones(n, bool), np.zeros(n, int))
     if n == 1 and method in ("ML", "REML", "EB"):
         return _tau2_one(y[0][m[0]], v[0][m[0]], method)
+    if _COMPILED and method in ("ML", "REML", "EB"):
+        from spatialmeta.meta_analysis import _kernels  # imports numba: batches only
+
+        return Tau2Fit(*_kernels.tau2_iterative(y, v, m, method))
     # metafor estimates tau2 from the mean-centred effects (Ymc).
     yc = np.where(m, y, 0.0)
     yc = np.where(m, y - (_rowsum(yc) / kf)[:, None], 0.0)

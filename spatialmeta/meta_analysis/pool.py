@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
+from spatialmeta.meta_analysis import estimators as _estimators
 from spatialmeta.meta_analysis import regression
 from spatialmeta.meta_analysis._common import (
     check_labels,
@@ -635,9 +636,10 @@ def _blas_controller():
     return ThreadpoolController()
 
 
-def _fit_block(y, v, m, k, method, test, level, a) -> dict[str, np.ndarray]:
+def _fit_block(y, v, m, k, method, test, level, a, pct=None) -> dict[str, np.ndarray]:
+    """tau^2 and the model fit of a block of rows (percent weights into ``pct`` if given)."""
     fit = estimate_tau2(y, v, m, k, method)
-    out = _compute(y, v, m, k, fit.tau2, method, test, level, a)
+    out = _compute(y, v, m, k, fit.tau2, method, test, level, a, pct)
     out.update(se_tau2=fit.se_tau2, converged=fit.converged, iterations=fit.iterations, k=k)
     return out
 
@@ -647,35 +649,55 @@ def _fit_rows(y, v, m, k, method, test, level, a, workers: int | None = None):
 
     Blocks keep each temporary at 4 MB or less: larger arrays are fresh ``mmap``s that
     the kernel zero-fills on every use (the time went to page faults, not arithmetic),
-    while smaller ones are reused by the allocator. Blocks are not smaller than that,
-    because each iterates until its slowest row converges, paying numpy's per-call
-    overhead again. numpy releases the GIL in its array loops, so blocks run in parallel.
+    while smaller ones are reused by the allocator. The sums over studies are compiled
+    per-row kernels and numpy's elementwise loops release the GIL, so blocks run in
+    parallel. With the kernels (ML, REML, EB) each row's result depends only on that row,
+    bit for bit, not on the blocking. Each block writes its rows into the outputs (no
+    serial join of the parts at the end).
     """
     import os
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     n, kmax = y.shape
     if n * kmax < 8192:  # OpenBLAS runs products this small on one thread anyway
         return _fit_block(y, v, m, k, method, test, level, a)
-    rows = max(1, _BLOCK_VALUES // max(kmax, 1))
-    starts = range(0, n, rows)
+    workers = workers or os.cpu_count() or 1
+    # blocks of at most _BLOCK_VALUES values, one per worker at least, of even sizes and
+    # never of one row (that would take the single-analysis path, with other rounding)
+    nblocks = max(1, min(max(-(-n * kmax // _BLOCK_VALUES), workers), n // 2))
+    bounds = [i * n // nblocks for i in range(nblocks + 1)]
+    out = {"weights_pct": np.empty((n, kmax))}
+    made = threading.Lock()
 
-    def one(s0):
-        sl = slice(s0, s0 + rows)
-        return _fit_block(
-            y[sl], v[sl], m[sl], k[sl], method, test, level, None if a is None else a[sl]
-        )
+    def one(b):
+        sl = slice(bounds[b], bounds[b + 1])
+        part = _fit_block(
+            y[sl], v[sl], m[sl], k[sl], method, test, level, None if a is None else a[sl],
+            out["weights_pct"][sl],
+        )  # fmt: skip
+        with made:  # the first block to finish allocates the per-row outputs
+            for key, val in part.items():
+                if key not in out:
+                    out[key] = np.empty((n,) + val.shape[1:], val.dtype)
+        for key, val in part.items():
+            if key != "weights_pct":
+                out[key][sl] = val
 
-    # the row sums are BLAS products with ones: threaded BLAS inside threaded blocks
-    # only spins (it doubled the CPU time), and how OpenBLAS splits a product over threads
-    # changes its rounding, so BLAS runs one thread: results do not depend on the batch
+    # the row sums of the numpy path (user weights; estimators other than ML/REML/EB) are
+    # BLAS products with ones: threaded BLAS inside threaded blocks only spins (it doubled
+    # the CPU time), and how OpenBLAS splits a product over threads changes its rounding,
+    # so BLAS runs one thread (its kernels still sum the last rows of a block in another
+    # order: there the blocking moves the last bit)
     with _blas_controller().limit(limits=1, user_api="blas"):
-        if len(starts) == 1:
-            return one(0)
-        workers = min(len(starts), workers or os.cpu_count() or 1)
-        with ThreadPoolExecutor(max_workers=workers) as ex:
-            parts = list(ex.map(one, starts))
-    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+        workers = min(nblocks, workers)
+        if workers == 1:
+            for b in range(nblocks):
+                one(b)
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as ex:
+                list(ex.map(one, range(nblocks)))
+    return out
 
 
 def _shaped(out: dict[str, np.ndarray], shape: tuple[int, ...]) -> dict[str, Any]:
@@ -779,58 +801,87 @@ def _pool_mods(y, v, obs, a, labels, measure, mods, intercept, method, test, lev
     )
 
 
-def _compute(y, v, m, k, tau2, method, test, level, a) -> dict[str, np.ndarray]:
+def _row_sums(y, v, m, kf, tau2, knha: bool, weights_pct: bool):
+    """numpy reference of ``_kernels.row_sums`` (used for a single meta-analysis, where
+    it spares importing numba): ``sw, mu, rss, qe, vt, pct`` at the given tau^2.
+
+    Row sums are einsum products over weights that are exactly 0 for missing studies.
+    """
+    v1 = np.where(m, v, 1.0)
+    yz = np.where(m, y, 0.0)
+    w = m / (v1 + tau2[:, None])
+    sw = _rowsum(w)
+    mu = _wdot(w, yz) / sw
+    rss = np.full(kf.shape, np.nan)
+    if knha:
+        e = yz - mu[:, None]
+        rss = _wdot(w * e, e)
+    pct = None
+    if weights_pct:
+        pct = 100.0 * w / sw[:, None]
+        pct[~m] = np.nan
+    # Heterogeneity: Q from inverse sampling variances, on mean-centred effects.
+    yc = np.where(m, yz - (_rowsum(yz) / kf)[:, None], 0.0)
+    w0 = m / v1
+    s0 = _rowsum(w0)
+    e0 = yc - (_wdot(w0, yc) / s0)[:, None]
+    qe = _wdot(w0 * e0, e0)
+    vt = (kf - 1.0) / (s0 - _wdot(w0, w0) / s0)  # typical within-study variance
+    return sw, mu, rss, qe, vt, pct
+
+
+def _compute(y, v, m, k, tau2, method, test, level, a, pct=None) -> dict[str, np.ndarray]:
     """Model fit given tau^2: estimate, tests, intervals, heterogeneity, weights.
 
-    Row sums are einsum products over weights that are exactly 0 for missing studies, and
-    the distribution functions are scipy.special's ufuncs (scipy.stats' wrappers cost
-    ~50 µs a call, which dominated single meta-analyses).
+    The sums over studies come from a compiled per-row kernel for a batch (numpy for one
+    meta-analysis); what is left is elementwise on per-row values. The distribution
+    functions are scipy.special's ufuncs (scipy.stats' wrappers cost ~50 µs a call, which
+    dominated single meta-analyses). Percent weights go into ``pct`` when it is given.
     """
     kf = k.astype(float)
     alpha = 1.0 - level / 100.0
-    v1 = np.where(m, v, 1.0)
-    yz = np.where(m, y, 0.0)
+    knha = test == "knha"
     with np.errstate(divide="ignore", invalid="ignore"):
-        w = m / (v1 + tau2[:, None])
-        sw = _rowsum(w)
-        mu = _wdot(w, yz) / sw
+        if y.shape[0] > 1 and _estimators._COMPILED:
+            from spatialmeta.meta_analysis import _kernels  # imports numba: batches only
+
+            sw, mu, rss, qe, vt, w_pct = _kernels.row_sums(y, v, m, tau2, knha, a is None, pct)
+        else:
+            sw, mu, rss, qe, vt, w_pct = _row_sums(y, v, m, kf, tau2, knha, a is None)
         if a is None:
             beta, vb = mu, 1.0 / sw
-            pct = 100.0 * w / sw[:, None]
         else:
             a = np.where(m, a, 0.0)
             sa = _rowsum(a)
-            beta = _wdot(a, yz) / sa
-            vb = _wdot(a * a, v1 + tau2[:, None]) / sa**2
-            pct = 100.0 * a / sa[:, None]
+            beta = _wdot(a, np.where(m, y, 0.0)) / sa
+            vb = _wdot(a * a, np.where(m, v, 1.0) + tau2[:, None]) / sa**2
+            w_pct = 100.0 * a / sa[:, None]
+            w_pct[~m] = np.nan
+        if pct is not None and w_pct is not pct:
+            pct[...] = w_pct
+            w_pct = pct
         df = np.full(k.shape, np.nan)
-        if test == "knha":
-            e = yz - mu[:, None]
-            rss = _wdot(w * e, e)
+        if knha:
             s2w = np.where(rss <= np.finfo(float).eps, 0.0, rss / (kf - 1.0))
             vb = s2w * vb
             df = kf - 1.0
             ok = df > 0
             dfs = np.where(ok, df, 1.0)
-            crit = np.where(ok, special.stdtrit(dfs, 1.0 - alpha / 2.0), np.nan)
+            # df = k - 1 takes at most kmax values: the t quantile of each, looked up
+            table = special.stdtrit(np.arange(1.0, max(int(k.max()), 2)), 1.0 - alpha / 2.0)
+            crit = np.where(ok, table[dfs.astype(np.intp) - 1], np.nan)
         else:
             crit = np.full(k.shape, -special.ndtri(alpha / 2.0))
         se = np.sqrt(vb)
         zval = beta / se
-        if test == "knha":
+        if knha:
             pval = np.where(ok, 2.0 * special.stdtr(dfs, -np.abs(zval)), np.nan)
         else:
             pval = 2.0 * special.ndtr(-np.abs(zval))
 
-        # Heterogeneity: Q from inverse sampling variances, on mean-centred effects.
-        yc = np.where(m, yz - (_rowsum(yz) / kf)[:, None], 0.0)
-        w0 = m / v1
-        s0 = _rowsum(w0)
-        e0 = yc - (_wdot(w0, yc) / s0)[:, None]
         multi = k > 1
-        qe = np.where(multi, np.maximum(0.0, _wdot(w0 * e0, e0)), 0.0)
+        qe = np.where(multi, np.maximum(0.0, qe), 0.0)
         qep = np.where(multi, special.chdtrc(np.maximum(kf - 1.0, 1.0), qe), 1.0)
-        vt = (kf - 1.0) / (s0 - _wdot(w0, w0) / s0)  # typical within-study variance
         if method in RANDOM_METHODS:
             i2 = 100.0 * tau2 / (vt + tau2)
             h2 = tau2 / vt + 1.0
@@ -843,7 +894,6 @@ def _compute(y, v, m, k, tau2, method, test, level, a) -> dict[str, np.ndarray]:
         i2 = np.where(multi, i2, 0.0)
         h2 = np.where(multi, h2, 1.0)
         vt = np.where(multi, vt, 0.0)
-    pct[~m] = np.nan
     return {
         "estimate": beta,
         "se": se,
@@ -860,7 +910,7 @@ def _compute(y, v, m, k, tau2, method, test, level, a) -> dict[str, np.ndarray]:
         "pi_lb": pi_lb,
         "pi_ub": pi_ub,
         "vt": vt,
-        "weights_pct": pct,
+        "weights_pct": w_pct,
     }
 
 
