@@ -233,6 +233,19 @@ def _open_one(p: Path, *, format, chunks, assume_crs, times, calendar, time_unit
     return normalize(ds, source=str(p), assume_crs=assume_crs)
 
 
+_CHUNK_BYTES = 96 * 2**20
+
+
+def _balanced(n: int, item_bytes: int) -> int:
+    """Items per chunk: chunks of about ``_CHUNK_BYTES``, their number a multiple of the
+    cores, so that the threads finish together instead of one reading the last chunk alone
+    (on 2 cores, 365 bands of 2.4 MB: 10 chunks of 37 took 7 % less than dask's 7 of 55)."""
+    cores = os.cpu_count() or 1
+    n_chunks = max(1, -(-n * item_bytes // _CHUNK_BYTES))
+    n_chunks = min(n, -(-n_chunks // cores) * cores)
+    return max(1, -(-n // n_chunks))
+
+
 def _open_geotiff(path: Path, chunks, times=None) -> xr.Dataset:
     import rasterio
     import rioxarray
@@ -244,12 +257,17 @@ def _open_geotiff(path: Path, chunks, times=None) -> xr.Dataset:
         pixel = src.interleaving is not None and src.interleaving.name == "pixel"
         block_rows = src.block_shapes[0][0] if src.block_shapes else 256
         row_bytes = src.width * src.count * np.dtype(src.dtypes[0]).itemsize
+        count, height = src.count, src.height
     if chunks == "auto":
         if pixel:  # every band is stored at each pixel: read strips of rows with all bands
             rows = max(block_rows, (128 * 2**20 // max(row_bytes, 1)) // block_rows * block_rows)
             chunks = {"band": -1, "y": rows, "x": -1}
-        else:  # each band is stored apart: read whole bands, dask picks how many
-            chunks = {"band": "auto", "y": -1, "x": -1}
+        else:  # each band is stored apart: read whole bands, in balanced chunks
+            chunks = {
+                "band": _balanced(count, row_bytes // max(count, 1) * height),
+                "y": -1,
+                "x": -1,
+            }
     # lock=False: each chunk opens its own handle, so reads run in parallel threads
     da = rioxarray.open_rasterio(path, chunks=chunks, lock=False)
     if times is not None:

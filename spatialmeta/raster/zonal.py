@@ -186,40 +186,17 @@ def _piece_stats(x, y, rid, ring_pair, exterior, n_pairs, x0, y0, x1, y1, local=
     relative to each block's corner, so they stay at the scale of the block. With
     ``local = (on, ax, X, Y, enext)`` (the clip's tracking and the original vertices),
     crossing points are recomputed from their original edge relative to the corner, as
-    precise as clipping the whole polygon in the block's own coordinates.
+    precise as clipping the whole polygon in the block's own coordinates. Computed by
+    :func:`spatialmeta.raster._kernels.piece_stats`.
     """
-    nxt = _next_vertex(rid)
-    p = ring_pair[rid]
-    bx0, by0, bx1, by1 = x0[p], y0[p], x1[p], y1[p]
-    xn, yn = x[nxt], y[nxt]
-    on = (
-        ((x == bx0) & (xn == bx0))
-        | ((x == bx1) & (xn == bx1))
-        | ((y == by0) & (yn == by0))
-        | ((y == by1) & (yn == by1))
-    )
-    crossed = np.bincount(p[~on], minlength=n_pairs) > 0
-    u, v = x - bx0, y - by0
-    if local is not None:
-        edge, ax, X, Y = local[0], local[1], local[2], local[3]
-        i = np.flatnonzero(edge >= 0)
-        e, f = edge[i], local[4][edge[i]]
-        px, py = X[e] - bx0[i], Y[e] - by0[i]
-        qx, qy = X[f] - bx0[i], Y[f] - by0[i]
-        on_x = ax[i] == 0  # placed on a vertical line: x exact, y from the edge
-        pa, qa, pb, qb = (
-            np.where(on_x, px, py),
-            np.where(on_x, qx, qy),
-            np.where(on_x, py, px),
-            np.where(on_x, qy, qx),
-        )
-        line = np.where(on_x, u[i], v[i])
-        along = pb + (line - pa) / (qa - pa) * (qb - pb)
-        u[i], v[i] = np.where(on_x, line, along), np.where(on_x, along, line)
-    un, vn = u[nxt], v[nxt]
-    ring_area = np.abs(np.bincount(rid, weights=u * vn - un * v, minlength=len(ring_pair))) / 2
-    signed = np.where(exterior, ring_area, -ring_area)
-    return np.bincount(ring_pair, weights=signed, minlength=n_pairs), crossed
+    from spatialmeta.raster._kernels import piece_stats
+
+    if local is None:
+        none = np.zeros(0, dtype=np.int64)
+        local = (none, none.astype(np.int8), np.zeros(0), np.zeros(0), none)
+    return piece_stats(
+        x, y, rid, ring_pair, exterior, n_pairs, x0, y0, x1, y1, *local
+    )  # compiled: the numpy form made ~40 full-length temporaries per level
 
 
 def _split_pieces(x, y, rid, ring_pair, exterior, track, lo, hi, step, cell_lo, cell_hi, axis):
