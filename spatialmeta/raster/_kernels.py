@@ -1,13 +1,15 @@
 """Compiled kernels for zonal statistics: polygon clipping for the weights, and the sparse
 weights times every time step of a block.
 
-The products are written with numba rather than scipy.sparse because scipy's sparse matrix-vector product
-(a) holds the GIL, so the products of two dask chunks never overlap, only their reads,
-(b) first copies each float32 grid to float64, and (c) walks the cells region by region,
-jumping between grid rows, so each run of a region's cells in a row starts with a cache
-miss. Here the weights are runs of consecutive cells (one region, one grid row), visited in
-memory order: each step's grid is streamed once, in its own dtype, without index arrays,
-and the products of two chunks run in parallel. Sums are float64.
+The products are written with numba rather than taken from scipy.sparse because scipy's
+sparse matrix-vector product (a) holds the GIL, so the products of two dask chunks never
+overlap, only their reads, (b) first copies each float32 grid to float64, and (c) walks the
+cells region by region, jumping between grid rows, so each run of a region's cells in a row
+starts with a cache miss. Here the weights are runs of consecutive cells (one region, one
+grid row), visited in memory order: each step's grid is streamed once, in its own dtype,
+without index arrays, and the products of two chunks run in parallel. Sums are float64.
+On 500 x 1200 cells x 55 steps over the US states: 21-24 ms against scipy's 29 ms, and
+then about as long as streaming the block from memory.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ def runs_of(indptr: np.ndarray, indices: np.ndarray, row_length: int):
 
     Returns ``(start, length, region, offset)``: run ``i`` covers flat cells
     ``start[i] : start[i] + length[i]`` of region ``region[i]``, whose weights are
-    ``data[offset[i] : offset[i] + length[i]]``. Runs end at grid-row ends, so mirroring the
-    rows of a block keeps them runs. Needs the indices sorted within each region.
+    ``data[offset[i] : offset[i] + length[i]]``. A run is a stretch of consecutive cell
+    indices in the data order of one region, ended at grid-row ends, so that mirroring the
+    rows of a block keeps runs runs.
     """
     nnz = indices.size
     region_of = np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
@@ -38,40 +41,30 @@ def runs_of(indptr: np.ndarray, indices: np.ndarray, row_length: int):
     return start[order], length[order], region_of[offset][order], offset[order]
 
 
-# time steps per pass over the weights: the weights (float64) would otherwise be streamed
-# from memory once per step, more bytes than the float32 grid itself
+# time steps per pass over the weights, which then stay in cache across the tile's steps
+# (1, 4, 8 and 16 measured within 10 % of each other here; 4-8 were best)
 _T_TILE = 8
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
-def _dot(xt, s0, w, off, n):
-    """``sum(w[off:off+n] * xt[s0:s0+n])`` in float64, four interleaved partial sums (the
-    loop is bound by the latency of the additions otherwise)."""
-    a0 = 0.0
-    a1 = 0.0
-    a2 = 0.0
-    a3 = 0.0
-    j = 0
-    while j + 4 <= n:
-        a0 += w[off + j] * xt[s0 + j]
-        a1 += w[off + j + 1] * xt[s0 + j + 1]
-        a2 += w[off + j + 2] * xt[s0 + j + 2]
-        a3 += w[off + j + 3] * xt[s0 + j + 3]
-        j += 4
-    while j < n:
-        a0 += w[off + j] * xt[s0 + j]
-        j += 1
-    return (a0 + a1) + (a2 + a3)
+@numba.njit(nogil=True, cache=True, inline="always", fastmath={"reassoc"})
+def _dot(x, t, s0, w, off, n):
+    """``sum(w[off:off+n] * x[t, s0:s0+n])`` in float64. The order of the additions is left
+    to the compiler (``reassoc``), which vectorizes them: the sum then depends only on the
+    run itself, never on the chunking or the threads."""
+    acc = 0.0
+    for j in range(n):
+        acc += w[off + j] * x[t, s0 + j]
+    return acc
 
 
 @numba.njit(nogil=True, cache=True)
-def _extra(xt, s0, w, frac, off, n, clean, out, t, r, sq, add_sum, count, run_f):
+def _extra(x, s0, w, frac, off, n, clean, out, t, r, sq, add_sum, count, run_f):
     """Optional fields of one run: area-weighted squares, coverage sum and count."""
     k = 2
     if sq:
         acc = 0.0
         for j in range(n):
-            v = np.float64(xt[s0 + j])
+            v = np.float64(x[t, s0 + j])
             if clean or np.isfinite(v):
                 acc += w[off + j] * (v * v)
         out[t, r, k] += acc
@@ -79,7 +72,7 @@ def _extra(xt, s0, w, frac, off, n, clean, out, t, r, sq, add_sum, count, run_f)
     if add_sum:
         acc = 0.0
         for j in range(n):
-            v = xt[s0 + j]
+            v = x[t, s0 + j]
             if clean or np.isfinite(v):
                 acc += frac[off + j] * v
         out[t, r, k] += acc
@@ -90,7 +83,7 @@ def _extra(xt, s0, w, frac, off, n, clean, out, t, r, sq, add_sum, count, run_f)
         else:
             acc = 0.0
             for j in range(n):
-                if np.isfinite(xt[s0 + j]):
+                if np.isfinite(x[t, s0 + j]):
                     acc += frac[off + j]
             out[t, r, k] += acc
 
@@ -123,8 +116,7 @@ def run_fields(x, start, length, region, offset, w, frac, sq, add_sum, count, ou
         for i in range(n_run):
             s0, n, off, r = start[i], length[i], offset[i], region[i]
             for t in range(t0, t1):
-                xt = x[t]
-                num = _dot(xt, s0, w, off, n)
+                num = _dot(x, t, s0, w, off, n)
                 clean = np.isfinite(num)
                 if clean:
                     out[t, r, 0] += run_w[i]
@@ -133,14 +125,14 @@ def run_fields(x, start, length, region, offset, w, frac, sq, add_sum, count, ou
                     den = 0.0
                     num = 0.0
                     for j in range(n):
-                        v = xt[s0 + j]
+                        v = x[t, s0 + j]
                         if np.isfinite(v):
                             den += w[off + j]
                             num += w[off + j] * v
                     out[t, r, 0] += den
                     out[t, r, 1] += num
                 if extra:
-                    _extra(xt, s0, w, frac, off, n, clean, out, t, r, sq, add_sum, count, run_f[i])
+                    _extra(x, s0, w, frac, off, n, clean, out, t, r, sq, add_sum, count, run_f[i])
 
 
 @numba.njit(nogil=True, cache=True)
