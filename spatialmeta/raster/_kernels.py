@@ -136,6 +136,21 @@ def run_fields(x, start, length, region, offset, w, frac, sq, add_sum, count, ou
 
 
 @numba.njit(nogil=True, cache=True)
+def _successors(rid):
+    """Index of each vertex's successor in its ring (rings are contiguous runs of ``rid``)."""
+    n = rid.size
+    nxt = np.empty(n, np.int64)
+    start = 0
+    for i in range(n):
+        if i + 1 == n or rid[i + 1] != rid[i]:
+            nxt[i] = start
+            start = i + 1
+        else:
+            nxt[i] = i + 1
+    return nxt
+
+
+@numba.njit(nogil=True, cache=True)
 def clip_half(a, b, rid, bound, keep_above, out, on, ax, axis):
     """Sutherland-Hodgman against ``a >= bound[rid]`` (or ``<=``) for all rings at once.
 
@@ -147,15 +162,9 @@ def clip_half(a, b, rid, bound, keep_above, out, on, ax, axis):
     the clip line), the original edge a crossing point lies on, and the axis of its line.
     """
     n = rid.size
-    nxt = np.empty(n, np.int64)
+    nxt = _successors(rid)
     inside = np.empty(n, np.bool_)
-    start = 0
     for i in range(n):
-        if i + 1 == n or rid[i + 1] != rid[i]:
-            nxt[i] = start
-            start = i + 1
-        else:
-            nxt[i] = i + 1
         bd = bound[rid[i]]
         inside[i] = a[i] >= bd if keep_above else a[i] <= bd
     m = 0
@@ -209,14 +218,7 @@ def piece_stats(x, y, rid, ring_pair, exterior, n_pairs, x0, y0, x1, y1, edge, a
     u = np.empty(n)
     v = np.empty(n)
     crossed = np.zeros(n_pairs, np.bool_)
-    nxt = np.empty(n, np.int64)
-    start = 0
-    for i in range(n):
-        if i + 1 == n or rid[i + 1] != rid[i]:
-            nxt[i] = start
-            start = i + 1
-        else:
-            nxt[i] = i + 1
+    nxt = _successors(rid)
     recompute = edge.size > 0
     for i in range(n):
         p = ring_pair[rid[i]]

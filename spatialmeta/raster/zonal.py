@@ -142,15 +142,6 @@ def _rings(geoms):
     return coords[keep, 0], coords[keep, 1], vring[keep], part_of[ring_of], exterior
 
 
-def _next_vertex(rid):
-    """Index of each vertex's successor in its (unclosed, contiguous) ring."""
-    n = len(rid)
-    nxt = np.arange(1, n + 1)
-    start = np.flatnonzero(np.r_[True, rid[1:] != rid[:-1]])
-    nxt[np.r_[start[1:], n] - 1] = start
-    return nxt
-
-
 def _clip_half(a, b, rid, bound, keep_above, track=None, axis=0):
     """Sutherland–Hodgman against the half-plane ``a >= bound`` (or ``<=``), all rings at once.
 
@@ -299,7 +290,9 @@ def _coverage_pairs(geoms: np.ndarray, yb: np.ndarray, xb: np.ndarray, factor: i
     poly = np.flatnonzero(live)
     r0, r1, c0, c1 = r0[live], r1[live], c0[live], c1[live]
     x, y, rid, ring_pair, exterior = _rings(geoms[poly])
-    X, Y, enext = x, y, _next_vertex(rid)  # the original vertices and edges
+    from spatialmeta.raster._kernels import _successors
+
+    X, Y, enext = x, y, _successors(rid)  # the original vertices and edges
     # per vertex: original edge of its outgoing edge, original edge it lies on, line axis
     track = (np.arange(len(rid)), np.full(len(rid), -1), np.zeros(len(rid), np.int8))
     out_p, out_c, out_a = [], [], []
