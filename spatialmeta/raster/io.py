@@ -258,6 +258,11 @@ def _open_geotiff(path: Path, chunks, times=None) -> xr.Dataset:
         block_rows = src.block_shapes[0][0] if src.block_shapes else 256
         row_bytes = src.width * src.count * np.dtype(src.dtypes[0]).itemsize
         count, height = src.count, src.height
+        packed = (
+            src.nodata is not None
+            or any(sc != 1.0 for sc in src.scales)
+            or any(of != 0.0 for of in src.offsets)
+        )
     if chunks == "auto":
         if pixel:  # every band is stored at each pixel: read strips of rows with all bands
             rows = max(block_rows, (128 * 2**20 // max(row_bytes, 1)) // block_rows * block_rows)
@@ -269,7 +274,11 @@ def _open_geotiff(path: Path, chunks, times=None) -> xr.Dataset:
                 "x": -1,
             }
     # lock=False: each chunk opens its own handle, so reads run in parallel threads
-    da = rioxarray.open_rasterio(path, chunks=chunks, lock=False)
+    # mask_and_scale: the nodata value becomes NaN (integer rasters become float) and band
+    # scales/offsets are applied, so packed or gap-filled values never enter a mean as
+    # numbers (NetCDF and Zarr get the same from xarray's CF decoding). Only where the file
+    # has them: the decoding copies every chunk twice even for scale 1, offset 0.
+    da = rioxarray.open_rasterio(path, chunks=chunks, lock=False, mask_and_scale=packed)
     if times is not None:
         if len(times) != da.sizes["band"]:
             raise RasterError(

@@ -76,3 +76,36 @@ def test_grib_reads_and_exits_cleanly():
     assert "'time': 744, 'lat': 33, 'lon': 49" in proc.stdout
     mean_k = float(proc.stdout.split()[-1])
     assert 260 < mean_k < 290
+
+
+def test_geotiff_nodata_and_band_scales_are_decoded(tmp_path):
+    """A packed int16 GeoTIFF with a nodata value: the nodata cell is NaN (it must never
+    enter a regional mean as -1), and values are scale * stored + offset, as GDAL states."""
+    import geopandas as gpd
+    import rasterio
+    import shapely
+    from rasterio.transform import from_bounds
+
+    from spatialmeta.raster import zonal_mean, zonal_weights
+
+    stored = (np.arange(2 * 4 * 5).reshape(2, 4, 5) + 100).astype("int16")
+    stored[0, 1, 1] = -1
+    path = tmp_path / "packed.tif"
+    profile = dict(driver="GTiff", count=2, height=4, width=5, dtype="int16", crs="EPSG:4326",
+                   transform=from_bounds(0, 0, 5, 4, 5, 4), nodata=-1)  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(stored)
+        dst.scales, dst.offsets = (0.5, 0.5), (200.0, 200.0)
+    da = open_raster(path).band_data
+    expect = np.where(stored == -1, np.nan, 200.0 + 0.5 * stored)[:, ::-1, :]  # lat ascends
+    np.testing.assert_array_equal(da.values, expect)
+    # one region over the whole raster: the mean skips the nodata cell
+    region = gpd.GeoDataFrame({"region_id": ["all"]}, geometry=[shapely.box(0, 0, 5, 4)],
+                              crs="EPSG:4326")  # fmt: skip
+    w = zonal_weights(da.to_dataset(), region)
+    got = zonal_mean(da, w).values[:, 0]
+    area = w.cell_area.reshape(4, 5)
+    for t in range(2):
+        ok = np.isfinite(expect[t])
+        ref = (expect[t][ok] * area[ok]).sum() / area[ok].sum()
+        np.testing.assert_allclose(got[t], ref, rtol=1e-12)
