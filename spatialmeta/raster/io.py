@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -230,7 +231,8 @@ def _open_one(p: Path, *, format, chunks, assume_crs, times, calendar, time_unit
         raise
     except Exception as exc:  # any backend failure becomes one message naming the file
         raise RasterError(f"cannot read raster '{p}' as {fmt}: {exc}") from exc
-    return normalize(ds, source=str(p), assume_crs=assume_crs)
+    ds = normalize(ds, source=str(p), assume_crs=assume_crs)
+    return _register_geotiff(ds, p) if fmt == "geotiff" else ds
 
 
 _CHUNK_BYTES = 96 * 2**20
@@ -290,7 +292,59 @@ def _open_geotiff(path: Path, chunks, times=None) -> xr.Dataset:
     da.name = name
     if units:
         da.attrs["units"] = units
+    if not pixel and not packed:  # file positions, to tell after normalizing where cells are
+        da = da.assign_coords({_POS[0]: (da.dims[0], np.arange(1, count + 1)),
+                               _POS[1]: (da.dims[1], np.arange(height)),
+                               _POS[2]: (da.dims[2], np.arange(da.sizes[da.dims[2]]))})  # fmt: skip
     return da.to_dataset()
+
+
+_POS = ("_file_band", "_file_row", "_file_col")
+_SOURCES: dict = {}  # dask name of an unmodified GeoTIFF variable -> GeoTIFFBands
+_MAX_SOURCES = 256
+
+
+@dataclass(frozen=True)
+class GeoTIFFBands:
+    """Where the time steps of a lazily opened band-interleaved GeoTIFF variable are stored.
+
+    ``bands[i]`` is the file band of time step ``i``; ``rows_reversed`` says the file is
+    stored north-up (its rows are the variable's latitudes in reverse). Zonal statistics
+    use it to read groups of bands straight into a reused buffer and reduce them while they
+    are in cache (:func:`spatialmeta.raster.zonal.zonal_stats`).
+    """
+
+    path: str
+    bands: np.ndarray
+    rows_reversed: bool
+    dtype: np.dtype
+
+
+def geotiff_source(da: xr.DataArray) -> GeoTIFFBands | None:
+    """The file layout of ``da`` if it is a band-interleaved GeoTIFF variable exactly as
+    :func:`open_raster` returned it (same dask graph: no selection or arithmetic since)."""
+    data = da.data
+    name = getattr(data, "name", None)
+    return _SOURCES.get(name) if isinstance(name, str) else None
+
+
+def _register_geotiff(ds: xr.Dataset, path: Path) -> xr.Dataset:
+    """Record the file layout of the GeoTIFF variable when normalizing kept bands whole,
+    rows contiguous (possibly reversed) and columns in file order; drop the position coords."""
+    if _POS[0] not in ds.coords:
+        return ds
+    rows, cols = ds[_POS[1]].values, ds[_POS[2]].values
+    bands = ds[_POS[0]].values
+    ds = ds.drop_vars(list(_POS))
+    forward = np.array_equal(rows, np.arange(rows.size))
+    backward = np.array_equal(rows, np.arange(rows.size)[::-1])
+    if (forward or backward) and np.array_equal(cols, np.arange(cols.size)):
+        for da in ds.data_vars.values():
+            if da.ndim == 3 and hasattr(da.data, "dask"):
+                if len(_SOURCES) >= _MAX_SOURCES:
+                    _SOURCES.pop(next(iter(_SOURCES)))
+                _SOURCES[da.data.name] = GeoTIFFBands(str(path), bands, backward, da.dtype)
+    return ds
 
 
 def normalize(

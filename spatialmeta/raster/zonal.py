@@ -38,6 +38,7 @@ from spatialmeta.raster.grid import (
     spatial_dims,
     spherical_cell_area,
 )
+from spatialmeta.raster.io import RasterError, geotiff_source
 
 __all__ = [
     "ZonalWeights",
@@ -584,6 +585,44 @@ def _partial(block, bw, stats: tuple[str, ...], block_info=None):
     return out.reshape(lead + (1, 1) + out.shape[-2:])
 
 
+_GROUP_BYTES = 20 * 2**20  # bands read at once: read, then reduced while still in cache
+
+
+def _read_partial(bands: np.ndarray, source, bw, stats: tuple[str, ...], nreg: int):
+    """:func:`_partial` for the time steps stored in file ``bands`` of a GeoTIFF.
+
+    Reads ~20 MB of bands at a time into one reused buffer and reduces them at once, so the
+    data crosses memory once (a dask chunk of whole bands is written to memory by the read
+    and streamed back by the product), with GDAL's direct I/O for uncompressed files (it
+    skips the block cache's copy; GDAL ignores it for compressed ones). The weights are
+    those of the file's row order. On 2 cores, 365 steps of 500 x 1200 cells read and
+    reduced in 0.23 s against 0.30-0.34 s through chunks.
+    """
+    import rasterio
+
+    from spatialmeta.raster._kernels import run_fields
+
+    frac, w, runs = bw.get(0, 0, flipped=source.rows_reversed)
+    ny, nx = int(bw.y_edges[-1]), bw.nx
+    n_t = len(bands)
+    nfield = 2 + ("std" in stats) + ("sum" in stats) + ("count" in stats)
+    out = np.empty((n_t, nreg, nfield))
+    group = max(1, min(n_t, _GROUP_BYTES // (ny * nx * source.dtype.itemsize)))
+    buf = np.empty((group, ny, nx), dtype=source.dtype)
+    try:
+        with rasterio.Env(GTIFF_DIRECT_IO=True), rasterio.open(source.path) as f:
+            for s0 in range(0, n_t, group):
+                n = min(group, n_t - s0)
+                f.read([int(b) for b in bands[s0 : s0 + n]], out=buf[:n])
+                run_fields(
+                    buf[:n].reshape(n, -1), *runs, w.data, frac.data,
+                    "std" in stats, "sum" in stats, "count" in stats, out[s0 : s0 + n],
+                )  # fmt: skip
+    except rasterio.errors.RasterioError as exc:
+        raise RasterError(f"cannot read raster '{source.path}': {exc}") from exc
+    return out.reshape(n_t, 1, 1, nreg, nfield)
+
+
 def _extreme(block, bw, which: str, block_info=None):
     """Per-region min or max over covered valid cells of one block: ``(t, 1, 1, n_regions)``."""
     loc = block_info[0]["chunk-location"]
@@ -752,11 +791,25 @@ def _stats_of(da, weights, stats, min_coverage, region_dim, q=None) -> dict:
     bw = _shared(_BlockWeights(weights, ychunks, xchunks))
     nreg = weights.fraction.shape[0]
     nfield = 2 + ("std" in stats) + ("sum" in stats) + ("count" in stats)
-    partial = dsa.map_blocks(
-        _partial, data, bw, tuple(stats),
-        chunks=(data.chunks[0], (1,) * len(ychunks), (1,) * len(xchunks), (nreg,), (nfield,)),
-        new_axis=[3, 4], dtype=np.float64, meta=np.empty((0, 0, 0, 0, 0)),
-    ).sum(axis=(1, 2))  # fmt: skip
+    source = geotiff_source(da)
+    if (
+        source is not None and data.ndim == 3 and len(ychunks) == len(xchunks) == 1
+        and not {"min", "max", "quantile"} & set(stats)
+    ):  # fmt: skip
+        # an unmodified band-interleaved GeoTIFF: each task reads its bands a few at a time
+        # into one buffer and reduces them while they are in cache (see _read_partial)
+        bands = dsa.from_array(source.bands, chunks=(data.chunks[0],))
+        partial = dsa.map_blocks(
+            _read_partial, bands, source, bw, tuple(stats), nreg,
+            chunks=(data.chunks[0], (1,), (1,), (nreg,), (nfield,)), new_axis=[1, 2, 3, 4],
+            dtype=np.float64, meta=np.empty((0, 0, 0, 0, 0)),
+        ).sum(axis=(1, 2))  # fmt: skip
+    else:
+        partial = dsa.map_blocks(
+            _partial, data, bw, tuple(stats),
+            chunks=(data.chunks[0], (1,) * len(ychunks), (1,) * len(xchunks), (nreg,), (nfield,)),
+            new_axis=[3, 4], dtype=np.float64, meta=np.empty((0, 0, 0, 0, 0)),
+        ).sum(axis=(1, 2))  # fmt: skip
     full = np.asarray(weights.matrix.sum(axis=1)).ravel()
     den, num = partial[..., 0], partial[..., 1]
     low = (den <= 0) | (den < min_coverage * full)
