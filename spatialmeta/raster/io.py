@@ -310,8 +310,8 @@ class GeoTIFFBands:
 
     ``bands[i]`` is the file band of time step ``i``; ``rows_reversed`` says the file is
     stored north-up (its rows are the variable's latitudes in reverse). Zonal statistics
-    use it to read groups of bands straight into a reused buffer and reduce them while they
-    are in cache (:func:`spatialmeta.raster.zonal.zonal_stats`).
+    use it to read groups of bands straight into a reused buffer (GDAL direct I/O) and
+    reduce them there (:func:`spatialmeta.raster.zonal.zonal_stats`).
     """
 
     path: str
