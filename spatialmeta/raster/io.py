@@ -215,8 +215,11 @@ def _open_one(p: Path, *, format, chunks, assume_crs, times, calendar, time_unit
             ds = xr.open_dataset(p, chunks=chunks, decode_coords="all", decode_times=False)
             ds = decode_time(ds, source=str(p), calendar=calendar, units=time_units)
         elif fmt == "zarr":
-            # "auto" keeps the stored chunks (dask's own auto-chunking splits them)
-            ds = xr.open_zarr(p, chunks={} if chunks == "auto" else chunks, decode_coords="all")
+            # "auto" keeps the stored chunks (dask's own auto-chunking splits them); a store
+            # without consolidated metadata (common for v3) is read as it is, silently
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "Failed to open Zarr store with consolidated")
+                ds = xr.open_zarr(p, chunks={} if chunks == "auto" else chunks, decode_coords="all")
         elif fmt == "geotiff":
             ds = _open_geotiff(p, chunks, times)
         elif fmt == "grib":
