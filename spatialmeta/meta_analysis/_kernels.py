@@ -20,7 +20,8 @@ depend only on the row itself, never on the block size, the thread count or the 
 rows of the batch.
 
 The kernels release the GIL: ``pool._fit_rows`` runs them on blocks of rows from a thread
-per core. numba is imported with this module, which only the batched path imports.
+per core. numba is imported with this module, on the first ML, REML or EB fit (one meta-analysis
+too: 0.22 ms a call, against 0.37 ms for the Python-float loop it replaced).
 """
 
 from __future__ import annotations

@@ -24,7 +24,6 @@ Brent, R. P. (1973). *Algorithms for Minimization without Derivatives*, ch. 4
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -134,8 +133,6 @@ def _fisher_scoring(y, v, m, k, method, tau2):
     their weight 1/(v + tau2) is exactly 0 and no masking is needed inside the loop; the
     per-row sums are weighted moments (einsum, no temporaries).
     """
-    if y.shape[0] == 1 and np.isfinite(tau2[0]):
-        return _fisher_scoring_one(y[0][m[0]], v[0][m[0]], float(k[0]), method, float(tau2[0]))
     tau2 = tau2.copy()
     n = y.shape[0]
     converged = np.zeros(n, dtype=bool)
@@ -210,85 +207,6 @@ def _fisher_scoring(y, v, m, k, method, tau2):
         live &= ~small
     tau2[rows], iterations[rows] = tc, itc
     return tau2, converged, iterations
-
-
-def _fisher_scoring_one(y, v, k: float, method: str, t: float):
-    """:func:`_fisher_scoring` for one meta-analysis: the same steps, with the per-row
-    quantities as Python floats (numpy's per-call overhead on 1-element arrays cost 5x the
-    arithmetic of a k = 20 meta-analysis)."""
-    converged = False
-    it = 0
-    for it in range(1, MAXITER + 2):
-        w = 1.0 / (v + t)
-        s = float(w.sum())
-        e = y - float(w @ y) / s
-        e *= e
-        if method == "EB":
-            num, den = float(w @ e) * k / (k - 1.0) - k, s
-        else:
-            w2 = w * w
-            sw2 = float(w2.sum())
-            yppy = float(w2 @ e)
-            if method == "ML":
-                num, den = yppy - s, sw2
-            else:
-                num = yppy - (s - sw2 / s)
-                den = sw2 - 2.0 * float(w2 @ w) / s + sw2 * sw2 / (s * s)
-        with np.errstate(all="ignore"):
-            adj = float(np.float64(num) / np.float64(den))  # IEEE semantics, as the batch
-        adj = 0.0 if np.isnan(adj) else adj * STEPADJ
-        if t == 0.0 and adj < 0.0:
-            adj = 0.0
-        for _ in range(1100):
-            if t + adj >= 0.0:
-                break
-            adj /= 2.0
-        new = t + adj
-        small = abs(t - new) <= THRESHOLD
-        t = new
-        if small:
-            converged = it <= MAXITER
-            break
-    return np.array([t]), np.array([converged]), np.array([it])
-
-
-def _tau2_one(y: np.ndarray, v: np.ndarray, method: str) -> Tau2Fit:
-    """The ML/REML/EB branch of :func:`estimate_tau2` for one meta-analysis (1-D, observed
-    studies only): the same steps, without the masks and per-row arrays that dominate the
-    cost of a single k = 20 fit."""
-    k = float(y.size)
-    yc = y - y.sum() / k  # metafor's mean-centred effects
-    e = yc - yc.sum() / k
-    he = (float(e @ e) - float(v.sum()) * (k - 1.0) / k) / (k - 1.0)
-    t, conv, its = _fisher_scoring_one(yc, v, k, method, max(0.0, he))
-    tau2 = float(t[0])
-    if method != "EB" and conv[0] and tau2 > THRESHOLD:
-
-        def loglik(t2: float) -> float:
-            vt = v + t2
-            w = 1.0 / vt
-            s = float(w.sum())
-            r = yc - float(w @ yc) / s
-            val = -0.5 * float(np.log(vt).sum()) - 0.5 * float(w @ (r * r))
-            if method == "REML":
-                return val - 0.5 * (k - 1.0) * math.log(2 * math.pi) - 0.5 * math.log(s)
-            return val - 0.5 * k * math.log(2 * math.pi)
-
-        if loglik(0.0) - loglik(tau2) > LL_TOL:
-            tau2 = 0.0
-    tau2 = max(0.0, tau2)
-    w = 1.0 / (v + tau2)
-    s = float(w.sum())
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if method == "ML":
-            se = math.sqrt(2.0 / float(w @ w))
-        elif method == "REML":
-            w2 = w * w
-            sw2 = float(w2.sum())
-            se = float(np.sqrt(2.0 / (sw2 - 2.0 / s * float(w2 @ w) + sw2 * sw2 / (s * s))))
-        else:
-            se = math.sqrt(2.0 * k**2 / (k - 1.0) / s**2)
-    return Tau2Fit(np.array([tau2]), np.array([se]), conv, its)
 
 
 def _loglik(y, v, m, k, tau2, reml):
@@ -493,10 +411,8 @@ def estimate_tau2(
     zeros = np.zeros(n)
     if method in FIXED_METHODS:
         return Tau2Fit(zeros, np.full(n, np.nan), np.ones(n, bool), np.zeros(n, int))
-    if n == 1 and method in ("ML", "REML", "EB"):
-        return _tau2_one(y[0][m[0]], v[0][m[0]], method)
     if _COMPILED and method in ("ML", "REML", "EB"):
-        from spatialmeta.meta_analysis import _kernels  # imports numba: batches only
+        from spatialmeta.meta_analysis import _kernels  # imports numba on first use
 
         return Tau2Fit(*_kernels.tau2_iterative(y, v, m, method))
     # metafor estimates tau2 from the mean-centred effects (Ymc).
