@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import numpy as np
@@ -8,6 +9,7 @@ from torch.nn import functional as F
 from spatialmeta.data import synthetic_region_tasks
 from spatialmeta.learn import LearnConfig
 from spatialmeta.learn.learners import (
+    _INNER_MAX_NORM,
     ANILLearner,
     MAMLLearner,
     MetaLearner,
@@ -261,11 +263,32 @@ def test_maml_one_step_is_a_hand_computed_sgd_step(setup, vectorize, conv):
         f = bb.features(*ep.inputs(ep.rows("support")))[:, ep.task_pos[b]]
         loss = task_nll(ys[b : b + 1], bb.mean_head(f)[None], bb.variance(f)[None], ms[b : b + 1])
         grads = torch.autograd.grad(loss.sum(), list(bb.parameters()))
+        norm = torch.sqrt(sum((g * g).sum() for g in grads))
+        scale = min(1.0, _INNER_MAX_NORM / float(norm))  # the inner step's norm clip
         for name, p, g in zip(names, bb.parameters(), grads, strict=True):
             torch.testing.assert_close(
-                adapted[f"backbone.{name}"][b], p - lr * g, rtol=1e-5, atol=1e-6
+                adapted[f"backbone.{name}"][b], p - lr * scale * g, rtol=1e-5, atol=1e-6
             )
         assert not torch.allclose(adapted["backbone.gru.weight_hh_l0"][b], bb.gru.weight_hh_l0)
+
+
+@pytest.mark.parametrize("vectorize", [False, True])
+def test_maml_inner_step_is_clipped_on_a_surprising_support_window(setup, vectorize):
+    """Targets 50 standard deviations off: the NLL gradient is huge, and an unclipped step
+    would throw the network far away; the step's norm is at most lr x the clip."""
+    tasks, known, cov = setup
+    bb = _backbone(tasks)
+    lr = 0.05
+    learner = MAMLLearner(bb, inner_steps=1, inner_lr=lr, vectorize=vectorize)
+    ep = episode_inputs(tasks, known, cov, TASK_IDX, S, SUPPORT, CFG)
+    ep = dataclasses.replace(ep, target=ep.target + 50.0)
+    adapted = learner.adapt_episode(ep)
+    base = dict(bb.named_parameters())
+    for b in range(len(TASK_IDX)):
+        moved = torch.sqrt(
+            sum(((adapted[f"backbone.{k}"][b] - v) ** 2).sum() for k, v in base.items())
+        )
+        assert 0.5 * lr * _INNER_MAX_NORM < float(moved) <= lr * _INNER_MAX_NORM * (1 + 1e-5)
 
 
 def _maml_grads(setup, first_order, vectorize):
