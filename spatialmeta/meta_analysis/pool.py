@@ -802,8 +802,9 @@ def _pool_mods(y, v, obs, a, labels, measure, mods, intercept, method, test, lev
 
 
 def _row_sums(y, v, m, kf, tau2, knha: bool, weights_pct: bool):
-    """numpy reference of ``_kernels.row_sums`` (used for a single meta-analysis, where
-    it spares importing numba): ``sw, mu, rss, qe, vt, pct`` at the given tau^2.
+    """numpy reference of ``_kernels.row_sums`` (also used for a single meta-analysis,
+    where the per-row sums are a handful of numpy calls): ``sw, mu, rss, qe, vt, pct`` at
+    the given tau^2.
 
     Row sums are einsum products over weights that are exactly 0 for missing studies.
     """
@@ -843,7 +844,7 @@ def _compute(y, v, m, k, tau2, method, test, level, a, pct=None) -> dict[str, np
     knha = test == "knha"
     with np.errstate(divide="ignore", invalid="ignore"):
         if y.shape[0] > 1 and _estimators._COMPILED:
-            from spatialmeta.meta_analysis import _kernels  # imports numba: batches only
+            from spatialmeta.meta_analysis import _kernels
 
             sw, mu, rss, qe, vt, w_pct = _kernels.row_sums(y, v, m, tau2, knha, a is None, pct)
         else:

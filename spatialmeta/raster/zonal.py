@@ -507,8 +507,7 @@ class _BlockWeights:
             return self._cache[key]
 
     def _natural(self, iy, ix):
-        ny = self.fraction.shape[1] // self.nx
-        if len(self.y_edges) == 2 and len(self.x_edges) == 2 and self.y_edges[1] == ny:
+        if len(self.y_edges) == len(self.x_edges) == 2:
             frac, area = self.fraction.tocsr(), self.cell_area  # one block: the weights' own
         else:
             with self._lock:
@@ -570,19 +569,23 @@ def _partial(block, bw, stats: tuple[str, ...], block_info=None):
     parallel with each other and with the reads; NaN cells are masked only in the regions
     and steps that have one. Memory is the block plus the small output.
     """
-    from spatialmeta.raster._kernels import run_fields
-
     loc = block_info[0]["chunk-location"]
     x_all, frac, w, runs = _rows(block, bw, loc[-2], loc[-1])
-    if not np.issubdtype(x_all.dtype, np.floating):
-        x_all = x_all.astype(np.float64)
-    lead = block.shape[:-2]
-    nfield = 2 + ("std" in stats) + ("sum" in stats) + ("count" in stats)
-    out = np.empty((x_all.shape[0], w.shape[0], nfield))
-    run_fields(
-        x_all, *runs, w.data, frac.data, "std" in stats, "sum" in stats, "count" in stats, out
-    )
-    return out.reshape(lead + (1, 1) + out.shape[-2:])
+    out = np.empty((x_all.shape[0], w.shape[0], _nfield(stats)))
+    _reduce(x_all, frac, w, runs, stats, out)
+    return out.reshape(block.shape[:-2] + (1, 1) + out.shape[-2:])
+
+
+def _nfield(stats: tuple[str, ...]) -> int:
+    """Partial sums per region: valid weight, weighted sum, and one per extra statistic."""
+    return 2 + ("std" in stats) + ("sum" in stats) + ("count" in stats)
+
+
+def _reduce(x, frac, w, runs, stats: tuple[str, ...], out) -> None:
+    """The compiled kernel's partial sums of ``x`` ``(t, cells)`` into ``out``."""
+    from spatialmeta.raster._kernels import run_fields
+
+    run_fields(x, *runs, w.data, frac.data, "std" in stats, "sum" in stats, "count" in stats, out)
 
 
 _GROUP_BYTES = 32 * 2**20  # bands read at once into the reused buffer
@@ -600,12 +603,9 @@ def _read_partial(bands: np.ndarray, source, bw, stats: tuple[str, ...], nreg: i
     """
     import rasterio
 
-    from spatialmeta.raster._kernels import run_fields
-
     ny, nx = int(bw.y_edges[-1]), bw.nx
     n_t = len(bands)
-    nfield = 2 + ("std" in stats) + ("sum" in stats) + ("count" in stats)
-    out = np.empty((n_t, nreg, nfield))
+    out = np.empty((n_t, nreg, _nfield(stats)))
     group = max(1, min(n_t, _GROUP_BYTES // (ny * nx * source.dtype.itemsize)))
     buf = np.empty((group, ny, nx), dtype=source.dtype)
     try:
@@ -615,13 +615,10 @@ def _read_partial(bands: np.ndarray, source, bw, stats: tuple[str, ...], nreg: i
                 f.read([int(b) for b in bands[s0 : s0 + n]], out=buf[:n])
                 # after the first read: the other thread reads while the first builds them
                 frac, w, runs = bw.get(0, 0, flipped=source.rows_reversed)
-                run_fields(
-                    buf[:n].reshape(n, -1), *runs, w.data, frac.data,
-                    "std" in stats, "sum" in stats, "count" in stats, out[s0 : s0 + n],
-                )  # fmt: skip
+                _reduce(buf[:n].reshape(n, -1), frac, w, runs, stats, out[s0 : s0 + n])
     except rasterio.errors.RasterioError as exc:
         raise RasterError(f"cannot read raster '{source.path}': {exc}") from exc
-    return out.reshape(n_t, 1, 1, nreg, nfield)
+    return out.reshape(n_t, 1, 1, nreg, out.shape[-1])
 
 
 def _extreme(block, bw, which: str, block_info=None):
@@ -791,7 +788,7 @@ def _stats_of(da, weights, stats, min_coverage, region_dim, q=None) -> dict:
     ychunks, xchunks = data.chunks[-2], data.chunks[-1]
     bw = _shared(_BlockWeights(weights, ychunks, xchunks))
     nreg = weights.fraction.shape[0]
-    nfield = 2 + ("std" in stats) + ("sum" in stats) + ("count" in stats)
+    nfield = _nfield(stats)
     source = geotiff_source(da)
     if (
         source is not None and data.ndim == 3 and len(ychunks) == len(xchunks) == 1
