@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -20,7 +19,6 @@ from prefect.cache_policies import NO_CACHE
 
 import spatialmeta as sm
 from spatialmeta import learn
-from spatialmeta.meta_analysis import forest_plot, pool
 
 __all__ = ["demo_pipeline"]
 
@@ -82,69 +80,27 @@ def forecast_all(result, global_result, tasks, split):
 
 
 @task(cache_policy=NO_CACHE)
-def evaluate_and_pool(tasks, forecasts, out_dir: str):
-    evaluation = learn.evaluate(tasks, forecasts)
-    out = Path(out_dir)
-    sm.write_csv(evaluation.table, out / "skill.csv")
-    sm.write_csv(evaluation.by_region, out / "skill_by_region.csv")
-    pooled = pool(evaluation, method="REML")
-    with sm.atomic_path(out / "pooled_skill.json") as tmp:
-        tmp.write_text(json.dumps(pooled.to_dict(), indent=1))
-    return evaluation, pooled
+def score(tasks, forecasts):
+    return learn.evaluate(tasks, forecasts)
 
 
 @task(cache_policy=NO_CACHE)
-def publish(tasks, split, regions, forecasts, evaluation, pooled, setup: dict, out_dir: str):
-    import numpy as np
-
+def publish(tasks, regions, forecasts, evaluation, setup: dict, out_dir: str):
     out = Path(out_dir)
-    meta = forecasts[0]
-    ds = learn.forecast_dataset(tasks, meta)
-    zarr_path, parquet_path = learn.write_forecasts(ds, regions, out)
-    skill = np.full(tasks.n_regions, np.nan)
-    rows = evaluation.by_region[evaluation.by_region.method == "meta"]
-    idx = np.searchsorted(tasks.region_ids, rows.region_id.to_numpy())
-    skill[idx] = rows["skill_vs_climatology"].to_numpy()
-    order = regions.set_index("region_id").loc[tasks.region_ids].reset_index()
-    sm.viz.choropleth(
-        order,
-        skill,
-        column_label="skill vs climatology (1 − MSE ratio)",
-        title="Held-out regions: meta-learned forecast skill (grey: training regions)",
-        path=out / "skill_map.png",
-    )
-    forest_plot(
-        pooled,
-        path=out / "forest_skill.png",
-        xlabel="MSE ratio, meta-learned / climatology (log scale)",
-        transform=np.exp,
-        xscale="log",
-        title="Per-region skill, pooled by random effects",
-    )
-    outputs = {
-        "summary": str(out / "summary.md"),
-        "forecasts (Zarr)": str(zarr_path),
-        "forecasts (GeoParquet)": str(parquet_path),
-        "skill table": str(out / "skill.csv"),
-        "skill by region": str(out / "skill_by_region.csv"),
-        "skill map": str(out / "skill_map.png"),
-        "forest plot": str(out / "forest_skill.png"),
-        "pooled skill (JSON)": str(out / "pooled_skill.json"),
-        "region series (Zarr)": str(out / "series.zarr"),
-        "region graph (GeoParquet)": str(out / "region_graph.parquet"),
-        "checkpoint": str(out / "checkpoint" / "model.pt"),
-    }
-    summary = sm.report.forecast_summary(
+    return learn.publish_report(
+        tasks,
+        forecasts,
+        evaluation,
+        regions,
+        out,
         title="spatialmeta demo: meta-learned regional forecasts",
         setup=setup,
-        table=evaluation.table,
-        pooled=pooled,
-        units=tasks.units,
-        outputs=outputs,
+        extra_outputs={
+            "region series (Zarr)": str(out / "series.zarr"),
+            "region graph (GeoParquet)": str(out / "region_graph.parquet"),
+            "checkpoint": str(out / "checkpoint" / "model.pt"),
+        },
     )
-    with sm.atomic_path(out / "summary.md") as tmp:
-        tmp.write_text(summary)
-    return summary, outputs
 
 
 @flow(name="spatialmeta-demo")
@@ -203,9 +159,9 @@ def _demo(
     result = train(tasks, split, meta_config, str(out_dir), progress, init=init)
     logger.info("5/7 adapting to %d held-out regions and forecasting", int(split.held_out.sum()))
     forecasts = forecast_all(result, global_result, tasks, split)
-    logger.info("6/7 skill per region and random-effects pooling")
-    evaluation, pooled = evaluate_and_pool(tasks, forecasts, str(out_dir))
-    logger.info("7/7 writing forecasts, maps and the summary")
+    logger.info("6/7 skill per region")
+    evaluation = score(tasks, forecasts)
+    logger.info("7/7 random-effects pooling; writing forecasts, tables, maps and the summary")
     setup = {
         "data": f"synthetic monthly climate, {years} years at {resolution}° ({data.zarr})",
         "regions": f"{tasks.n_regions} polygons ({data.regions}), queen contiguity graph",
@@ -218,12 +174,10 @@ def _demo(
         "adapted per region; early stopping on validation regions over the last "
         f"{result.config.query_span} months before the test period",
     }
-    summary, outputs = publish(
-        tasks, split, regions, forecasts, evaluation, pooled, setup, str(out_dir)
-    )
+    report = publish(tasks, regions, forecasts, evaluation, setup, str(out_dir))
     return {
-        "summary": summary,
-        "outputs": outputs,
+        "summary": report.summary,
+        "outputs": report.outputs,
         "table": evaluation.table.to_dict(orient="records"),
     }
 

@@ -236,8 +236,10 @@ def forecast(
     global_finetuned), climatology, persistence and ridge autoregression.
 
     Writes OUT/forecasts.zarr, OUT/forecasts.parquet, OUT/skill.csv (one row per method),
-    OUT/skill_by_region.csv, training logs under OUT/checkpoint*/ (metrics.csv) and, with
-    --shots, OUT/shots.csv and OUT/shots.png.
+    OUT/skill_by_region.csv, OUT/skill_map.png, the pooled skill against climatology
+    (OUT/pooled_skill.json, OUT/forest_skill.png), OUT/summary.md (set-up, tables, missing
+    values), training logs under OUT/checkpoint*/ (metrics.csv) and, with --shots,
+    OUT/shots.csv and OUT/shots.png.
 
     Example: spatialmeta forecast --series outputs/demo/series.zarr --var tas --regions outputs/demo/data/regions.gpkg --test-start 2016-01 --shots 6,12,24,48 --out outputs/forecast
     """
@@ -275,7 +277,7 @@ def forecast(
         typer.echo("\nshots curve (support steps × method):")
         wide = result.shots.pivot(index="method", columns="support", values="rmse")
         typer.echo(wide.to_string(float_format=lambda v: f"{v:.3f}") + "\n(RMSE)")
-    typer.echo(f"outputs in {result.out}")
+    typer.echo(f"outputs in {result.out} (summary: {result.out / 'summary.md'})")
 
 
 @app.command("pool")

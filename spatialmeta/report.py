@@ -52,6 +52,26 @@ def _ranking(frame: pd.DataFrame, units: str) -> list[str]:
     return out
 
 
+def _pooled(pooled) -> list[str]:
+    """The pooled-skill section: random-effects pooling of per-region log MSE ratios."""
+    ratio = float(np.exp(pooled.estimate))
+    lo, hi = float(np.exp(pooled.ci_lb)), float(np.exp(pooled.ci_ub))
+    plo, phi = float(np.exp(pooled.pi_lb)), float(np.exp(pooled.pi_ub))
+    return [
+        "## Pooled skill across held-out regions (random effects, REML)",
+        "",
+        f"Per-region effect: log MSE ratio, meta-learned vs climatology (k = {int(pooled.k)} regions; "
+        "variance by the delta method with a Newey–West covariance over forecast origins).",
+        "",
+        f"- pooled MSE ratio: {ratio:.3f} (95% CI {lo:.3f} to {hi:.3f}), i.e. skill "
+        f"{1 - ratio:+.1%} (95% CI {1 - hi:+.1%} to {1 - lo:+.1%})",
+        f"- 95% prediction interval for a new region's MSE ratio: {plo:.3f} to {phi:.3f}",
+        f"- heterogeneity: tau² = {float(pooled.tau2):.4f}, I² = {float(pooled.I2):.1f}%, "
+        f"Q({int(pooled.k) - 1}) = {float(pooled.QE):.2f}, p = {float(pooled.QEp):.3g}",
+        "",
+    ]
+
+
 def forecast_summary(
     *,
     title: str,
@@ -60,6 +80,8 @@ def forecast_summary(
     pooled,
     units: str,
     outputs: dict[str, str],
+    shots: pd.DataFrame | None = None,
+    notes: list[str] | None = None,
 ) -> str:
     """Render the run summary as Markdown.
 
@@ -70,16 +92,18 @@ def forecast_summary(
         What was run (data, regions, hold-out, support, test period, training), as shown.
     table : DataFrame
         Area-weighted scores per method (from :class:`ForecastEvaluation`).
-    pooled : PoolResult
-        Random-effects pooling of the per-region log MSE ratios (meta vs climatology).
+    pooled : PoolResult or None
+        Random-effects pooling of the per-region log MSE ratios (meta vs climatology);
+        None (fewer than two held-out regions) leaves the section out.
     units : str
         Units of the forecast variable.
     outputs : dict
         Name → path of every output written.
+    shots : DataFrame, optional
+        The shots curve (support, method, rmse, crps, ...): RMSE and CRPS per support length.
+    notes : list of str, optional
+        Sentences on how the data were handled (missing values), shown under the tables.
     """
-    ratio = float(np.exp(pooled.estimate))
-    lo, hi = float(np.exp(pooled.ci_lb)), float(np.exp(pooled.ci_ub))
-    plo, phi = float(np.exp(pooled.pi_lb)), float(np.exp(pooled.pi_ub))
     lines = [f"# {title}", "", "## Set-up", ""]
     lines += [f"- {k}: {v}" for k, v in setup.items()]
     lines += [
@@ -94,17 +118,24 @@ def forecast_summary(
         "",
         _table(table, [c for c in table.columns if c.startswith("skill_vs_")]),
         "",
-        "## Pooled skill across held-out regions (random effects, REML)",
+        *(notes or []),
         "",
-        f"Per-region effect: log MSE ratio, meta-learned vs climatology (k = {int(pooled.k)} regions; "
-        "variance by the delta method with a Newey–West covariance over forecast origins).",
-        "",
-        f"- pooled MSE ratio: {ratio:.3f} (95% CI {lo:.3f} to {hi:.3f}), i.e. skill "
-        f"{1 - ratio:+.1%} (95% CI {1 - hi:+.1%} to {1 - lo:+.1%})",
-        f"- 95% prediction interval for a new region's MSE ratio: {plo:.3f} to {phi:.3f}",
-        f"- heterogeneity: tau² = {float(pooled.tau2):.4f}, I² = {float(pooled.I2):.1f}%, "
-        f"Q({int(pooled.k) - 1}) = {float(pooled.QE):.2f}, p = {float(pooled.QEp):.3g}",
-        "",
+    ]
+    if shots is not None:
+        lines += ["## Shots curve: skill by length of the support window", ""]
+        for col in ("rmse", "crps"):
+            wide = shots.pivot(index="method", columns="support", values=col)
+            wide = wide.reindex([m for m in shots["method"].unique() if m in wide.index])
+            wide.columns = [f"{int(c)} steps" for c in wide.columns]
+            lines += [
+                f"{col.upper()} ({units}):",
+                "",
+                _table(wide.reset_index(), list(wide.columns)),
+                "",
+            ]
+    if pooled is not None:
+        lines += _pooled(pooled)
+    lines += [
         "## Outputs",
         "",
     ]

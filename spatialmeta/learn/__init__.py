@@ -10,6 +10,7 @@ from spatialmeta.learn.meta import RidgeMetaLearner
 from spatialmeta.learn.metrics import crps_gaussian, scores
 from spatialmeta.learn.model import GraphForecaster
 from spatialmeta.learn.output import forecast_dataset, write_forecasts
+from spatialmeta.learn.publish import Report, publish_report
 from spatialmeta.learn.train import TrainResult, global_train, meta_train
 
 __all__ = [
@@ -31,6 +32,8 @@ __all__ = [
     "GraphForecaster",
     "forecast_dataset",
     "write_forecasts",
+    "Report",
+    "publish_report",
     "TrainResult",
     "global_train",
     "meta_train",

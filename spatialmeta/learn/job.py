@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from spatialmeta._io import ensure_writable_dir, write_csv
-from spatialmeta.learn.compare import forecast_methods, plot_shots, shots_curve, with_support
+from spatialmeta._io import ensure_writable_dir
+from spatialmeta.learn.compare import forecast_methods, shots_curve, with_support
 from spatialmeta.learn.config import LearnConfig
 from spatialmeta.learn.evaluate import ForecastEvaluation, evaluate
-from spatialmeta.learn.output import forecast_dataset, write_forecasts
+from spatialmeta.learn.publish import publish_report
 from spatialmeta.learn.train import global_train, meta_train
 
 __all__ = ["ForecastJobResult", "forecast_job", "read_holdout"]
@@ -29,6 +29,8 @@ class ForecastJobResult:
     evaluation: ForecastEvaluation
     n_missing: int
     shots: pd.DataFrame | None = None
+    summary: str = ""
+    outputs: dict | None = None
 
 
 def read_holdout(spec: str, region_ids: np.ndarray, *, seed: int = 0) -> np.ndarray:
@@ -79,12 +81,15 @@ def forecast_job(
     unadapted), ``global``, ``global_finetuned`` (fine-tuned on each region's support
     window), ``climatology``, ``persistence`` and ``ridge_ar``.
 
-    Writes ``forecasts.zarr`` (region, time, horizon, quantile; CF attributes),
-    ``forecasts.parquet`` (GeoParquet), ``skill.csv`` (one row per method, area-weighted)
-    and ``skill_by_region.csv`` into ``out``; with ``shots`` (support lengths, e.g.
-    ``(6, 12, 24, 48)``) also ``shots.csv`` (support, method, rmse, crps, ...;
-    area-weighted) and ``shots.png``, from the same trained networks. Missing values (NaN
-    gaps) are masked: they never enter the inputs or the losses, and scores skip them.
+    Writes into ``out`` (:func:`~spatialmeta.learn.publish.publish_report`):
+    ``forecasts.zarr`` (region, time, horizon, quantile; CF attributes),
+    ``forecasts.parquet`` (GeoParquet), ``skill.csv`` (one row per method, area-weighted),
+    ``skill_by_region.csv``, ``skill_map.png``, the pooled skill against climatology
+    (``pooled_skill.json``, ``forest_skill.png``) and ``summary.md``; with ``shots``
+    (support lengths, e.g. ``(6, 12, 24, 48)``) also ``shots.csv`` (support, method, rmse,
+    crps, ...; area-weighted) and ``shots.png``, from the same trained networks. Missing
+    values (NaN gaps) are masked: they never enter the inputs or the losses, scores skip
+    them, and the summary says how many there were.
 
     ``threads`` sets torch's intra-op threads for the job (restored after; None: as they
     are). One thread suits these small networks, and does not spin against other work.
@@ -159,15 +164,27 @@ def _forecast_job(
     )
     forecasts = forecast_methods(tasks, split, cfg, meta=meta, global_=glob)
     evaluation = evaluate(tasks, forecasts)
-    write_csv(evaluation.table, out / "skill.csv")
-    write_csv(evaluation.by_region, out / "skill_by_region.csv")
-    ordered = regions.set_index(region_id).loc[tasks.region_ids].reset_index()
-    write_forecasts(
-        forecast_dataset(tasks, forecasts[0]), ordered.rename(columns={region_id: "region_id"}), out
-    )
     curve = None
     if shots:
         curve = shots_curve(tasks, split, cfg, shots, meta=meta, global_=glob)
-        write_csv(curve, out / "shots.csv")
-        plot_shots(curve, out / "shots.png", units=tasks.units)
-    return ForecastJobResult(out, evaluation, int(np.isnan(tasks.series).sum()), curve)
+    t0 = split.test_start
+    setup = {
+        "series": f"{path} ({var!r}{f', member {member}' if member is not None else ''}; "
+        f"{tasks.n_regions} regions × {tasks.n_time} steps, {tasks.time[0]:%Y-%m-%d} to "
+        f"{tasks.time[-1]:%Y-%m-%d})",
+        "held-out regions": f"{int(split.held_out.sum())} (--holdout {holdout}); the other "
+        f"{int((~split.held_out).sum())} train with their full record",
+        "support": f"{support} steps before {tasks.time[t0]:%Y-%m-%d} for held-out regions",
+        "test period": f"{tasks.time[t0]:%Y-%m-%d} to {tasks.time[-1]:%Y-%m-%d}, horizons "
+        f"1–{horizon}; every origin uses only data observed before it",
+        "training": f"global network {len(glob.history)} steps (best at {glob.best_episode}); "
+        f"{cfg.learner} meta-learner {len(meta.history)} episodes (best at "
+        f"{meta.best_episode}); {cfg.conv} graph layer, lags {cfg.lags}, seed {cfg.seed}",
+    }
+    report = publish_report(
+        tasks, forecasts, evaluation, regions, out, title=f"spatialmeta forecast: {var}",
+        setup=setup, region_id=region_id, shots=curve,
+    )  # fmt: skip
+    return ForecastJobResult(
+        out, evaluation, int(np.isnan(tasks.series).sum()), curve, report.summary, report.outputs
+    )

@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -54,6 +55,16 @@ def test_forecast_job_writes_outputs_and_masks_gaps(store, tmp_path):
     np.testing.assert_allclose(shots.rmse[shots.support == 24], main.rmse, rtol=1e-12)
     assert (tmp_path / "out" / "shots.png").read_bytes()[:4] == b"\x89PNG"
     assert res.n_missing == 3
+    # the report: summary, map and pooled skill, as the demo writes them
+    text = (tmp_path / "out" / "summary.md").read_text()
+    assert text == res.summary and res.outputs["summary"].endswith("summary.md")
+    assert "Missing values: 3 of 1800 (region, time) values" in text and "masked" in text
+    assert f"| {table.set_index('method').loc['meta', 'rmse']:.3f} |" in text
+    assert "## Shots curve" in text and "48 steps" in text
+    assert "held-out regions: 4 (--holdout 0.25)" in text
+    assert json.loads((tmp_path / "out" / "pooled_skill.json").read_text())["k"] == 4
+    for name in ("skill_map.png", "forest_skill.png"):
+        assert (tmp_path / "out" / name).read_bytes()[:4] == b"\x89PNG"
     fc = xr.open_zarr(tmp_path / "out" / "forecasts.zarr")
     assert fc.sizes["horizon"] == 2 and np.isfinite(fc.forecast_mean.values).all()
     assert len(gpd.read_parquet(tmp_path / "out" / "forecasts.parquet")) == 4 * fc.sizes["time"] * 2

@@ -1,0 +1,180 @@
+"""Every output of a forecast run, for the analyst's tools: tables, forecasts, maps, summary.
+
+One function, used by ``spatialmeta forecast`` (:func:`~spatialmeta.learn.job.forecast_job`)
+and by the demo flow alike, so that both runs report the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+
+from spatialmeta._io import atomic_path, write_csv
+from spatialmeta.learn.evaluate import ForecastEvaluation
+from spatialmeta.learn.forecast import Forecast
+from spatialmeta.learn.output import forecast_dataset, write_forecasts
+from spatialmeta.tasks.region import RegionTaskSet
+
+__all__ = ["Report", "publish_report", "missing_note", "region_values"]
+
+
+@dataclass(frozen=True)
+class Report:
+    """What :func:`publish_report` wrote: the Markdown summary, output paths, pooled skill."""
+
+    summary: str
+    outputs: dict[str, str]
+    pooled: object | None  # PoolResult, or None with fewer than two held-out regions
+
+
+def missing_note(series: np.ndarray) -> str:
+    """One sentence on the missing values of a ``(region, time)`` series and their handling.
+
+    Examples
+    --------
+    >>> y = np.ones((2, 4)); y[0, 1] = np.nan
+    >>> missing_note(y)  # doctest: +NORMALIZE_WHITESPACE
+    'Missing values: 1 of 8 (region, time) values (12.5%), in 1 region; masked: never used
+    as inputs, in training losses or in scores.'
+    """
+    gaps = ~np.isfinite(series)
+    n = int(gaps.sum())
+    if n == 0:
+        return f"Missing values: none of the {gaps.size} (region, time) values."
+    regions = int(gaps.any(axis=1).sum())
+    return (
+        f"Missing values: {n} of {gaps.size} (region, time) values ({n / gaps.size:.1%}), "
+        f"in {regions} region{'s' if regions != 1 else ''}; masked: never used as inputs, in "
+        "training losses or in scores."
+    )
+
+
+def region_values(region_ids: np.ndarray, rows: pd.DataFrame, column: str) -> np.ndarray:
+    """``rows[column]`` placed at each row's ``region_id`` in ``region_ids`` order; NaN elsewhere.
+
+    Examples
+    --------
+    >>> rows = pd.DataFrame({"region_id": ["c", "a"], "skill": [0.5, 0.25]})
+    >>> region_values(np.array(["c", "b", "a"]), rows, "skill").tolist()
+    [0.5, nan, 0.25]
+    """
+    out = np.full(len(region_ids), np.nan)
+    idx = pd.Index(region_ids).get_indexer(rows["region_id"].to_numpy())
+    if (idx < 0).any():
+        raise ValueError(
+            f"rows name regions not in the task set: {list(pd.unique(rows.region_id[idx < 0]))[:5]}."
+        )
+    out[idx] = rows[column].to_numpy(dtype=float)
+    return out
+
+
+def publish_report(
+    tasks: RegionTaskSet,
+    forecasts: list[Forecast],
+    evaluation: ForecastEvaluation,
+    regions: gpd.GeoDataFrame,
+    out: str | os.PathLike,
+    *,
+    title: str,
+    setup: dict[str, object],
+    region_id: str = "region_id",
+    shots: pd.DataFrame | None = None,
+    extra_outputs: dict[str, str] | None = None,
+) -> Report:
+    """Write every output of a scored forecast run into ``out`` (each file atomically).
+
+    * ``skill.csv`` (one row per method, area-weighted) and ``skill_by_region.csv``;
+    * ``forecasts.zarr`` (CF attributes) and ``forecasts.parquet`` (GeoParquet) of the
+      first forecast (the meta-learner's);
+    * ``pooled_skill.json`` and ``forest_skill.png``: the per-region log MSE ratios of
+      ``evaluation`` (meta vs climatology) pooled by REML random effects, with at least two
+      held-out regions;
+    * ``skill_map.png``: each held-out region's skill against climatology (training regions
+      grey);
+    * with ``shots`` (:func:`~spatialmeta.learn.compare.shots_curve`): ``shots.csv`` and
+      ``shots.png``;
+    * ``summary.md``: set-up, skill tables, pooled skill, the shots curve, how missing
+      values were handled and where every output is.
+
+    ``regions`` holds one polygon per task region, ids in column ``region_id``.
+    """
+    from spatialmeta.learn.compare import plot_shots
+    from spatialmeta.meta_analysis import forest_plot, pool
+    from spatialmeta.report import forecast_summary
+    from spatialmeta.viz import choropleth
+
+    out = Path(out)
+    # one polygon per task region, in task order, ids as in the series (matched as text, so
+    # that integer ids in a store and text ids in a shapefile still meet)
+    polys = regions.loc[~regions[region_id].astype(str).duplicated()]
+    pos = pd.Index(polys[region_id].astype(str)).get_indexer(tasks.region_ids.astype(str))
+    if (pos < 0).any():
+        missing = tasks.region_ids[pos < 0]
+        raise ValueError(
+            f"regions have no polygon for {len(missing)} series region(s), e.g. "
+            f"{list(missing[:5])}; pass polygons whose column {region_id!r} holds every id."
+        )
+    ordered = polys.iloc[pos].assign(region_id=tasks.region_ids).reset_index(drop=True)
+
+    outputs: dict[str, str] = {"summary": str(out / "summary.md")}
+    write_csv(evaluation.table, out / "skill.csv")
+    write_csv(evaluation.by_region, out / "skill_by_region.csv")
+    zarr_path, parquet_path = write_forecasts(forecast_dataset(tasks, forecasts[0]), ordered, out)
+    outputs["forecasts (Zarr)"] = str(zarr_path)
+    outputs["forecasts (GeoParquet)"] = str(parquet_path)
+    outputs["skill table"] = str(out / "skill.csv")
+    outputs["skill by region"] = str(out / "skill_by_region.csv")
+
+    method, reference = evaluation.method, evaluation.reference
+    rows = evaluation.by_region[evaluation.by_region.method == method]
+    if f"skill_vs_{reference}" in rows:
+        skill = region_values(tasks.region_ids, rows, f"skill_vs_{reference}")
+        choropleth(
+            ordered,
+            skill,
+            column_label=f"skill vs {reference} (1 − MSE ratio)",
+            title=f"Held-out regions: {method} forecast skill (grey: training regions)",
+            path=out / "skill_map.png",
+        )
+        outputs["skill map"] = str(out / "skill_map.png")
+
+    pooled = None
+    if len(evaluation.region_ids) >= 2:
+        pooled = pool(evaluation, method="REML")
+        with atomic_path(out / "pooled_skill.json") as tmp:
+            tmp.write_text(json.dumps(pooled.to_dict(), indent=1))
+        forest_plot(
+            pooled,
+            path=out / "forest_skill.png",
+            xlabel=f"MSE ratio, {method} / {reference} (log scale)",
+            transform=np.exp,
+            xscale="log",
+            title="Per-region skill, pooled by random effects",
+        )
+        outputs["forest plot"] = str(out / "forest_skill.png")
+        outputs["pooled skill (JSON)"] = str(out / "pooled_skill.json")
+    if shots is not None:
+        write_csv(shots, out / "shots.csv")
+        plot_shots(shots, out / "shots.png", units=tasks.units)
+        outputs["shots curve"] = str(out / "shots.csv")
+        outputs["shots plot"] = str(out / "shots.png")
+    outputs.update(extra_outputs or {})
+    summary = forecast_summary(
+        title=title,
+        setup=setup,
+        table=evaluation.table,
+        pooled=pooled,
+        units=tasks.units,
+        outputs=outputs,
+        shots=shots,
+        notes=[missing_note(tasks.series)],
+    )
+    with atomic_path(out / "summary.md") as tmp:
+        tmp.write_text(summary)
+    return Report(summary, outputs, pooled)
