@@ -7,7 +7,8 @@ subgraph batches), then times
 ``forecast_heldout`` — per-region adaptation from a 36-month support window and forecasts
 of every test origin, horizons 1-3, for the 10,000 held-out regions — and the writing of
 the forecasts to Zarr; then the global network baseline's batched per-region
-fine-tuning with forecasts for the same 10,000 regions.
+fine-tuning with forecasts for the same 10,000 regions; then the scores and the whole
+report of the run (``publish_report``: tables, pooled skill, map, GeoParquet, summary).
 
 Example:
     .venv/bin/python benchmarks/bench_forecast.py --regions 12500 --holdout 0.8
@@ -92,6 +93,17 @@ def main(argv=None) -> None:
     rmse = lambda f: float(np.sqrt(np.nanmean((f.mean - y) ** 2)))  # noqa: E731
     print(f"held-out RMSE: meta {rmse(fc):.3f} K, global_finetuned {rmse(tuned):.3f} K, "
           f"climatology {rmse(clim):.3f} K")  # fmt: skip
+    # the run's whole report, as `spatialmeta forecast` writes it for these regions
+    t = time.perf_counter()
+    forecasts = [fc, tuned, clim, sm.learn.persistence(tasks, split, cfg.horizon)]
+    evaluation = sm.learn.evaluate(tasks, forecasts)
+    with tempfile.TemporaryDirectory() as tmp:
+        report = sm.learn.publish_report(tasks, forecasts, evaluation, regions, tmp,
+                                         title="bench", setup={})  # fmt: skip
+        sizes = {p.name: p.stat().st_size for p in Path(tmp).glob("*") if p.is_file()}
+    print(f"scores and report (skill tables, pooled skill over {int(report.pooled.k)} regions, "
+          f"map, GeoParquet of {sizes['forecasts.parquet'] / 1e6:.0f} MB, summary): "
+          f"{time.perf_counter() - t:.1f} s")  # fmt: skip
 
 
 if __name__ == "__main__":

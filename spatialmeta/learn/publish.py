@@ -21,7 +21,13 @@ from spatialmeta.learn.forecast import Forecast
 from spatialmeta.learn.output import forecast_dataset, write_forecasts
 from spatialmeta.tasks.region import RegionTaskSet
 
-__all__ = ["Report", "publish_report", "missing_note", "region_values"]
+__all__ = ["Report", "publish_report", "missing_note", "region_values", "FOREST_MAX_REGIONS"]
+
+# A forest plot gives each region a row of about a third of an inch: past this many held-out
+# regions it stops being readable (and past ~600 matplotlib refuses the figure's size), so
+# larger runs report the pooled skill in the summary and JSON, and per region in the CSV
+# and the map.
+FOREST_MAX_REGIONS = 80
 
 
 @dataclass(frozen=True)
@@ -94,7 +100,7 @@ def publish_report(
       first forecast (the meta-learner's);
     * ``pooled_skill.json`` and ``forest_skill.png``: the per-region log MSE ratios of
       ``evaluation`` (meta vs climatology) pooled by REML random effects, with at least two
-      held-out regions;
+      held-out regions (the forest plot up to :data:`FOREST_MAX_REGIONS` of them);
     * ``skill_map.png``: each held-out region's skill against climatology (training regions
       grey);
     * with ``shots`` (:func:`~spatialmeta.learn.compare.shots_curve`): ``shots.csv`` and
@@ -144,21 +150,29 @@ def publish_report(
         )
         outputs["skill map"] = str(out / "skill_map.png")
 
+    notes = [missing_note(tasks.series)]
     pooled = None
     if len(evaluation.region_ids) >= 2:
         pooled = pool(evaluation, method="REML")
         with atomic_path(out / "pooled_skill.json") as tmp:
             tmp.write_text(json.dumps(pooled.to_dict(), indent=1))
-        forest_plot(
-            pooled,
-            path=out / "forest_skill.png",
-            xlabel=f"MSE ratio, {method} / {reference} (log scale)",
-            transform=np.exp,
-            xscale="log",
-            title="Per-region skill, pooled by random effects",
-        )
-        outputs["forest plot"] = str(out / "forest_skill.png")
         outputs["pooled skill (JSON)"] = str(out / "pooled_skill.json")
+        if pooled.k <= FOREST_MAX_REGIONS:
+            forest_plot(
+                pooled,
+                path=out / "forest_skill.png",
+                xlabel=f"MSE ratio, {method} / {reference} (log scale)",
+                transform=np.exp,
+                xscale="log",
+                title="Per-region skill, pooled by random effects",
+            )
+            outputs["forest plot"] = str(out / "forest_skill.png")
+        else:
+            notes.append(
+                f"No forest plot: {int(pooled.k)} held-out regions are more than a forest plot "
+                f"shows legibly ({FOREST_MAX_REGIONS}); per-region skill is in the map and "
+                "skill_by_region.csv."
+            )
     if shots is not None:
         write_csv(shots, out / "shots.csv")
         plot_shots(shots, out / "shots.png", units=tasks.units)
@@ -173,7 +187,7 @@ def publish_report(
         units=tasks.units,
         outputs=outputs,
         shots=shots,
-        notes=[missing_note(tasks.series)],
+        notes=notes,
     )
     with atomic_path(out / "summary.md") as tmp:
         tmp.write_text(summary)

@@ -108,3 +108,14 @@ def test_missing_note():
     assert missing_note(y).startswith(
         "Missing values: 2 of 12 (region, time) values (16.7%), in 2 regions;"
     )
+
+
+def test_many_regions_skip_the_forest_plot_and_say_so(run, tmp_path, monkeypatch):
+    import spatialmeta.learn.publish as publish
+
+    tasks, regions, forecasts, ev = run
+    monkeypatch.setattr(publish, "FOREST_MAX_REGIONS", 3)
+    rep = publish_report(tasks, forecasts, ev, regions, tmp_path, title="t", setup={})
+    assert not (tmp_path / "forest_skill.png").exists() and "forest plot" not in rep.outputs
+    assert "No forest plot: 4 held-out regions" in rep.summary
+    assert rep.pooled.k == 4 and (tmp_path / "pooled_skill.json").exists()
