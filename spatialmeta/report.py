@@ -61,7 +61,9 @@ def _pooled(pooled) -> list[str]:
         "## Pooled skill across held-out regions (random effects, REML)",
         "",
         f"Per-region effect: log MSE ratio, meta-learned vs climatology (k = {int(pooled.k)} regions; "
-        "variance by the delta method with a Newey–West covariance over forecast origins).",
+        "variance by the delta method with a Newey–West covariance over forecast origins; "
+        "regions taken as independent, so the interval is too narrow where neighbouring "
+        "regions share errors).",
         "",
         f"- pooled MSE ratio: {ratio:.3f} (95% CI {lo:.3f} to {hi:.3f}), i.e. skill "
         f"{1 - ratio:+.1%} (95% CI {1 - hi:+.1%} to {1 - lo:+.1%})",
@@ -70,6 +72,45 @@ def _pooled(pooled) -> list[str]:
         f"Q({int(pooled.k) - 1}) = {float(pooled.QE):.2f}, p = {float(pooled.QEp):.3g}",
         "",
     ]
+
+
+def _comparison(frame: pd.DataFrame, method: str) -> list[str]:
+    """``method`` against each other method: pooled MSE ratios over regions, with intervals."""
+    name = _METHOD_NAMES.get(method, method)
+    lines = [
+        f"## {name[:1].upper() + name[1:]} against each method, region by region",
+        "",
+        f"Per region, log(MSE of {method} / MSE of the other method), variance by the delta "
+        "method with a Newey–West covariance over forecast origins; pooled by random effects "
+        "(REML). A ratio below 1 whose interval stays below 1 is a lead beyond the regions' "
+        "own sampling noise. That interval takes regions as independent, and neighbouring "
+        "regions share weather: where they do, it is too narrow. The Diebold–Mariano test "
+        "(DM p) on the area-weighted mean loss of each forecast origin does not assume it, "
+        "and is the one to trust when the two disagree.",
+        "",
+        "| against | regions | pooled MSE ratio | 95% CI | p | 95% PI | I² | "
+        f"regions where {method} is better | DM p |",
+        "|---|---:|---:|---|---:|---|---:|---:|---:|",
+    ]
+    for _, r in frame.iterrows():
+        if not np.isfinite(r["mse_ratio"]):
+            cells = ["–"] * 5
+        else:
+            cells = [
+                f"{r['mse_ratio']:.3f}",
+                f"{r['ci_lb']:.3f} to {r['ci_ub']:.3f}",
+                f"{r['pval']:.3g}",
+                f"{r['pi_lb']:.3f} to {r['pi_ub']:.3f}",
+                f"{r['I2']:.0f}%",
+            ]
+        lines.append(
+            f"| {_METHOD_NAMES.get(r['method'], r['method'])} | {int(r['k'])} | "
+            + " | ".join(cells)
+            + f" | {r['regions_better']:.0%} | "
+            + ("–" if not np.isfinite(r["dm_pval"]) else f"{r['dm_pval']:.3g}")
+            + " |"
+        )
+    return lines + [""]
 
 
 def forecast_summary(
@@ -82,6 +123,8 @@ def forecast_summary(
     outputs: dict[str, str],
     shots: pd.DataFrame | None = None,
     notes: list[str] | None = None,
+    comparison: pd.DataFrame | None = None,
+    method: str = "meta",
 ) -> str:
     """Render the run summary as Markdown.
 
@@ -103,6 +146,11 @@ def forecast_summary(
         The shots curve (support, method, rmse, crps, ...): RMSE and CRPS per support length.
     notes : list of str, optional
         Sentences on how the data were handled (missing values), shown under the tables.
+    comparison : DataFrame, optional
+        ``method`` against every other method, pooled over regions
+        (:func:`~spatialmeta.learn.evaluate.compare_methods`).
+    method : str
+        The method that ``comparison`` compares.
     """
     lines = [f"# {title}", "", "## Set-up", ""]
     lines += [f"- {k}: {v}" for k, v in setup.items()]
@@ -121,6 +169,8 @@ def forecast_summary(
         *(notes or []),
         "",
     ]
+    if comparison is not None and not comparison.empty:
+        lines += _comparison(comparison, method)
     if shots is not None:
         lines += ["## Shots curve: skill by length of the support window", ""]
         for col in ("rmse", "crps"):

@@ -15,17 +15,26 @@ autocorrelation consistent covariance matrix. Econometrica, 55(3). doi:10.2307/1
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from spatialmeta.learn.forecast import Forecast
 from spatialmeta.learn.metrics import scores
 from spatialmeta.tasks.estimates import Estimates
 from spatialmeta.tasks.region import RegionTaskSet
 
-__all__ = ["ForecastEvaluation", "evaluate", "observed", "hac_mean_cov"]
+__all__ = [
+    "ForecastEvaluation",
+    "evaluate",
+    "observed",
+    "hac_mean_cov",
+    "log_mse_ratio",
+    "compare_methods",
+]
 
 
 def observed(tasks: RegionTaskSet, forecast: Forecast) -> np.ndarray:
@@ -40,21 +49,53 @@ def hac_mean_cov(a: np.ndarray, b: np.ndarray, lags: int) -> np.ndarray:
 
     Parameters
     ----------
-    a, b : ``(R, n)`` loss series (no NaN)
+    a, b : ``(R, n)`` loss series; NaN marks an origin without a loss (a missing target),
+        the same in both. Missing origins enter as zero deviations and the row's count
+        is its observed origins (Parzen's amplitude-modulated series), so that a gap
+        neither drops the region nor shifts the lags.
     lags : int
         Bartlett-kernel truncation lag.
 
     Returns
     -------
-    ``(R, 2, 2)`` covariance of ``(mean(a), mean(b))``.
+    ``(R, 2, 2)`` covariance of ``(mean(a), mean(b))`` over the observed origins.
     """
-    x = np.stack([a - a.mean(axis=1, keepdims=True), b - b.mean(axis=1, keepdims=True)], axis=1)
-    n = x.shape[-1]
+    x = np.stack([a - np.nanmean(a, axis=1, keepdims=True),
+                  b - np.nanmean(b, axis=1, keepdims=True)], axis=1)  # fmt: skip
+    x = np.where(np.isfinite(x), x, 0.0)
+    n = np.maximum(np.isfinite(a).sum(axis=1), 1)[:, None, None]  # (R, 1, 1)
+    t = x.shape[-1]
     cov = np.einsum("rit,rjt->rij", x, x) / n
-    for lag in range(1, min(lags, n - 1) + 1):  # a handful of lags; each is whole-array
+    for lag in range(1, min(lags, t - 1) + 1):  # a handful of lags; each is whole-array
         g = np.einsum("rit,rjt->rij", x[..., lag:], x[..., :-lag]) / n
         cov += (1 - lag / (lags + 1)) * (g + np.swapaxes(g, 1, 2))
     return cov / n
+
+
+def log_mse_ratio(
+    y: np.ndarray, a: np.ndarray, b: np.ndarray, lags: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per region, log(MSE of ``a`` / MSE of ``b``) and its variance (delta method, HAC).
+
+    ``y``, ``a``, ``b``: ``(R, O, H)`` observations and two forecasts' means. Losses are
+    averaged over horizons per origin, then over origins; NaN targets are skipped, and an
+    origin with no target at all is left out (see :func:`hac_mean_cov`). ``lags``: the
+    Newey–West truncation lag (default: the horizon, as overlapping multi-step forecasts
+    share errors over that many origins). A region with no scored origin gets NaN.
+    """
+    lags = max(1, y.shape[-1]) if lags is None else lags
+    scored = np.isfinite(y).any(axis=2)  # (R, O)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a region with no scored origin
+        la = np.where(scored, np.nanmean(np.where(scored[..., None], (a - y) ** 2, 0.0), 2), np.nan)
+        lb = np.where(scored, np.nanmean(np.where(scored[..., None], (b - y) ** 2, 0.0), 2), np.nan)
+        ma, mb = np.nanmean(la, axis=1), np.nanmean(lb, axis=1)
+        cov = hac_mean_cov(la, lb, lags=lags)
+        grad = np.stack([1 / ma, -1 / mb], axis=1)
+        var = np.einsum("ri,rij,rj->r", grad, cov, grad)
+        est = np.log(ma / mb)
+    ok = np.isfinite(est) & np.isfinite(var)
+    return np.where(ok, est, np.nan), np.where(ok, np.maximum(var, 1e-12), np.nan)
 
 
 @dataclass(frozen=True)
@@ -145,19 +186,98 @@ def evaluate(
     )
     del weights
 
-    # per-origin losses averaged over horizons: (R, O)
-    la = np.nanmean((by[method].mean - y) ** 2, axis=2)
-    lb = np.nanmean((ref.mean - y) ** 2, axis=2)
-    ma, mb = la.mean(axis=1), lb.mean(axis=1)
-    cov = hac_mean_cov(la, lb, lags=max(1, ref.mean.shape[-1]))
-    grad = np.stack([1 / ma, -1 / mb], axis=1)
-    var = np.einsum("ri,rij,rj->r", grad, cov, grad)
+    est, var = log_mse_ratio(y, by[method].mean, ref.mean)
     return ForecastEvaluation(
         by_region=by_region,
         table=table,
         region_ids=tasks.region_ids[ref.regions],
-        log_mse_ratio=np.log(ma / mb),
-        log_mse_ratio_var=np.maximum(var, 1e-12),
+        log_mse_ratio=est,
+        log_mse_ratio_var=var,
         method=method,
         reference=reference,
     )
+
+
+def compare_methods(
+    tasks: RegionTaskSet, forecasts: list[Forecast], *, method: str = "meta", level: float = 95
+) -> pd.DataFrame:
+    """``method`` against every other forecast, region by region, pooled by random effects.
+
+    For each other method, the per-region log MSE ratios (``method`` / other; variances
+    by the delta method and a Newey–West covariance, :func:`log_mse_ratio`) are pooled by
+    REML random effects, all comparisons in one batched
+    :func:`~spatialmeta.meta_analysis.pool` call. A pooled ratio below 1 with its
+    confidence interval below 1 says ``method`` is better on the typical region beyond
+    what the regions' own sampling noise explains.
+
+    Returns one row per other method: ``method`` (the other), ``k`` (regions scored),
+    ``mse_ratio``, ``ci_lb``, ``ci_ub`` (pooled ratio and its interval), ``pval`` (ratio
+    = 1), ``pi_lb``, ``pi_ub`` (prediction interval for a new region), ``tau2``, ``I2`` and
+    ``regions_better`` (share of regions where ``method`` has the lower MSE), and
+    ``dm_stat``, ``dm_pval``: the Diebold–Mariano test (Harvey–Leybourne–Newbold
+    corrected, two-sided) on the area-weighted mean squared-error differential of each
+    origin, which, unlike the pooled interval, does not assume that regions' errors are
+    independent.
+
+    References
+    ----------
+    Harvey, D., Leybourne, S., & Newbold, P. (1997). Testing the equality of prediction
+    mean squared errors. International Journal of Forecasting, 13(2), 281–291.
+    """
+    from spatialmeta.meta_analysis import pool
+
+    by = {f.method: f for f in forecasts}
+    if method not in by:
+        raise ValueError(f"no forecast named {method!r}; have {sorted(by)}.")
+    others = [f for f in forecasts if f.method != method]
+    if not others:
+        return pd.DataFrame()
+    y = observed(tasks, by[method])
+    pairs = [log_mse_ratio(y, by[method].mean, f.mean) for f in others]
+    yi = np.stack([p[0] for p in pairs])  # (M, R)
+    vi = np.stack([p[1] for p in pairs])
+    k = np.isfinite(yi).sum(axis=1)
+    frame = pd.DataFrame({"method": [f.method for f in others], "k": k})
+    cols = ("mse_ratio", "ci_lb", "ci_ub", "pval", "pi_lb", "pi_ub", "tau2", "I2")
+    if (k < 2).any():  # random effects need two regions: report the ratios unpooled
+        for c in cols:
+            frame[c] = np.nan
+    else:
+        res = pool(yi, vi, method="REML", level=level)
+        frame["mse_ratio"] = np.exp(res.estimate)
+        for c in ("ci_lb", "ci_ub", "pi_lb", "pi_ub"):
+            frame[c] = np.exp(getattr(res, c))
+        frame["pval"], frame["tau2"], frame["I2"] = res.pval, res.tau2, res.I2
+    with np.errstate(invalid="ignore"):
+        frame["regions_better"] = (yi < 0).sum(axis=1) / np.maximum(k, 1)
+    # Regions share weather, so their ratios are not independent and the pooled interval
+    # is too narrow where errors are spatially correlated. The Diebold–Mariano test on the
+    # area-weighted mean loss of each origin is not affected by that correlation (it is
+    # inside each origin's mean): Newey–West variance over origins, with Harvey, Leybourne
+    # & Newbold's small-sample correction and t(n - 1) critical values.
+    h = y.shape[-1]
+    area = tasks.area_km2[by[method].regions] if tasks.area_km2 is not None else None
+    w = np.ones(len(by[method].regions)) if area is None else np.asarray(area, dtype=float)
+    scored = np.isfinite(y).any(axis=2)  # (R, O)
+    wo = np.where(scored, w[:, None], 0.0)
+    keep = wo.sum(axis=0) > 0
+    stat, pval = [], []
+    for f in others:  # a handful of methods; each is whole-array
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            la = np.nanmean((by[method].mean - y) ** 2, axis=2)
+            lb = np.nanmean((f.mean - y) ** 2, axis=2)
+        d = np.where(scored, la - lb, 0.0)
+        dt = ((d * wo).sum(axis=0)[keep] / wo.sum(axis=0)[keep])[None, :]  # (1, n)
+        n = dt.shape[1]
+        var = hac_mean_cov(dt, dt, lags=max(1, h - 1))[0, 0, 0]
+        if n < 3 or not var > 0:
+            stat.append(np.nan)
+            pval.append(np.nan)
+            continue
+        corr = np.sqrt(max((n + 1 - 2 * h + h * (h - 1) / n) / n, 0.0))
+        dm = float(dt.mean() / np.sqrt(var)) * corr
+        stat.append(dm)
+        pval.append(float(2 * stats.t.sf(abs(dm), n - 1)))
+    frame["dm_stat"], frame["dm_pval"] = stat, pval
+    return frame

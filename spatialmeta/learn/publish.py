@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from spatialmeta._io import atomic_path, write_csv
-from spatialmeta.learn.evaluate import ForecastEvaluation
+from spatialmeta.learn.evaluate import ForecastEvaluation, compare_methods
 from spatialmeta.learn.forecast import Forecast
 from spatialmeta.learn.output import forecast_dataset, write_forecasts
 from spatialmeta.tasks.region import RegionTaskSet
@@ -101,6 +101,8 @@ def publish_report(
     * ``pooled_skill.json`` and ``forest_skill.png``: the per-region log MSE ratios of
       ``evaluation`` (meta vs climatology) pooled by REML random effects, with at least two
       held-out regions (the forest plot up to :data:`FOREST_MAX_REGIONS` of them);
+    * ``skill_comparison.csv``: the first method against every other, region by region,
+      pooled by random effects (:func:`~spatialmeta.learn.evaluate.compare_methods`);
     * ``skill_map.png``: each held-out region's skill against climatology (training regions
       grey);
     * with ``shots`` (:func:`~spatialmeta.learn.compare.shots_curve`): ``shots.csv`` and
@@ -136,6 +138,10 @@ def publish_report(
     outputs["forecasts (GeoParquet)"] = str(parquet_path)
     outputs["skill table"] = str(out / "skill.csv")
     outputs["skill by region"] = str(out / "skill_by_region.csv")
+    comparison = compare_methods(tasks, forecasts, method=evaluation.method)
+    if not comparison.empty:
+        write_csv(comparison, out / "skill_comparison.csv")
+        outputs["pooled comparison"] = str(out / "skill_comparison.csv")
 
     method, reference = evaluation.method, evaluation.reference
     rows = evaluation.by_region[evaluation.by_region.method == method]
@@ -188,6 +194,8 @@ def publish_report(
         outputs=outputs,
         shots=shots,
         notes=notes,
+        comparison=comparison,
+        method=evaluation.method,
     )
     with atomic_path(out / "summary.md") as tmp:
         tmp.write_text(summary)
