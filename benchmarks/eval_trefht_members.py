@@ -6,7 +6,9 @@ a percent. Each member is an independent realization under the same forcing: thi
 runs the acceptance configuration of ``tests/learn/test_real_data.py`` (49 US states,
 annual, 30 % spatial hold-out, 20-year support before 1980, 3 years ahead) on every member
 and seed, prints each skill table, and the mean relative difference of ``meta`` to each
-baseline over all runs with a 95 % interval (t over members x seeds).
+baseline over all runs with a 95 % interval (t over members x seeds), and in how many runs
+meta is significantly ahead of each baseline by the run's own tests (Diebold-Mariano on the
+area-mean loss; the pooled interval over regions, from ``skill_comparison.csv``).
 
 Example:
     .venv/bin/python benchmarks/eval_trefht_members.py --seeds 0 1 --members 57 59
@@ -66,10 +68,13 @@ def main(argv=None) -> None:
                 table = res.evaluation.table.set_index("method")
                 print(f"\nmember {member}, seed {seed} ({time.perf_counter() - t:.0f} s)")
                 print(table[["rmse", "crps", "bias"]].round(4).to_string())
+                dm = pd.read_csv(res.out / "skill_comparison.csv").set_index("method")
                 for m in METHODS:
                     rows.append(dict(member=member, seed=seed, method=m,
                                      rmse=table.loc["meta", "rmse"] / table.loc[m, "rmse"] - 1,
-                                     crps=table.loc["meta", "crps"] / table.loc[m, "crps"] - 1))  # fmt: skip
+                                     crps=table.loc["meta", "crps"] / table.loc[m, "crps"] - 1,
+                                     dm_win=dm.loc[m, "dm_stat"] < 0 and dm.loc[m, "dm_pval"] < 0.05,
+                                     pooled_win=dm.loc[m, "ci_ub"] < 1))  # fmt: skip
     df = pd.DataFrame(rows)
     print("\nmeta relative to each baseline (negative: meta better), mean over "
           f"{df.groupby(['member', 'seed']).ngroups} runs, 95 % interval:")  # fmt: skip
@@ -86,6 +91,13 @@ def main(argv=None) -> None:
             wins = int((x < 0).sum())
             line += f"  {metric} {100 * x.mean():+6.2f} % ± {100 * half:4.2f} (meta ahead {wins}/{len(x)})"
         print(line)
+    print("\nruns where meta is significantly ahead (5 %): Diebold-Mariano on the area-mean loss "
+          "| pooled interval over regions (takes regions as independent)")  # fmt: skip
+    for m in METHODS:
+        sub = df[df.method == m]
+        print(
+            f"  {m:18s} DM {int(sub.dm_win.sum())}/{len(sub)} | pooled {int(sub.pooled_win.sum())}/{len(sub)}"
+        )
 
 
 if __name__ == "__main__":
