@@ -72,23 +72,20 @@ def hac_mean_cov(a: np.ndarray, b: np.ndarray, lags: int) -> np.ndarray:
     return cov / n
 
 
-def log_mse_ratio(
-    y: np.ndarray, a: np.ndarray, b: np.ndarray, lags: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per region, log(MSE of ``a`` / MSE of ``b``) and its variance (delta method, HAC).
+def origin_losses(y: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Squared errors averaged over horizons per ``(region, origin)``; NaN targets skipped.
 
-    ``y``, ``a``, ``b``: ``(R, O, H)`` observations and two forecasts' means. Losses are
-    averaged over horizons per origin, then over origins; NaN targets are skipped, and an
-    origin with no target at all is left out (see :func:`hac_mean_cov`). ``lags``: the
-    Newey–West truncation lag (default: the horizon, as overlapping multi-step forecasts
-    share errors over that many origins). A region with no scored origin gets NaN.
+    ``y``, ``mean``: ``(R, O, H)``. An origin with no target at all gets NaN.
     """
-    lags = max(1, y.shape[-1]) if lags is None else lags
-    scored = np.isfinite(y).any(axis=2)  # (R, O)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "mean of empty slice"
+        return np.nanmean((mean - y) ** 2, axis=2)
+
+
+def _log_ratio(la: np.ndarray, lb: np.ndarray, lags: int) -> tuple[np.ndarray, np.ndarray]:
+    """log(mean ``la`` / mean ``lb``) per row and its delta-method HAC variance."""
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a region with no scored origin
-        la = np.where(scored, np.nanmean(np.where(scored[..., None], (a - y) ** 2, 0.0), 2), np.nan)
-        lb = np.where(scored, np.nanmean(np.where(scored[..., None], (b - y) ** 2, 0.0), 2), np.nan)
         ma, mb = np.nanmean(la, axis=1), np.nanmean(lb, axis=1)
         cov = hac_mean_cov(la, lb, lags=lags)
         grad = np.stack([1 / ma, -1 / mb], axis=1)
@@ -96,6 +93,22 @@ def log_mse_ratio(
         est = np.log(ma / mb)
     ok = np.isfinite(est) & np.isfinite(var)
     return np.where(ok, est, np.nan), np.where(ok, np.maximum(var, 1e-12), np.nan)
+
+
+def log_mse_ratio(
+    y: np.ndarray, a: np.ndarray, b: np.ndarray, lags: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per region, log(MSE of ``a`` / MSE of ``b``) and its variance (delta method, HAC).
+
+    ``y``, ``a``, ``b``: ``(R, O, H)`` observations and two forecasts' means. Losses are
+    averaged over horizons per origin (:func:`origin_losses`), then over origins; NaN
+    targets are skipped, and an origin with no target at all is left out (see
+    :func:`hac_mean_cov`). ``lags``: the Newey–West truncation lag (default: the horizon,
+    as overlapping multi-step forecasts share errors over that many origins). A region
+    with no scored origin gets NaN.
+    """
+    lags = max(1, y.shape[-1]) if lags is None else lags
+    return _log_ratio(origin_losses(y, a), origin_losses(y, b), lags)
 
 
 @dataclass(frozen=True)
@@ -233,7 +246,10 @@ def compare_methods(
     if not others:
         return pd.DataFrame()
     y = observed(tasks, by[method])
-    pairs = [log_mse_ratio(y, by[method].mean, f.mean) for f in others]
+    h = y.shape[-1]
+    la = origin_losses(y, by[method].mean)  # (R, O), once for every comparison
+    lbs = [origin_losses(y, f.mean) for f in others]
+    pairs = [_log_ratio(la, lb, max(1, h)) for lb in lbs]
     yi = np.stack([p[0] for p in pairs])  # (M, R)
     vi = np.stack([p[1] for p in pairs])
     k = np.isfinite(yi).sum(axis=1)
@@ -255,18 +271,13 @@ def compare_methods(
     # area-weighted mean loss of each origin is not affected by that correlation (it is
     # inside each origin's mean): Newey–West variance over origins, with Harvey, Leybourne
     # & Newbold's small-sample correction and t(n - 1) critical values.
-    h = y.shape[-1]
-    area = tasks.area_km2[by[method].regions] if tasks.area_km2 is not None else None
-    w = np.ones(len(by[method].regions)) if area is None else np.asarray(area, dtype=float)
-    scored = np.isfinite(y).any(axis=2)  # (R, O)
+    regions = by[method].regions
+    w = np.ones(len(regions)) if tasks.area_km2 is None else tasks.area_km2[regions].astype(float)
+    scored = np.isfinite(la)  # (R, O): origins with at least one target
     wo = np.where(scored, w[:, None], 0.0)
     keep = wo.sum(axis=0) > 0
     stat, pval = [], []
-    for f in others:  # a handful of methods; each is whole-array
-        with np.errstate(invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            la = np.nanmean((by[method].mean - y) ** 2, axis=2)
-            lb = np.nanmean((f.mean - y) ** 2, axis=2)
+    for lb in lbs:  # a handful of methods; each is whole-array
         d = np.where(scored, la - lb, 0.0)
         dt = ((d * wo).sum(axis=0)[keep] / wo.sum(axis=0)[keep])[None, :]  # (1, n)
         n = dt.shape[1]
