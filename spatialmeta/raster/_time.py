@@ -11,6 +11,7 @@ import xarray as xr
 
 __all__ = ["decode_time"]
 
+_CALENDAR_ALIASES = {"365_days": "noleap", "366_days": "all_leap", "360_days": "360_day"}
 _UNITS = re.compile(r"^\s*(\w+)\s+since\s+(.+?)\s*$")
 
 
@@ -19,6 +20,9 @@ def _calendar_of(ds: xr.Dataset, var: xr.Variable, calendar: str | None) -> tupl
         return calendar, "given by the caller"
     cal = var.attrs.get("calendar")
     if cal:
+        alias = _CALENDAR_ALIASES.get(str(cal).strip().lower())
+        if alias:  # NCAR CCM/CSM files write "365_days"; CF's name is "noleap" ("365_day")
+            return alias, f"from the file ({cal!r}, read as CF's {alias!r})"
         return str(cal), "from the file"
     conventions = str(ds.attrs.get("Conventions", ""))
     if re.search(r"CSM|CCSM|CESM", conventions, flags=re.IGNORECASE):
@@ -59,6 +63,9 @@ def decode_time(
             f"'{source}': time units {units!r} are not '<unit> since <date>'; pass time_units=."
         )
     step, origin = m.group(1).lower(), m.group(2)
+    if re.match(r"^0+-00-00", origin):  # NCAR CCM/CSM "since 0000-00-00": day 0 of year 0
+        origin = "0000-01-01" + origin[10:]
+        units = f"{step} since {origin}"
     cal, why = _calendar_of(ds, var, calendar)
     values = np.asarray(var.values)
     try:
@@ -90,7 +97,10 @@ def decode_time(
                     )
                     times = pd.DatetimeIndex(times)
                 else:
-                    times = index.to_datetimeindex(unsafe=True)
+                    try:
+                        times = index.to_datetimeindex(unsafe=True)
+                    except ValueError:  # model years before 1678 (e.g. year 16): seconds
+                        times = index.to_datetimeindex(unsafe=True, time_unit="s")
     except ValueError:
         raise
     except Exception as exc:

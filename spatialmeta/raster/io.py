@@ -39,12 +39,50 @@ def _detect_format(path: Path) -> str:
         return "geotiff"
     if name.endswith((".grib", ".grb", ".grib2", ".grb2")):
         return "grib"
-    if name.endswith((".nc", ".nc4", ".netcdf", ".h5")):
+    if name.endswith((".nc", ".nc4", ".netcdf", ".cdf", ".h5")):
         return "netcdf"
+    if path.is_file():  # no telling suffix: NetCDF classic (CDF) and HDF5 by their magic bytes
+        with open(path, "rb") as f:
+            magic = f.read(8)
+        if magic[:3] == b"CDF" or magic == b"\x89HDF\r\n\x1a\n":
+            return "netcdf"
     raise RasterError(
         f"cannot tell the format of '{path}' from its name; use a .nc, .tif, .zarr or .grib "
         "suffix, or pass format=..."
     )
+
+
+_LAT_UNITS = ("degrees_north", "degree_north", "degree_n", "degrees_n", "degreen", "degreesn")
+_LON_UNITS = ("degrees_east", "degree_east", "degree_e", "degrees_e", "degreee", "degreese")
+
+
+def _cf_axis_names(ds: xr.Dataset) -> xr.Dataset:
+    """Rename dimensions that CF attributes mark as latitude, longitude or time.
+
+    Files from Ferret and other tools name their axes freely (``FNOCY``, ``FNOCX``, ``TIME``);
+    CF says what they are through ``units`` (``degrees_north``/``degrees_east``),
+    ``standard_name`` or ``axis``. Only a dimension coordinate is renamed, and only when the
+    standard name is not taken already.
+    """
+    wanted: dict[str, str] = {}
+    for dim in ds.dims:
+        if dim in ("lat", "lon", "time") or dim not in ds.variables:
+            continue
+        attrs = ds[dim].attrs
+        units = str(attrs.get("units", "")).strip().lower()
+        std = str(attrs.get("standard_name", "")).lower()
+        axis = str(attrs.get("axis", "")).upper()
+        if units in _LAT_UNITS or std == "latitude":
+            new = "lat"
+        elif units in _LON_UNITS or std == "longitude":
+            new = "lon"
+        elif std == "time" or axis == "T" or (str(dim).lower() == "time" and " since " in units):
+            new = "time"
+        else:
+            continue
+        if new not in ds.variables and new not in wanted.values():
+            wanted[str(dim)] = new
+    return ds.rename(wanted) if wanted else ds
 
 
 def _expand(paths) -> list[Path]:
@@ -213,6 +251,7 @@ def _open_one(p: Path, *, format, chunks, assume_crs, times, calendar, time_unit
     try:
         if fmt == "netcdf":
             ds = xr.open_dataset(p, chunks=chunks, decode_coords="all", decode_times=False)
+            ds = _cf_axis_names(ds)
             ds = decode_time(ds, source=str(p), calendar=calendar, units=time_units)
         elif fmt == "zarr":
             # "auto" keeps the stored chunks (dask's own auto-chunking splits them); a store

@@ -131,6 +131,21 @@ def spatial_holdout(n_regions: int, fraction: float, *, seed: int = 0) -> np.nda
     return mask
 
 
+def _time_index(values) -> pd.DatetimeIndex:
+    """A DatetimeIndex from datetime64 or cftime values (model years before 1678 included:
+    seconds resolution, which pandas holds for any year)."""
+    values = np.asarray(values)
+    if values.dtype == object:
+        import xarray as xr
+
+        index = xr.CFTimeIndex(values)
+        try:
+            return index.to_datetimeindex(unsafe=True)
+        except ValueError:
+            return index.to_datetimeindex(unsafe=True, time_unit="s")
+    return pd.DatetimeIndex(values)
+
+
 @dataclass(frozen=True)
 class RegionTaskSet:
     """All regions' series as one array, with the graph and static covariates.
@@ -251,7 +266,7 @@ class RegionTaskSet:
         area = cov[:, names.index("area_km2")] if "area_km2" in names else None
         return cls(
             series=values,
-            time=pd.DatetimeIndex(da.time.values),
+            time=_time_index(da.time.values),
             region_ids=graph.region_ids,
             covariates=cov,
             covariate_names=tuple(names),
