@@ -216,7 +216,9 @@ def forecast(
     ),
     lags: int = typer.Option(12, help="Lag window of the model."),
     learner: str = typer.Option(
-        "ridge", help="Meta-learner: ridge, anil, maml, fomaml (first-order MAML) or reptile."
+        "ridge",
+        help="Meta-learner: hier (hierarchical Bayes over the whole known record, prior from "
+        "a graph network), ridge, anil, maml, fomaml (first-order MAML) or reptile.",
     ),
     episodes: int = typer.Option(400, help="Maximum meta-training episodes."),
     shots: str | None = typer.Option(

@@ -18,6 +18,7 @@ from spatialmeta.learn.baselines import climatology, persistence, ridge_ar
 from spatialmeta.learn.config import LearnConfig
 from spatialmeta.learn.evaluate import evaluate
 from spatialmeta.learn.forecast import Forecast, forecast_heldout
+from spatialmeta.learn.references import references
 from spatialmeta.learn.train import TrainResult
 from spatialmeta.tasks.region import RegionSplit, RegionTaskSet
 
@@ -34,13 +35,17 @@ def forecast_methods(
     meta: TrainResult | None = None,
     global_: TrainResult | None = None,
     noadapt: bool = True,
+    refs: bool = True,
 ) -> list[Forecast]:
     """Forecasts of the held-out regions by every method, each from the same information.
 
     ``meta`` (from :func:`~spatialmeta.learn.train.meta_train`) gives ``meta`` and, with
     ``noadapt``, ``meta_noadapt`` (the meta-trained network without adaptation);
     ``global_`` (from :func:`~spatialmeta.learn.train.global_train`) gives ``global`` and
-    ``global_finetuned``; ``climatology``, ``persistence`` and ``ridge_ar`` always come.
+    ``global_finetuned``; ``climatology`` (the support window's calendar means), ``persistence`` (raw, the
+    last value), ``ridge_ar`` and, with ``refs``, the statistician's references of
+    :mod:`~spatialmeta.learn.references` (expanding, neighbour and eb climatologies,
+    anomaly persistence) always come.
     The support window is ``split.support`` steps for every method.
     """
     out = []
@@ -57,6 +62,8 @@ def forecast_methods(
         persistence(tasks, split, h),
         ridge_ar(tasks, split, h, lags=config.lags),
     ]
+    if refs:
+        out += references(tasks, split, h)
     return out
 
 

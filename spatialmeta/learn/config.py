@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 __all__ = ["LearnConfig", "LEARNERS", "FINETUNE"]
 
-LEARNERS = ("ridge", "anil", "maml", "fomaml", "reptile")
+LEARNERS = ("ridge", "anil", "maml", "fomaml", "reptile", "hier")
 FINETUNE = ("head", "head+last")
 
 
@@ -49,8 +49,12 @@ class LearnConfig:
         whole graph (1 covers the backbone's single graph layer exactly); for large graphs.
     device : str
         ``"auto"`` (CUDA when present, else CPU), ``"cpu"`` or ``"cuda"``.
-    learner : {"ridge", "anil", "maml", "fomaml", "reptile"}
-        Per-task adaptation: closed-form ridge head (R2-D2), ANIL's inner SGD on the head
+    learner : {"ridge", "anil", "maml", "fomaml", "reptile", "hier"}
+        Per-task adaptation: ``"hier"``, a conjugate Bayesian update of the region's
+        seasonal climatology and anomaly persistence from a prior that a graph network
+        predicts from the neighbours' records and covariates
+        (:class:`~spatialmeta.learn.algorithms.hier.HierarchicalLearner`; it conditions on
+        the whole known record and needs no backbone); closed-form ridge head (R2-D2), ANIL's inner SGD on the head
         (second order), MAML over every backbone parameter (second order; ``"fomaml"``:
         first order) or Reptile over every backbone parameter. MAML and Reptile adapt
         each task with its own graph forward (a Python loop over tasks, inherent to them).

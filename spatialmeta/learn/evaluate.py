@@ -23,7 +23,7 @@ import pandas as pd
 from scipy import stats
 
 from spatialmeta.learn.forecast import Forecast
-from spatialmeta.learn.metrics import scores
+from spatialmeta.learn.metrics import PIT_BINS, pit, scores
 from spatialmeta.tasks.estimates import Estimates
 from spatialmeta.tasks.region import RegionTaskSet
 
@@ -133,6 +133,13 @@ class ForecastEvaluation:
     log_mse_ratio_var: np.ndarray
     method: str = "meta"
     reference: str = "climatology"
+    pit: pd.DataFrame | None = None
+
+    def calibration_flags(self, low: float = 0.85, high: float = 0.95) -> list[str]:
+        """Methods whose 90 % intervals cover less than ``low`` or more than ``high``."""
+        t = self.table.dropna(subset=["coverage_90"])
+        bad = t[(t["coverage_90"] < low) | (t["coverage_90"] > high)]
+        return [f"{m} ({c:.1%})" for m, c in zip(bad["method"], bad["coverage_90"], strict=True)]
 
     def estimates(self) -> Estimates:
         """Per-region log MSE ratios (method vs reference) and their variances, for pooling."""
@@ -198,6 +205,32 @@ def evaluate(
         .reset_index()
     )
     del weights
+    from spatialmeta.learn.references import REFERENCES
+
+    crps_of = dict(zip(table["method"], table["crps"], strict=True))
+    for name in REFERENCES + ("climatology",):
+        if name in crps_of and crps_of[name] > 0:
+            table[f"crpss_vs_{name}"] = 1.0 - table["crps"] / crps_of[name]
+    pit_rows = []
+    edges = np.linspace(0.0, 1.0, PIT_BINS + 1)
+    for f in forecasts:
+        if f.std is None:
+            continue
+        u = pit(y, f.mean, f.std)
+        u = u[np.isfinite(u)]
+        counts = np.histogram(u, bins=edges)[0]
+        pit_rows.append(
+            pd.DataFrame(
+                {
+                    "method": f.method,
+                    "bin_lower": edges[:-1],
+                    "bin_upper": edges[1:],
+                    "count": counts,
+                    "density": counts / max(u.size, 1) * PIT_BINS,
+                }
+            )  # fmt: skip
+        )
+    pit_table = pd.concat(pit_rows, ignore_index=True) if pit_rows else None
 
     est, var = log_mse_ratio(y, by[method].mean, ref.mean)
     return ForecastEvaluation(
@@ -208,6 +241,7 @@ def evaluate(
         log_mse_ratio_var=var,
         method=method,
         reference=reference,
+        pit=pit_table,
     )
 
 

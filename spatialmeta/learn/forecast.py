@@ -106,6 +106,8 @@ def forecast_heldout(
     """
     from spatialmeta.learn.finetune import GlobalLearner
 
+    if callable(getattr(learner, "forecast_split", None)):  # a learner with its own inputs
+        return learner.forecast_split(tasks, split, config, adapt=adapt, method=method)
     L, H, S, t0 = config.lags, config.horizon, split.support, split.test_start
     if S > t0:
         raise ValueError(

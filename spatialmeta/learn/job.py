@@ -144,7 +144,9 @@ def _forecast_job(
         )
     graph = contiguity_graph(regions, id_column=region_id)
     cfg = config or LearnConfig()
-    tasks = RegionTaskSet.from_dataarray(da.load(), graph)
+    # regions with no value at all (land-only tiles of an ocean field) are dropped, named in
+    # a warning; regions with some values keep their gaps, masked
+    tasks = RegionTaskSet.from_dataarray(da.load(), graph, on_invalid="drop")
     held = read_holdout(holdout, tasks.region_ids, seed=cfg.seed)
     split = tasks.split(held_out=held, test_start=test_start, support=support)
     cfg = LearnConfig(**{**cfg.to_dict(), "horizon": horizon})

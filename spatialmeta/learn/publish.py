@@ -80,6 +80,52 @@ def region_values(region_ids: np.ndarray, rows: pd.DataFrame, column: str) -> np
     return out
 
 
+def catch_up_note(shots: pd.DataFrame, method: str = "meta") -> str:
+    """At which support each other method's RMSE first reaches the meta-learner's."""
+    wide = shots.pivot_table(index="support", columns="method", values="rmse")
+    if method not in wide:
+        return f"Shots curve: no {method!r} rows."
+    parts = []
+    for other in wide.columns:
+        if other == method:
+            continue
+        reached = wide.index[wide[other] <= wide[method]]
+        parts.append(
+            f"{other} at {int(reached[0])}"
+            if len(reached)
+            else f"{other} not up to {int(wide.index.max())}"
+        )
+    return (
+        f"Shots curve: support (steps) at which each method's RMSE catches up with {method}'s: "
+        + "; ".join(parts)
+        + "."
+    )
+
+
+def plot_pit(pit_table: pd.DataFrame, path: str | os.PathLike):
+    """PIT histograms (density per bin, one line per method; flat at 1 is calibrated)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    for m, g in pit_table.groupby("method", sort=False):
+        centre = (g["bin_lower"] + g["bin_upper"]) / 2
+        ax.plot(centre, g["density"], marker="o", label=m, linewidth=2.5 if m == "meta" else 1.2)
+    ax.axhline(1.0, color="k", linestyle="--", linewidth=1)
+    ax.set_xlabel("PIT value Φ((y − μ) / σ)")
+    ax.set_ylabel("density (1 = calibrated)")
+    ax.set_title("Held-out regions: PIT histograms (U-shape: too narrow; hump: too wide)")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return fig
+
+
 def publish_report(
     tasks: RegionTaskSet,
     forecasts: list[Forecast],
@@ -157,6 +203,19 @@ def publish_report(
         outputs["skill map"] = str(out / "skill_map.png")
 
     notes = [missing_note(tasks.series)]
+    if evaluation.pit is not None:
+        write_csv(evaluation.pit, out / "pit.csv")
+        plot_pit(evaluation.pit, out / "pit.png")
+        outputs["PIT histograms"] = str(out / "pit.csv")
+        outputs["PIT plot"] = str(out / "pit.png")
+    flagged = evaluation.calibration_flags()
+    if flagged:
+        notes.append(
+            "Calibration: the 90 % intervals of " + ", ".join(flagged) + " cover outside "
+            "85–95 % of the observations (too narrow below, too wide above); see pit.png."
+        )
+    if shots is not None:
+        notes.append(catch_up_note(shots, method))
     pooled = None
     if len(evaluation.region_ids) >= 2:
         pooled = pool(evaluation, method="REML")

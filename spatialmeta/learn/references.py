@@ -246,7 +246,10 @@ def seasonal_history(
         fb_has.any(0), (nmean[fb] * fb_has).sum(0) / np.maximum(fb_has.sum(0), 1), np.nan
     )  # (O, P)
     fb_clim = np.where(np.isfinite(fb_clim), fb_clim, np.nanmean(np.where(has, nmean, np.nan)))
-    fb_var = np.nanmean(np.where(okv[fb], nvar[fb], np.nan), axis=0)  # (O,)
+    n_fb = okv[fb].sum(axis=0)
+    fb_var = np.where(
+        n_fb > 0, np.where(okv[fb], nvar[fb], 0.0).sum(axis=0) / np.maximum(n_fb, 1), np.nan
+    )  # (O,)
     fb_var = np.where(np.isfinite(fb_var), fb_var, np.nanvar(y))
     no_nbr = ~np.isfinite(clim).all(axis=-1)
     clim = np.where(np.isfinite(clim), clim, fb_clim[None])
@@ -343,9 +346,7 @@ def fit_references(
 ) -> ReferenceFit:
     """Fit ``k`` and the anomaly coefficients on the training regions (:func:`pseudo_protocol`)."""
     regions, own, nbr, origins = pseudo_protocol(tasks, split, horizon)
-    h = seasonal_history(
-        tasks, own, nbr, origins, period=period, fallback_regions=split.training
-    )
+    h = seasonal_history(tasks, own, nbr, origins, period=period, fallback_regions=split.training)
     y = tasks.series.astype(np.float64)[regions][:, _targets(origins, horizon)]  # (Rt, O, H)
     sub = _subset(h, regions)
     grid = _eb(sub, K_GRID)  # (K, Rt, O, P)
@@ -393,9 +394,7 @@ def heldout_history(
     known = split.known(tasks.n_time)
     t = np.arange(tasks.n_time)[None, :]
     nbr = known & ((t < split.test_start) | split.held_out[:, None])
-    h = seasonal_history(
-        tasks, known, nbr, origins, period=period, fallback_regions=split.training
-    )
+    h = seasonal_history(tasks, known, nbr, origins, period=period, fallback_regions=split.training)
     held = np.flatnonzero(split.held_out)
     return _subset(h, held), held
 
@@ -445,9 +444,13 @@ def references(
     for name in names:
         if name == "expanding_climatology":
             total_n = n.sum(-1, keepdims=True)
-            overall = np.where(total_n > 0, h.total.sum(-1, keepdims=True) / np.maximum(total_n, 1), np.nan)
+            overall = np.where(
+                total_n > 0, h.total.sum(-1, keepdims=True) / np.maximum(total_n, 1), np.nan
+            )
             clim = np.where(n > 0, h.total / np.maximum(n, 1), overall)
-            var = h.own_var(clim)[..., None] * (1 + 1 / np.maximum(_at_targets(n, origins, horizon, P), 1))
+            var = h.own_var(clim)[..., None] * (
+                1 + 1 / np.maximum(_at_targets(n, origins, horizon, P), 1)
+            )
         elif name == "neighbour_climatology":
             clim = nbr
             var = np.broadcast_to(h.own_var(clim)[..., None], (len(held), len(origins), horizon))

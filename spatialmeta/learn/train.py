@@ -230,6 +230,12 @@ def meta_train(
     -------
     TrainResult
     """
+    if config.learner == "hier":  # conditions on whole records: no backbone, its own episodes
+        from spatialmeta.learn.algorithms.hier import HierarchicalLearner
+
+        return HierarchicalLearner.train_on(
+            tasks, split, config, checkpoint_dir=checkpoint_dir, progress=progress
+        )
     if init is None and config.pretrain:
         init = global_train(
             tasks,

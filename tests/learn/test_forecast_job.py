@@ -37,7 +37,8 @@ def test_forecast_job_writes_outputs_and_masks_gaps(store, tmp_path):
                        shots=(6, 12, 24, 48), progress=False)  # fmt: skip
     table = pd.read_csv(tmp_path / "out" / "skill.csv")
     methods = {"meta", "meta_noadapt", "global", "global_finetuned", "climatology", "persistence",
-               "ridge_ar"}  # fmt: skip
+               "ridge_ar", "expanding_climatology", "neighbour_climatology", "eb_climatology",
+               "anomaly_persistence"}  # fmt: skip
     assert set(table.method) == methods
     by_region = pd.read_csv(tmp_path / "out" / "skill_by_region.csv")
     assert (by_region.groupby("method").size() == 4).all()

@@ -231,7 +231,9 @@ def test_few_shot_forecasts_use_only_the_short_support(small, trained):
     sp = with_support(tasks, split, 6)
     fc = forecast_methods(tasks, sp, cfg, meta=meta, global_=glob)
     assert [f.method for f in fc] == ["meta", "meta_noadapt", "global", "global_finetuned",
-                                      "climatology", "persistence", "ridge_ar"]  # fmt: skip
+                                      "climatology", "persistence", "ridge_ar",
+                                      "expanding_climatology", "neighbour_climatology",
+                                      "eb_climatology", "anomaly_persistence"]  # fmt: skip
     for f in fc:
         assert np.isfinite(f.mean).all(), f.method
         assert f.std is None or (np.isfinite(f.std).all() and (f.std > 0).all()), f.method
@@ -251,7 +253,7 @@ def test_shots_curve_rows_and_bad_lengths(small, trained):
     cfg, meta, glob = trained
     curve = shots_curve(tasks, split, cfg, (6, 12, 48), meta=meta, global_=glob)
     assert list(curve.columns[:4]) == ["support", "method", "rmse", "crps"]
-    assert len(curve) == 3 * 6 and np.isfinite(curve[["rmse", "crps"]].to_numpy()).all()
+    assert len(curve) == 3 * 10 and np.isfinite(curve[["rmse", "crps"]].to_numpy()).all()
     # persistence uses the last value only: the same at every support length
     pers = curve[curve.method == "persistence"]
     np.testing.assert_allclose(pers.rmse, pers.rmse.iloc[0], rtol=1e-12)

@@ -245,6 +245,6 @@ def test_anil_learner_trains_and_forecasts_through_the_same_path():
     assert np.isfinite(f.mean).all() and (f.std > 0).all()
     with pytest.raises(
         ValueError,
-        match=r"`learner` must be one of \['ridge', 'anil', 'maml', 'fomaml', 'reptile'\]; got 'bogus'",
+        match=r"`learner` must be one of \['ridge', 'anil', 'maml', 'fomaml', 'reptile', 'hier'\]; got 'bogus'",
     ):
         meta_train(tasks, split, LearnConfig(learner="bogus"), progress=False)

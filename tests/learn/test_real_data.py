@@ -94,3 +94,47 @@ def test_trefht_states_meta_ties_the_best_and_beats_the_naive(trefht, metric, ti
     assert meta < (1 + tie) * best, f"{metric}: meta {meta:.4f} vs best {best:.4f}"
     for name in ("persistence", "ridge_ar"):
         assert meta < 0.8 * trefht.loc[name, metric], name
+
+
+@pytest.fixture(scope="module")
+def ccsm_ts(tmp_path_factory):
+    """CCSM b003 TS (monthly, model years 16-25) on the 49 states: the hierarchical
+    meta-learner and every reference, 30 % held out with a 24-month support, the last 24
+    months forecast (``benchmarks/eval_monthly.py ts`` prints the same table)."""
+    import geopandas as gpd
+    import xarray as xr
+
+    from spatialmeta.learn import LearnConfig
+    from spatialmeta.learn.algorithms.hier import HierarchicalLearner
+    from spatialmeta.learn.evaluate import evaluate
+    from spatialmeta.learn.references import references
+    from spatialmeta.raster.aggregate import aggregate
+    from spatialmeta.regions.graph import contiguity_graph
+    from spatialmeta.tasks.region import RegionTaskSet, spatial_holdout
+
+    nc = shared_path("climate_monthly", "ccsm_b003_TS_monthly_100months.nc")
+    states = gpd.read_file(shared_path("us_states", "states.shp"))
+    d = tmp_path_factory.mktemp("ts")
+    aggregate(str(nc), d / "ts.zarr", regions=states, id_column="STATE_NAME", variables=["TS"],
+              progress=False)  # fmt: skip
+    da = xr.open_zarr(d / "ts.zarr")["TS"].load()
+    tasks = RegionTaskSet.from_dataarray(da, contiguity_graph(states, id_column="STATE_NAME"))
+    held = spatial_holdout(tasks.n_regions, 0.3, seed=0)
+    split = tasks.split(held_out=held, test_start=tasks.time[-24], support=24)
+    cfg = LearnConfig(learner="hier", seed=0, device="cpu", horizon=3)
+    res = HierarchicalLearner.train_on(tasks, split, cfg)
+    fc = [res.learner.forecast_split(tasks, split, cfg),
+          res.learner.forecast_split(tasks, split, cfg, adapt=False)]  # fmt: skip
+    fc += references(tasks, split, 3)
+    return evaluate(tasks, fc, reference="eb_climatology").table.set_index("method")
+
+
+@pytest.mark.parametrize("score", ["rmse", "crps"])
+def test_hier_meta_beats_every_reference_on_ccsm_ts_states(ccsm_ts, score):
+    """Seed 0: meta 4.6 % (RMSE) and 4.8 % (CRPS) ahead of the best reference; pinned at 2 %."""
+    from spatialmeta.learn.references import REFERENCES
+
+    best = ccsm_ts.loc[list(REFERENCES), score].min()
+    assert ccsm_ts.loc["meta", score] < 0.98 * best
+    assert ccsm_ts.loc["meta", score] < ccsm_ts.loc["meta_noadapt", score]
+    assert 0.85 <= ccsm_ts.loc["meta", "coverage_90"] <= 0.95  # 92.1 % observed

@@ -1,0 +1,1 @@
+"""One file per learning algorithm over region tasks (the hierarchical Bayes learner so far)."""
