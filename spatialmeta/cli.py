@@ -216,7 +216,7 @@ def forecast(
     ),
     lags: int = typer.Option(12, help="Lag window of the model."),
     learner: str = typer.Option(
-        "ridge",
+        "hier",
         help="Meta-learner: hier (hierarchical Bayes over the whole known record, prior from "
         "a graph network), ridge, anil, maml, fomaml (first-order MAML) or reptile.",
     ),

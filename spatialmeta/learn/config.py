@@ -101,7 +101,7 @@ class LearnConfig:
     seed: int = 0
     subgraph_hops: int | None = None
     device: str = "auto"
-    learner: str = "ridge"
+    learner: str = "hier"
     inner_steps: int | None = None
     inner_lr: float | None = None
     finetune: str = "head"

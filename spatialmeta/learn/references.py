@@ -168,10 +168,14 @@ class SeasonalHistory:
         cycle by default), so that a region with one value per slot still has a spread.
         """
         prior_n = float(self.period if prior_n is None else prior_n)
-        ss = (self.sumsq - 2 * centre * self.total + self.count * centre**2).sum(axis=-1)
-        ss = np.maximum(np.where(np.isfinite(ss), ss, 0.0), 0.0)
-        n = self.count.sum(axis=-1)
+        ss, n = self.own_ss(centre)
         return (ss + prior_n * self.nbr_var) / (n + prior_n)
+
+    def own_ss(self, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(R, O)`` sum of squares of the known values around ``centre`` (R, O, P), and
+        their count."""
+        ss = (self.sumsq - 2 * centre * self.total + self.count * centre**2).sum(axis=-1)
+        return np.maximum(np.where(np.isfinite(ss), ss, 0.0), 0.0), self.count.sum(axis=-1)
 
 
 def _adjacency(tasks: RegionTaskSet) -> sp.csr_matrix:

@@ -32,7 +32,10 @@ import pytest
 
 from tests.conftest import shared_path
 
-BASELINES = ("global", "global_finetuned", "climatology", "persistence", "ridge_ar")
+BASELINES = (
+    "global", "global_finetuned", "climatology", "persistence", "ridge_ar",
+    "expanding_climatology", "neighbour_climatology", "eb_climatology", "anomaly_persistence",
+)  # fmt: skip
 
 
 def _job(store, var, regions, region_id, out, *, member=None, seed, **kw):
@@ -80,7 +83,7 @@ def trefht(tmp_path_factory):
 
 @pytest.mark.parametrize("metric", ["rmse", "crps"])
 def test_meta_is_ahead_of_every_baseline_on_era5_uk_tiles(era5, metric):
-    assert len(era5) == 7
+    assert len(era5) == 11
     meta = era5.loc["meta", metric]
     for name in BASELINES:
         other = era5.loc[name, metric]
@@ -131,10 +134,11 @@ def ccsm_ts(tmp_path_factory):
 
 @pytest.mark.parametrize("score", ["rmse", "crps"])
 def test_hier_meta_beats_every_reference_on_ccsm_ts_states(ccsm_ts, score):
-    """Seed 0: meta 4.6 % (RMSE) and 4.8 % (CRPS) ahead of the best reference; pinned at 2 %."""
+    """Seed 0: meta 3.0 % (RMSE) and 3.3 % (CRPS) ahead of the best reference; pinned at 2 %.
+    (Holdout seeds 1 and 2: +0.6 % and -0.7 % in RMSE; 15 held-out states make a noisy test.)"""
     from spatialmeta.learn.references import REFERENCES
 
     best = ccsm_ts.loc[list(REFERENCES), score].min()
     assert ccsm_ts.loc["meta", score] < 0.98 * best
     assert ccsm_ts.loc["meta", score] < ccsm_ts.loc["meta_noadapt", score]
-    assert 0.85 <= ccsm_ts.loc["meta", "coverage_90"] <= 0.95  # 92.1 % observed
+    assert 0.85 <= ccsm_ts.loc["meta", "coverage_90"] <= 0.95  # 88.9 % observed
