@@ -85,7 +85,7 @@ def score(tasks, forecasts):
 
 
 @task(cache_policy=NO_CACHE)
-def publish(tasks, regions, forecasts, evaluation, setup: dict, out_dir: str):
+def publish(tasks, regions, forecasts, evaluation, setup: dict, out_dir: str, split=None):
     out = Path(out_dir)
     return learn.publish_report(
         tasks,
@@ -95,6 +95,7 @@ def publish(tasks, regions, forecasts, evaluation, setup: dict, out_dir: str):
         out,
         title="spatialmeta demo: meta-learned regional forecasts",
         setup=setup,
+        split=split,
         extra_outputs={
             "region series (Zarr)": str(out / "series.zarr"),
             "region graph (GeoParquet)": str(out / "region_graph.parquet"),
@@ -133,6 +134,13 @@ def demo_pipeline(
         torch.set_num_threads(threads)
 
 
+LEARNER_WORDS = {
+    "hier": "hierarchical Bayes learner (prior from a graph network over the neighbours' "
+    "records, conjugate update on each held-out region's known record)",
+    "ridge": "Bayesian ridge head on the graph network, adapted per region",
+}
+
+
 def _demo(
     logger, out, years, resolution, n_regions, holdout, support, test_start, episodes, seed,
     progress,
@@ -169,12 +177,11 @@ def _demo(
         "support": f"{support} months before {test_start} for held-out regions",
         "test period": f"{test_start} to {tasks.time[-1]:%Y-%m}, horizons 1–{config.horizon} months",
         "training": f"global network {len(global_result.history)} steps (best at "
-        f"{global_result.best_episode}); meta-training from it {len(result.history)} episodes "
-        f"(best at {result.best_episode}); {config.conv} graph layer, Bayesian ridge head "
-        "adapted per region; early stopping on validation regions over the last "
-        f"{result.config.query_span} months before the test period",
+        f"{global_result.best_episode}); meta-training {len(result.history)} episodes "
+        f"(best at {result.best_episode}): {LEARNER_WORDS.get(config.learner, config.learner)}; "
+        "early stopping on validation regions over the last months before the test period",
     }
-    report = publish(tasks, regions, forecasts, evaluation, setup, str(out_dir))
+    report = publish(tasks, regions, forecasts, evaluation, setup, str(out_dir), split)
     return {
         "summary": report.summary,
         "outputs": report.outputs,

@@ -223,7 +223,8 @@ def forecast(
     episodes: int = typer.Option(400, help="Maximum meta-training episodes."),
     shots: str | None = typer.Option(
         None,
-        help="Also score every method with these support lengths, e.g. 6,12,24,48 "
+        help="Also score every method with these support lengths, e.g. 6,12,24,48,max "
+        "(max: everything before --test-start) "
         "(writes OUT/shots.csv and OUT/shots.png).",
     ),
     seed: int = typer.Option(0, help="Seed."),
@@ -233,9 +234,14 @@ def forecast(
 ) -> None:
     """Meta-train over regions, forecast held-out regions from a short support window, score.
 
-    Methods: the meta-learned network (meta; unadapted: meta_noadapt), the global graph
-    network trained without episodes (global; fine-tuned on each support window:
-    global_finetuned), climatology, persistence and ridge autoregression.
+    Methods: the meta-learner (meta, by default the hierarchical Bayes learner; without its
+    update on the region's own record: meta_noadapt), the global graph network trained
+    without episodes (global; fine-tuned on each support window: global_finetuned),
+    climatology of the support window, raw persistence, ridge autoregression, and the
+    statistician's references: expanding_climatology, neighbour_climatology,
+    eb_climatology (own seasonal means shrunk toward the neighbours') and
+    anomaly_persistence. skill.csv also carries 50 %/90 % coverage, the interval score and
+    CRPSS against each reference; OUT/pit.png shows the PIT histograms.
 
     Writes OUT/forecasts.zarr, OUT/forecasts.parquet, OUT/skill.csv (one row per method),
     OUT/skill_by_region.csv, OUT/skill_map.png, the pooled skill against climatology
@@ -253,10 +259,13 @@ def forecast(
         shot_list = None
         if shots:
             try:
-                shot_list = [int(s) for s in shots.split(",") if s.strip()]
+                shot_list = [
+                    "max" if s.strip() == "max" else int(s) for s in shots.split(",") if s.strip()
+                ]
             except ValueError:
                 raise ValueError(
-                    f"--shots must be comma-separated integers, e.g. 6,12,24,48; got {shots!r}."
+                    f"--shots must be comma-separated integers or 'max' (the longest support "
+                    f"the record allows), e.g. 6,12,24,48,max; got {shots!r}."
                 ) from None
         polys = read_regions(regions, id_column=region_id)
         cfg = LearnConfig(lags=lags, episodes=episodes, seed=seed, learner=learner)

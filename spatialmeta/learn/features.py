@@ -18,9 +18,20 @@ __all__ = [
     "calendar_phases",
     "CALENDAR_FEATURES",
     "support_origins",
+    "extend_time",
 ]
 
 CALENDAR_FEATURES = 4  # per horizon: sin/cos of the annual and of the diurnal phase
+
+
+def extend_time(time: pd.DatetimeIndex, n: int) -> pd.DatetimeIndex:
+    """The time axis continued ``n`` steps past its end (monthly-aware)."""
+    if len(time) > 1 and (time.day == 1).all() and (np.diff(time.month) % 12 == 1).all():
+        extra = pd.date_range(time[-1], periods=n + 1, freq="MS")[1:]
+    else:
+        step = time[-1] - time[-2] if len(time) > 1 else pd.Timedelta(days=1)
+        extra = time[-1] + step * np.arange(1, n + 1)
+    return time.append(pd.DatetimeIndex(extra))
 
 
 def calendar_phases(time: pd.DatetimeIndex, extra: int) -> tuple[np.ndarray, np.ndarray]:
@@ -37,9 +48,7 @@ def calendar_phases(time: pd.DatetimeIndex, extra: int) -> tuple[np.ndarray, np.
     >>> np.round(d / (2 * np.pi), 2).tolist()
     [0.0, 0.25, 0.5, 0.75]
     """
-    from spatialmeta.learn.output import _extend_time
-
-    full = _extend_time(pd.DatetimeIndex(time), extra)
+    full = extend_time(pd.DatetimeIndex(time), extra)
     day = (full.day_of_year.to_numpy() - 1) + (
         full.hour.to_numpy() + full.minute.to_numpy() / 60
     ) / 24

@@ -86,7 +86,8 @@ def forecast_job(
     ``forecasts.parquet`` (GeoParquet), ``skill.csv`` (one row per method, area-weighted),
     ``skill_by_region.csv``, ``skill_map.png``, the pooled skill against climatology
     (``pooled_skill.json``, ``forest_skill.png``) and ``summary.md``; with ``shots``
-    (support lengths, e.g. ``(6, 12, 24, 48)``) also ``shots.csv`` (support, method, rmse,
+    (support lengths, e.g. ``(6, 12, 24, 48, "max")``; ``"max"``: every step before
+    ``test_start``) also ``shots.csv`` (support, method, rmse,
     crps, ...; area-weighted) and ``shots.png``, from the same trained networks. Missing
     values (NaN gaps) are masked: they never enter the inputs or the losses, scores skip
     them, and the summary says how many there were.
@@ -150,7 +151,9 @@ def _forecast_job(
     held = read_holdout(holdout, tasks.region_ids, seed=cfg.seed)
     split = tasks.split(held_out=held, test_start=test_start, support=support)
     cfg = LearnConfig(**{**cfg.to_dict(), "horizon": horizon})
-    shots = None if shots is None else [int(n) for n in shots]
+    # "max": the longest support the record allows (everything before test_start)
+    t0 = split.test_start
+    shots = None if shots is None else [t0 if str(n) == "max" else int(n) for n in shots]
     for n in shots or ():  # bad shots fail before any training
         with_support(tasks, split, n)
     glob = global_train(
@@ -185,7 +188,7 @@ def _forecast_job(
     }
     report = publish_report(
         tasks, forecasts, evaluation, regions, out, title=f"spatialmeta forecast: {var}",
-        setup=setup, region_id=region_id, shots=curve,
+        setup=setup, region_id=region_id, shots=curve, split=split, horizon=horizon,
     )  # fmt: skip
     return ForecastJobResult(
         out, evaluation, int(np.isnan(tasks.series).sum()), curve, report.summary, report.outputs

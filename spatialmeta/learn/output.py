@@ -12,6 +12,7 @@ import xarray as xr
 from scipy import stats
 
 from spatialmeta._io import atomic_path
+from spatialmeta.learn.features import extend_time
 from spatialmeta.learn.forecast import Forecast
 from spatialmeta.raster.io import write_zarr
 from spatialmeta.tasks.region import RegionTaskSet
@@ -19,16 +20,6 @@ from spatialmeta.tasks.region import RegionTaskSet
 __all__ = ["forecast_dataset", "forecast_frame", "write_forecasts", "DEFAULT_QUANTILES"]
 
 DEFAULT_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
-
-
-def _extend_time(time: pd.DatetimeIndex, n: int) -> pd.DatetimeIndex:
-    """The time axis continued ``n`` steps past its end (monthly-aware)."""
-    if len(time) > 1 and (time.day == 1).all() and (np.diff(time.month) % 12 == 1).all():
-        extra = pd.date_range(time[-1], periods=n + 1, freq="MS")[1:]
-    else:
-        step = time[-1] - time[-2] if len(time) > 1 else pd.Timedelta(days=1)
-        extra = time[-1] + step * np.arange(1, n + 1)
-    return time.append(pd.DatetimeIndex(extra))
 
 
 def _centroid_coord(
@@ -57,7 +48,7 @@ def forecast_dataset(
     origin_time = tasks.time[forecast.origins]
     h = forecast.mean.shape[-1]
     idx = forecast.origins[:, None] + np.arange(h)[None, :]
-    valid = _extend_time(tasks.time, h).to_numpy()[idx]
+    valid = extend_time(tasks.time, h).to_numpy()[idx]
     units = tasks.units
     ds = xr.Dataset(
         {

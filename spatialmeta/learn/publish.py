@@ -138,6 +138,8 @@ def publish_report(
     region_id: str = "region_id",
     shots: pd.DataFrame | None = None,
     extra_outputs: dict[str, str] | None = None,
+    split=None,
+    horizon: int | None = None,
 ) -> Report:
     """Write every output of a scored forecast run into ``out`` (each file atomically).
 
@@ -156,7 +158,9 @@ def publish_report(
     * ``summary.md``: set-up, skill tables, pooled skill, the shots curve, how missing
       values were handled and where every output is.
 
-    ``regions`` holds one polygon per task region, ids in column ``region_id``.
+    ``regions`` holds one polygon per task region, ids in column ``region_id``. With
+    ``split``, the summary also names held-out regions with no known neighbour or no value
+    in their support window (:func:`~spatialmeta.learn.references.heldout_notes`).
     """
     from spatialmeta.learn.compare import plot_shots
     from spatialmeta.meta_analysis import forest_plot, pool
@@ -203,6 +207,10 @@ def publish_report(
         outputs["skill map"] = str(out / "skill_map.png")
 
     notes = [missing_note(tasks.series)]
+    if split is not None:  # regions with no known neighbour, support gaps, short supports
+        from spatialmeta.learn.references import heldout_notes
+
+        notes += heldout_notes(tasks, split, horizon or forecasts[0].mean.shape[-1])
     if evaluation.pit is not None:
         write_csv(evaluation.pit, out / "pit.csv")
         plot_pit(evaluation.pit, out / "pit.png")

@@ -57,6 +57,7 @@ __all__ = [
     "references",
     "REFERENCES",
     "K_GRID",
+    "heldout_notes",
 ]
 
 REFERENCES = (
@@ -401,6 +402,39 @@ def heldout_history(
     h = seasonal_history(tasks, known, nbr, origins, period=period, fallback_regions=split.training)
     held = np.flatnonzero(split.held_out)
     return _subset(h, held), held
+
+
+def heldout_notes(tasks: RegionTaskSet, split: RegionSplit, horizon: int) -> list[str]:
+    """Sentences for a report on held-out regions that the references and the meta-learner
+    treat specially: no known neighbour (the training regions' mean climatology stands
+    in), a gap longer than the support (nothing known in the support window: forecast
+    from the neighbours until values arrive), and a support shorter than one cycle."""
+    h, held = heldout_history(tasks, split, horizon)
+    notes = []
+    ids = tasks.region_ids[held]
+    lonely = ids[h.no_neighbour]
+    if lonely.size:
+        notes.append(
+            f"No known neighbour: {lonely.size} held-out region(s) ({', '.join(map(str, lonely[:5]))}"
+            f"{', …' if lonely.size > 5 else ''}); their neighbour climatology is the mean "
+            "climatology of the training regions."
+        )
+    t0, S = split.test_start, split.support
+    empty = ~np.isfinite(tasks.series[held, t0 - S : t0]).any(axis=1)
+    if empty.any():
+        names = ", ".join(map(str, ids[empty][:5]))
+        notes.append(
+            f"Gap longer than the support: {int(empty.sum())} held-out region(s) ({names}) have "
+            f"no value in their {S}-step support window; masked, they are forecast from their "
+            "neighbours until values arrive in the test period."
+        )
+    period = h.period
+    if period > 1 and S < period:
+        notes.append(
+            f"Support of {S} steps is shorter than one seasonal cycle ({period} steps): season "
+            "slots not yet seen fall back to the neighbour climatology."
+        )
+    return notes
 
 
 def references(

@@ -234,7 +234,7 @@ def meta_train(
         from spatialmeta.learn.algorithms.hier import HierarchicalLearner
 
         return HierarchicalLearner.train_on(
-            tasks, split, config, checkpoint_dir=checkpoint_dir, progress=progress
+            tasks, split, config, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress
         )
     if init is None and config.pretrain:
         init = global_train(

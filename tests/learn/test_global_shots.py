@@ -144,8 +144,9 @@ def test_global_network_trains_resumes_and_forecasts(small, tmp_path):
 def test_training_metrics_are_logged_to_csv_and_json(small, tmp_path):
     tasks, split = small
     cfg = LearnConfig(
-        episodes=10, val_every=4, patience=100, hidden=8, meta_batch=4, lr=2e-3, pretrain=False
-    )
+        episodes=10, val_every=4, patience=100, hidden=8, meta_batch=4, lr=2e-3, pretrain=False,
+        learner="ridge",
+    )  # fmt: skip
     res = meta_train(tasks, split, cfg, checkpoint_dir=tmp_path, progress=False)
     csv = pd.read_csv(tmp_path / "metrics.csv")
     assert list(csv.columns) == ["episode", "train_loss", "val_loss", "lr", "elapsed_s"]

@@ -132,8 +132,9 @@ def test_meta_training_is_seeded_and_learns(tmp_path):
         support=24,
     )
     cfg = LearnConfig(
-        episodes=40, val_every=10, patience=100, hidden=16, meta_batch=6, seed=3, pretrain=False
-    )
+        episodes=40, val_every=10, patience=100, hidden=16, meta_batch=6, seed=3, pretrain=False,
+        learner="ridge",
+    )  # fmt: skip
     a = meta_train(tasks, split, cfg, progress=False, checkpoint_dir=tmp_path)
     b = meta_train(tasks, split, cfg, progress=False)
     assert [r["train_loss"] for r in a.history] == [r["train_loss"] for r in b.history]
@@ -150,7 +151,7 @@ def test_support_must_hold_lags_and_horizon():
         held_out=spatial_holdout(tasks.n_regions, 0.25), test_start=tasks.time[96], support=10
     )
     with pytest.raises(ValueError, match="must hold at least lags \\+ horizon = 15"):
-        meta_train(tasks, split, LearnConfig(), progress=False)
+        meta_train(tasks, split, LearnConfig(learner="ridge"), progress=False)
 
 
 def test_per_task_normalization_is_undone_on_output():
@@ -159,7 +160,9 @@ def test_per_task_normalization_is_undone_on_output():
     tasks = _tasks(n_time=144)
     held = spatial_holdout(tasks.n_regions, 0.25, seed=0)
     split = tasks.split(held_out=held, test_start=tasks.time[120], support=24)
-    cfg = LearnConfig(episodes=5, val_every=5, hidden=8, meta_batch=4, seed=0, pretrain=False)
+    cfg = LearnConfig(
+        episodes=5, val_every=5, hidden=8, meta_batch=4, seed=0, pretrain=False, learner="ridge"
+    )
     result = meta_train(tasks, split, cfg, progress=False)
     base = forecast_heldout(result.learner, tasks, split, cfg)
     # rescale and shift every region's series (°C → °F, say): normalized inputs are unchanged,
@@ -173,7 +176,8 @@ def test_per_task_normalization_is_undone_on_output():
     np.testing.assert_allclose(moved.std, base.std * 1.8, rtol=1e-4)
 
 
-def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("learner", ["ridge", "hier"])
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, learner):
     tasks = _tasks(n_time=144)
     split = tasks.split(
         held_out=spatial_holdout(tasks.n_regions, 0.25, seed=0),
@@ -181,8 +185,9 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
         support=24,
     )
     full_cfg = LearnConfig(
-        episodes=30, val_every=10, patience=100, hidden=8, meta_batch=4, seed=2, pretrain=False
-    )
+        episodes=30, val_every=10, patience=100, hidden=8, meta_batch=4, seed=2, pretrain=False,
+        learner=learner,
+    )  # fmt: skip
     full = meta_train(tasks, split, full_cfg, progress=False)
     # "interrupted" after 20 episodes (the last checkpoint), then resumed to 30
     first = LearnConfig(**{**full_cfg.to_dict(), "episodes": 20})

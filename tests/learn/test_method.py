@@ -26,8 +26,9 @@ def small():
 
 
 CFG = LearnConfig(
-    episodes=8, val_every=4, patience=100, hidden=8, meta_batch=4, seed=1, device="cpu"
-)
+    episodes=8, val_every=4, patience=100, hidden=8, meta_batch=4, seed=1, device="cpu",
+    learner="ridge",
+)  # fmt: skip
 
 
 def test_bayesian_ridge_head_is_the_gaussian_posterior():

@@ -206,6 +206,16 @@ def test_hier_is_batched_equals_looped_and_permutation_invariant(hier):
     np.testing.assert_allclose(b.mean[order2], a.mean[order], rtol=1e-5, atol=1e-6)
 
 
+def test_hier_training_is_seeded_and_logged(hier, tmp_path):
+    tasks, split, cfg, res = hier
+    again = HierarchicalLearner.train_on(tasks, split, cfg, checkpoint_dir=tmp_path)
+    assert [r["train_loss"] for r in again.history] == [r["train_loss"] for r in res.history]
+    assert np.isfinite(res.initial_val_loss)  # the warm start is validated, a candidate
+    assert {"model.pt", "history.json", "metrics.csv", "state.pt"} <= {
+        p.name for p in tmp_path.iterdir()
+    }
+
+
 def test_hier_longer_support_moves_toward_own_record(hier):
     """A region whose level sits far from its neighbours': the longer its known record, the
     closer the forecast to its own seasonal means (and the further from the prior)."""

@@ -433,14 +433,25 @@ class HierarchicalLearner(nn.Module):
         self.net = net
 
     @classmethod
-    def train_on(cls, tasks, split, config, *, checkpoint_dir=None, progress: bool = False):
-        """Meta-train on the training regions (episodes replaying the protocol)."""
-        import json
-        import time
+    def train_on(
+        cls,
+        tasks,
+        split,
+        config,
+        *,
+        checkpoint_dir=None,
+        resume: bool = False,
+        progress: bool = False,
+    ):
+        """Meta-train on the training regions (episodes replaying the protocol).
 
-        from spatialmeta._io import atomic_path
+        A seeded pool of episodes (support lengths from :func:`support_lengths`, support
+        ends drawn at random, every fitting region a task), validated on unseen training
+        regions over the last origins before ``test_start``; the loop, checkpoints and
+        resume are :func:`spatialmeta.learn.train.meta_train`'s.
+        """
         from spatialmeta.learn.baselines import climatology_period
-        from spatialmeta.learn.train import TrainResult, _progress, resolve_device
+        from spatialmeta.learn.train import resolve_device
 
         H, t0 = config.horizon, split.test_start
         device = resolve_device(config.device)
@@ -504,61 +515,30 @@ class HierarchicalLearner(nn.Module):
             lr=config.lr * 3,
         )
 
-        def val_loss():
-            if not vals:
-                return float("nan")
-            with torch.no_grad():
-                return float(
-                    np.mean(
-                        [_gaussian_crps(*net(v, edge_index), v.target, v.mask).item() for v in vals]
-                    )
-                )
+        from spatialmeta.learn.train import _fit
 
-        best = val_loss()
-        best_state, best_ep, history, bad = copy_state(net), 0, [], 0
-        start = time.perf_counter()
-        bar = _progress(config.episodes, progress, desc="meta-training (hier)")
-        for ep in range(1, config.episodes + 1):
-            st = pool[(ep - 1) % len(pool)]
+        vals = vals or pool[:1]  # no region to spare for validation: the first episode
+        sampler = _PoolCycle(len(pool))
+
+        def step(ep) -> float:  # one episode of the seeded pool, all its regions at once
+            st = pool[int(ep.tasks[0])]
             opt.zero_grad()
             loss = _gaussian_crps(*net(st, edge_index), st.target, st.mask)
             loss.backward()
             nn.utils.clip_grad_norm_(net.parameters(), 5.0)
             opt.step()
-            row = {"episode": ep, "train_loss": float(loss.detach()), "lr": opt.param_groups[0]["lr"],
-                   "elapsed_s": time.perf_counter() - start}  # fmt: skip
-            if ep % config.val_every == 0 or ep == config.episodes:
-                v = val_loss()
-                row["val_loss"] = v
-                if not np.isfinite(best) or v < best - 1e-4:
-                    best, best_state, best_ep, bad = v, copy_state(net), ep, 0
-                else:
-                    bad += 1
-            history.append(row)
-            bar.update(1, loss=float(loss.detach()))
-            if bad >= config.patience:
-                break
-        bar.close()
-        net.load_state_dict(best_state)
-        if checkpoint_dir is not None:
-            from pathlib import Path
+            return float(loss.detach())
 
-            d = Path(checkpoint_dir)
-            d.mkdir(parents=True, exist_ok=True)
-            with atomic_path(d / "model.pt") as tmp:
-                torch.save({"state": net.state_dict(), "config": config.to_dict(),
-                            "n_features": net.encode[0].in_features, "period": period}, tmp)  # fmt: skip
-            with atomic_path(d / "history.json") as tmp:
-                Path(tmp).write_text(json.dumps(history))
-        return TrainResult(
-            learner,
-            config,
-            history,
-            best_ep,
-            bad >= config.patience,
-            "meta",
-            history[0].get("val_loss", float("nan")) if history else float("nan"),
-        )
+        def validate() -> float:
+            losses = [_gaussian_crps(*net(v, edge_index), v.target, v.mask) for v in vals]
+            return float(torch.stack(losses).mean())
+
+        # the loop every learner shares: early stopping with the initial state a candidate,
+        # atomic checkpoints (model.pt, history.json, metrics.csv, state.pt), resume
+        return _fit(
+            learner, opt, sampler, step, validate, config, "meta", checkpoint_dir, resume,
+            progress,
+        )  # fmt: skip
 
     def forecast_split(self, tasks, split, config, *, adapt: bool = True, method=None):
         """Forecasts of every held-out region at every test origin (natural units)."""
@@ -579,8 +559,26 @@ class HierarchicalLearner(nn.Module):
         )
 
 
-def copy_state(net: nn.Module) -> dict:
-    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+class _PoolCycle:
+    """Episodes of a fixed pool in turn (an epoch each ``n`` steps), checkpointable like
+    :class:`~spatialmeta.tasks.sampling.EpisodeSampler`. Drawing them at random instead
+    left some episodes unseen for long stretches and made early stopping noisier."""
+
+    def __init__(self, n: int):
+        self.n, self.step = int(n), 0
+
+    def next(self):
+        from spatialmeta.tasks.sampling import Episode
+
+        i = self.step % self.n
+        self.step += 1
+        return Episode(tasks=np.array([i]), s=0)
+
+    def state_dict(self) -> dict:
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
 
 
 def _standardized(c: np.ndarray) -> np.ndarray:
