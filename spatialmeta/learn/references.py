@@ -307,7 +307,8 @@ def pseudo_protocol(
 
     Each training region plays a held-out region: known from ``s - support`` with ``s =
     test_start - span - horizon + 1``, its neighbours known before ``s``; the origins are
-    ``s .. s + span - 1`` (every target before ``test_start``).
+    ``s .. s + span - 1`` (every target before ``test_start``). A support too long to
+    replay before ``test_start`` is shortened to leave a quarter of the record of origins.
 
     Returns
     -------
@@ -316,11 +317,16 @@ def pseudo_protocol(
     t0, S = split.test_start, split.support
     if span is None:
         span = tasks.n_time - t0 - horizon + 1
+    # a support as long as the record before test_start (the shots curve's longest) leaves
+    # no room to replay it: replay the longest support that leaves a quarter of the record
+    # (or the test period, if shorter) of origins
+    keep = max(1, min(int(span), (t0 - horizon + 1) // 4))
+    S = max(1, min(S, t0 - horizon + 1 - keep))
     span = int(min(span, t0 - S - horizon + 1))
     if span < 1:
         raise ValueError(
-            f"no room before test_start to fit the references on training regions: support "
-            f"{S} + horizon {horizon} leave {t0 - S - horizon + 1} origins; shorten --support."
+            f"no room before test_start ({t0} steps) to fit the references on training "
+            f"regions with horizon {horizon}; move --test-start later."
         )
     s = t0 - span - horizon + 1
     train = split.training

@@ -98,7 +98,7 @@ def decode_time(
                     times = pd.DatetimeIndex(times)
                 else:
                     try:
-                        times = index.to_datetimeindex(unsafe=True)
+                        times = index.to_datetimeindex(unsafe=True, time_unit="ns")
                     except ValueError:  # model years before 1678 (e.g. year 16): seconds
                         times = index.to_datetimeindex(unsafe=True, time_unit="s")
     except ValueError:

@@ -140,7 +140,7 @@ def _time_index(values) -> pd.DatetimeIndex:
 
         index = xr.CFTimeIndex(values)
         try:
-            return index.to_datetimeindex(unsafe=True)
+            return index.to_datetimeindex(unsafe=True, time_unit="ns")
         except ValueError:
             return index.to_datetimeindex(unsafe=True, time_unit="s")
     return pd.DatetimeIndex(values)

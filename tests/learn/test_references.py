@@ -242,3 +242,38 @@ def test_hier_adaptation_helps_and_intervals_are_calibrated(hier):
     assert t.loc["meta", "rmse"] < t.loc["meta_noadapt", "rmse"]
     assert 0.8 <= t.loc["meta", "coverage_90"] <= 0.98
     assert "crpss_vs_eb_climatology" in t.columns
+
+
+def test_report_notes_name_lonely_regions_support_gaps_and_short_supports():
+    tasks, split = _setup(support=6)
+    held = np.flatnonzero(split.held_out)
+    gap = dataclasses.replace(tasks, series=tasks.series.copy())
+    t0 = split.test_start
+    gap.series[held[0], t0 - 30 : t0 + 2] = np.nan  # longer than the 6-step support
+    r = int(held[1])
+    ei = tasks.graph.data.edge_index
+    data = tasks.graph.data.clone()
+    data.edge_index = ei[:, (ei[0] != r) & (ei[1] != r)]
+    gap = dataclasses.replace(gap, graph=dataclasses.replace(tasks.graph, data=data))
+    notes = " ".join(R.heldout_notes(gap, split, 3))
+    assert f"No known neighbour: 1 held-out region(s) ({tasks.region_ids[r]})" in notes
+    assert (
+        f"Gap longer than the support: 1 held-out region(s) ({tasks.region_ids[held[0]]})" in notes
+    )
+    assert "Support of 6 steps is shorter than one seasonal cycle (12 steps)" in notes
+    with pytest.warns(UserWarning, match="shorter than one seasonal cycle"):
+        fc = R.references(gap, split, 3)
+    i = 0  # the gap region is forecast from its neighbours until values arrive
+    assert np.isfinite(fc[2].mean[i]).all()
+    assert R.heldout_notes(*_setup(support=24), 3) == []
+
+
+def test_the_longest_support_is_replayed_shortened_on_training_regions():
+    tasks, split = _setup(support=96)  # every step before test_start: the shots curve's max
+    regions, own, nbr, origins = R.pseudo_protocol(tasks, split, 3)
+    # 22 test origins to replay; the support shortened to 96 - 2 - 22 = 72 steps
+    assert origins.tolist() == list(range(72, 94)) and origins[-1] + 2 < split.test_start
+    first_known = own[regions].argmax(axis=1)
+    assert (origins[0] - first_known == 72).all()
+    fc = R.references(tasks, split, 3)
+    assert all(np.isfinite(f.mean).all() for f in fc)
