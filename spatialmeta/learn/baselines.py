@@ -138,5 +138,8 @@ def ridge_ar(
     )
     xq = design(origins)
     pred = np.einsum("rni,rhi->rnh", xq, coef)
-    std = np.broadcast_to(np.sqrt(resid_var)[:, None, None] * sd[:, :, None], pred.shape).copy()
+    # a region whose support fits exactly (a constant record: sea ice at the freezing point)
+    # keeps a small spread, so that its CRPS is defined
+    spread = np.maximum(np.sqrt(resid_var)[:, None] * sd, 1e-6 * np.maximum(np.abs(mu), 1.0))
+    std = np.broadcast_to(spread[:, :, None], pred.shape).copy()
     return Forecast("ridge_ar", held, origins, pred * sd[:, :, None] + mu[:, :, None], std)

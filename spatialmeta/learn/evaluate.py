@@ -151,6 +151,13 @@ class ForecastEvaluation:
         )
 
 
+def _weighted_mean(values: pd.Series, weights: pd.Series) -> float:
+    """Area-weighted mean over the regions where the score is defined (NaN: none)."""
+    v, w = values.to_numpy(dtype=float), weights.to_numpy(dtype=float)
+    ok = np.isfinite(v)
+    return float(np.average(v[ok], weights=w[ok])) if ok.any() else float("nan")
+
+
 def evaluate(
     tasks: RegionTaskSet,
     forecasts: list[Forecast],
@@ -189,17 +196,17 @@ def evaluate(
     by_region = pd.concat(rows, ignore_index=True)
     for other in ("climatology", "persistence"):
         if other in mse:
-            ratio = (
-                by_region["rmse"].to_numpy() ** 2
-                / np.repeat(mse[other][None, :], len(forecasts), 0).ravel()
-            )
-            by_region[f"skill_vs_{other}"] = 1.0 - ratio
+            ref_mse = np.repeat(mse[other][None, :], len(forecasts), 0).ravel()
+            # a reference without error (a constant record it fits exactly) defines no skill
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = by_region["rmse"].to_numpy() ** 2 / ref_mse
+            by_region[f"skill_vs_{other}"] = np.where(ref_mse > 0, 1.0 - ratio, np.nan)
     weights = by_region["area_km2"]
     numeric = [c for c in by_region.columns if c not in ("method", "region_id", "area_km2")]
     table = (
         by_region.groupby("method", sort=False)
         .apply(
-            lambda g: pd.Series({c: np.average(g[c], weights=g["area_km2"]) for c in numeric}),
+            lambda g: pd.Series({c: _weighted_mean(g[c], g["area_km2"]) for c in numeric}),
             include_groups=False,
         )
         .reset_index()

@@ -277,3 +277,21 @@ def test_the_longest_support_is_replayed_shortened_on_training_regions():
     assert (origins[0] - first_known == 72).all()
     fc = R.references(tasks, split, 3)
     assert all(np.isfinite(f.mean).all() for f in fc)
+
+
+def test_a_constant_record_leaves_skill_undefined_not_infinite():
+    """Sea ice at the freezing point: climatology fits it exactly, so skill against it is
+    undefined there (NaN), and the area-weighted table skips that region."""
+    from spatialmeta.learn.baselines import climatology, ridge_ar
+
+    tasks, split = _setup()
+    r = int(np.flatnonzero(split.held_out)[0])
+    flat = dataclasses.replace(tasks, series=tasks.series.copy())
+    flat.series[r] = -1.8
+    fc = [climatology(flat, split, 3), ridge_ar(flat, split, 3)] + R.references(flat, split, 3)
+    ev = evaluate(flat, fc, method="eb_climatology")
+    row = ev.by_region[
+        (ev.by_region.method == "eb_climatology") & (ev.by_region.region_id == flat.region_ids[r])
+    ]
+    assert np.isnan(row["skill_vs_climatology"]).all()
+    assert np.isfinite(ev.table[["rmse", "crps", "skill_vs_climatology"]].to_numpy()).all()
