@@ -58,6 +58,7 @@ __all__ = [
     "REFERENCES",
     "K_GRID",
     "heldout_notes",
+    "heldout_masks",
 ]
 
 REFERENCES = (
@@ -397,14 +398,21 @@ def _subset(h: SeasonalHistory, regions: np.ndarray) -> SeasonalHistory:
     )  # fmt: skip
 
 
+def heldout_masks(tasks: RegionTaskSet, split: RegionSplit, horizon: int):
+    """The test's information: ``(origins, own_known, nbr_known)``. A held-out region's own
+    values count from its support on; as a neighbour, a training region counts before
+    ``test_start`` and a held-out one from its support on."""
+    origins = test_origins(tasks, split, horizon)
+    known = split.known(tasks.n_time)
+    t = np.arange(tasks.n_time)[None, :]
+    return origins, known, known & ((t < split.test_start) | split.held_out[:, None])
+
+
 def heldout_history(
     tasks: RegionTaskSet, split: RegionSplit, horizon: int, *, period: int | None = None
 ) -> tuple[SeasonalHistory, np.ndarray]:
     """The held-out regions' seasonal history at the test origins, and their indices."""
-    origins = test_origins(tasks, split, horizon)
-    known = split.known(tasks.n_time)
-    t = np.arange(tasks.n_time)[None, :]
-    nbr = known & ((t < split.test_start) | split.held_out[:, None])
+    origins, known, nbr = heldout_masks(tasks, split, horizon)
     h = seasonal_history(tasks, known, nbr, origins, period=period, fallback_regions=split.training)
     held = np.flatnonzero(split.held_out)
     return _subset(h, held), held

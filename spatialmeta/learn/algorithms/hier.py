@@ -56,6 +56,7 @@ from spatialmeta.learn.references import (
     _eb,
     _slot_cumsum,
     _subset,
+    heldout_masks,
     seasonal_history,
 )
 
@@ -74,8 +75,10 @@ class EpisodeStats:
     the task regions among them; ``mu``/``sigma``: ``(R,)`` the neighbour scale;
     ``prior``: ``(R, P)`` neighbour climatology (scaled); ``count``/``sums``: ``(R, O, P)``
     own known values per slot and their scaled sums; ``own_ss``/``own_n``: ``(R, O)`` the
-    own known values' sum of squares around their eb climatology (scaled) and count; ``anom``: ``(R, O)`` last known value (scaled; 0 where none);
-    ``lag``: ``(R, O)`` its distance from the origin; ``slot_t``: ``(O, H)`` target slots;
+    own known values' sum of squares around their eb climatology (scaled) and count;
+    ``lag_val``/``lag_ok``: ``(R, O, J)`` the last ``N_LAGS`` values (scaled) and whether
+    known; ``win_count``/``win_sum``: ``(R, O, P)``/``(R, O)`` slot counts and scaled sum of
+    the last cycle; ``slot_t``: ``(O, H)`` target slots;
     ``target``/``mask``: ``(R, O, H)`` scaled targets where known (training only).
     """
 
@@ -88,9 +91,6 @@ class EpisodeStats:
     sums: torch.Tensor
     own_ss: torch.Tensor
     own_n: torch.Tensor
-    last: torch.Tensor
-    has_last: torch.Tensor
-    lag: torch.Tensor
     lag_val: torch.Tensor
     lag_ok: torch.Tensor
     win_count: torch.Tensor
@@ -161,8 +161,6 @@ def episode_stats(
     sums = (h.total - h.count * mu[:, None, None]) / sigma[:, None, None]
     own_ss, own_n = h.own_ss(_eb(h, 1.0))
     own_ss = own_ss / sigma[:, None] ** 2
-    last = (h.last_value - mu[:, None]) / sigma[:, None]
-    has_last = np.isfinite(last)
     # the last N_LAGS values before each origin (scaled; masked where unknown) and the slot
     # counts and sum of the last SLOW steps, for the anomaly terms
     origins = h.origins
@@ -192,7 +190,6 @@ def episode_stats(
     return EpisodeStats(
         x=t(x), index=t(regions, torch.long), mu=t(mu, torch.float64), sigma=t(sigma, torch.float64), prior=t(prior),
         count=t(h.count), sums=t(sums), own_ss=t(own_ss), own_n=t(own_n),
-        last=t(np.where(has_last, last, 0.0)), has_last=t(has_last), lag=t(h.last_lag, torch.long),
         lag_val=t(np.nan_to_num(lag_val)), lag_ok=t(np.isfinite(lag_val)),
         win_count=t(win_count), win_sum=t(win_sum),
         slot_t=t(slot_t, torch.long), origins=origins, target=tgt, mask=msk,
@@ -388,12 +385,7 @@ def heldout_stats(
     tasks, split, horizon, covariates, *, device="cpu"
 ) -> tuple[EpisodeStats, np.ndarray]:
     """The held-out regions at the test origins (what :func:`references.heldout_history` sees)."""
-    from spatialmeta.learn.forecast import test_origins
-
-    origins = test_origins(tasks, split, horizon)
-    known = split.known(tasks.n_time)
-    t = np.arange(tasks.n_time)[None, :]
-    nbr = known & ((t < split.test_start) | split.held_out[:, None])
+    origins, known, nbr = heldout_masks(tasks, split, horizon)
     hist = seasonal_history(tasks, known, nbr, origins, fallback_regions=split.training)
     held = np.flatnonzero(split.held_out)
     return episode_stats(tasks, covariates, hist, held, known, nbr, horizon, device=device), held
@@ -466,7 +458,7 @@ class HierarchicalLearner(nn.Module):
         n_val = max(1, n_val) if len(train) > 4 else 0
         val = np.sort(rng.choice(train, size=n_val, replace=False)) if n_val else train[:0]
         fit = np.setdiff1d(train, val)
-        cov = _standardized(tasks.covariates)
+        cov = _covariates(tasks)
         span = max(1, min(tasks.n_time - t0 - H + 1, 24))
         room = t0 - span - H + 1  # the latest support end
         if room < 2:
@@ -545,9 +537,7 @@ class HierarchicalLearner(nn.Module):
         from spatialmeta.learn.forecast import Forecast
 
         device = next(self.parameters()).device
-        st, held = heldout_stats(
-            tasks, split, config.horizon, _standardized(tasks.covariates), device=device
-        )
+        st, held = heldout_stats(tasks, split, config.horizon, _covariates(tasks), device=device)
         self.eval()
         with torch.no_grad():
             mean, var = self.net(st, tasks.graph.data.edge_index.to(device), adapt=adapt)
@@ -581,7 +571,9 @@ class _PoolCycle:
         self.step = int(state["step"])
 
 
-def _standardized(c: np.ndarray) -> np.ndarray:
-    c = c.astype(np.float64)
-    sd = c.std(axis=0)
-    return (c - c.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+def _covariates(tasks) -> np.ndarray:
+    """The task set's covariates as :func:`~spatialmeta.learn.train.standardized_covariates`
+    scales them for the backbone learners (zero mean, unit variance across regions)."""
+    from spatialmeta.learn.train import standardized_covariates
+
+    return standardized_covariates(tasks).numpy()
