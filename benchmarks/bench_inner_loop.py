@@ -22,14 +22,10 @@ import torch
 
 from spatialmeta.data import synthetic_region_tasks
 from spatialmeta.learn import GraphForecaster, LearnConfig
-from spatialmeta.learn.learners import (
-    ANILLearner,
-    MAMLLearner,
-    episode_inputs,
-    learner_episode_loss,
-    task_nll,
-)
-from spatialmeta.learn.train import standardized_covariates
+from spatialmeta.learn.algorithms import ANILLearner, MAMLLearner
+from spatialmeta.learn.episode import episode_inputs
+from spatialmeta.learn.features import standardized_covariates
+from spatialmeta.learn.losses import task_nll
 from spatialmeta.tasks import RegionTaskSet
 
 
@@ -67,7 +63,7 @@ def measure(learners, tasks, known, cov, ti, s, support, config, repeat) -> dict
         return mean
 
     def episode(learner):
-        learner_episode_loss(learner, tasks, known, cov, ti, s, support, config).backward()
+        learner.loss(episode_inputs(tasks, known, cov, ti, s, support, config)).backward()
 
     torch.testing.assert_close(
         inner(anil.adapt, False), inner(anil.adapt_loop, False), rtol=1e-4, atol=1e-5

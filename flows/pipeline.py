@@ -138,6 +138,11 @@ LEARNER_WORDS = {
     "hier": "hierarchical Bayes learner (prior from a graph network over the neighbours' "
     "records, conjugate update on each held-out region's known record)",
     "ridge": "Bayesian ridge head on the graph network, adapted per region",
+    "anil": "graph network whose heads are adapted per region by gradient steps (ANIL)",
+    "maml": "graph network adapted per region by second-order MAML",
+    "fomaml": "graph network adapted per region by first-order MAML",
+    "reptile": "graph network meta-trained by Reptile, heads adapted per region",
+    "protonet": "prototype mixture over the support windows' outcome bins (ProtoNet)",
 }
 
 

@@ -218,7 +218,8 @@ def forecast(
     learner: str = typer.Option(
         "hier",
         help="Meta-learner: hier (hierarchical Bayes over the whole known record, prior from "
-        "a graph network), ridge, anil, maml, fomaml (first-order MAML) or reptile.",
+        "a graph network), ridge (Bayesian ridge head, R2-D2), anil, maml, fomaml "
+        "(first-order MAML), reptile or protonet (prototypical networks).",
     ),
     episodes: int = typer.Option(400, help="Maximum meta-training episodes."),
     shots: str | None = typer.Option(
@@ -251,6 +252,7 @@ def forecast(
 
     Example: spatialmeta forecast --series outputs/demo/series.zarr --var tas --regions outputs/demo/data/regions.gpkg --test-start 2016-01 --shots 6,12,24,48 --out outputs/forecast
     """
+    from spatialmeta.learn.algorithms import learner_entry
     from spatialmeta.learn.config import LearnConfig
     from spatialmeta.learn.job import forecast_job
     from spatialmeta.raster.aggregate import read_regions
@@ -267,6 +269,7 @@ def forecast(
                     f"--shots must be comma-separated integers or 'max' (the longest support "
                     f"the record allows), e.g. 6,12,24,48,max; got {shots!r}."
                 ) from None
+        learner_entry(learner)  # an unknown name fails before any work, listing the names
         polys = read_regions(regions, id_column=region_id)
         cfg = LearnConfig(lags=lags, episodes=episodes, seed=seed, learner=learner)
         result = forecast_job(

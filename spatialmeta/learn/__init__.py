@@ -1,12 +1,19 @@
-"""Learning over region tasks: backbone, meta-learner, training, forecasting, baselines, scores."""
+"""Learning over region tasks: backbone, meta-learners, training, forecasting, references, scores.
 
+Layers, each importing only from those before it (``tests/learn/test_layers.py`` holds it):
+windows (``config``, ``metrics``, ``predictions``, ``losses``, ``features``) → episodes
+(``episode``) → model (``model``) → references (``baselines``, ``references``, the training
+``loop``) → algorithms (``algorithms/``: the learner base, the registry, one module per
+learner) → training and forecasting (``train``, ``forecast``) → evaluation (``evaluate``,
+``compare``) → outputs (``output``, ``publish``, ``job``).
+"""
+
+from spatialmeta.learn.algorithms import REGISTRY, GlobalLearner, Learner, RidgeMetaLearner
 from spatialmeta.learn.baselines import climatology, persistence, ridge_ar
 from spatialmeta.learn.compare import forecast_methods, plot_shots, shots_curve
 from spatialmeta.learn.config import LearnConfig
 from spatialmeta.learn.evaluate import ForecastEvaluation, evaluate
-from spatialmeta.learn.finetune import GlobalLearner
 from spatialmeta.learn.forecast import Forecast, forecast_heldout
-from spatialmeta.learn.meta import RidgeMetaLearner
 from spatialmeta.learn.metrics import crps_gaussian, scores
 from spatialmeta.learn.model import GraphForecaster
 from spatialmeta.learn.output import forecast_dataset, write_forecasts
@@ -24,6 +31,8 @@ __all__ = [
     "ForecastEvaluation",
     "evaluate",
     "GlobalLearner",
+    "Learner",
+    "REGISTRY",
     "Forecast",
     "forecast_heldout",
     "RidgeMetaLearner",

@@ -4,38 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from spatialmeta.learn.forecast import Forecast, test_origins
+from spatialmeta.learn.features import climatology_period, test_origins
+from spatialmeta.learn.predictions import Forecast
 from spatialmeta.tasks.region import RegionSplit, RegionTaskSet
 
 __all__ = ["climatology", "climatology_period", "persistence", "ridge_ar"]
-
-
-def climatology_period(time) -> int:
-    """Steps per calendar cycle that a support window can resolve, from the time step.
-
-    Monthly records: 12 (the annual cycle, calendar months); sub-daily records: the steps
-    per day (the diurnal cycle, e.g. 24 for hourly); anything else (daily, annual): 1, the
-    support mean (a short support window cannot hold a daily annual cycle twice).
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> [climatology_period(pd.date_range("2000-01-01", periods=4, freq=f))
-    ...  for f in ("MS", "h", "6h", "D", "YS")]
-    [12, 24, 4, 1, 1]
-    """
-    import pandas as pd
-
-    t = pd.DatetimeIndex(time)
-    if len(t) < 2:
-        return 1
-    step = pd.Series(t[1:] - t[:-1]).median()
-    day = pd.Timedelta(days=1)
-    if pd.Timedelta(days=27) <= step <= pd.Timedelta(days=32):
-        return 12
-    if step < day and (day % step) == pd.Timedelta(0):
-        return int(day // step)
-    return 1
 
 
 def climatology(

@@ -17,9 +17,10 @@ import pandas as pd
 from spatialmeta.learn.baselines import climatology, persistence, ridge_ar
 from spatialmeta.learn.config import LearnConfig
 from spatialmeta.learn.evaluate import evaluate
-from spatialmeta.learn.forecast import Forecast, forecast_heldout
+from spatialmeta.learn.forecast import forecast_heldout
+from spatialmeta.learn.loop import TrainResult
+from spatialmeta.learn.predictions import Forecast
 from spatialmeta.learn.references import references
-from spatialmeta.learn.train import TrainResult
 from spatialmeta.tasks.region import RegionSplit, RegionTaskSet
 
 __all__ = ["forecast_methods", "with_support", "shots_curve", "plot_shots", "SHOTS"]

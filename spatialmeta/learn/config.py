@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-__all__ = ["LearnConfig", "LEARNERS", "FINETUNE"]
+import torch
 
-LEARNERS = ("ridge", "anil", "maml", "fomaml", "reptile", "hier")
+__all__ = ["LearnConfig", "LEARNERS", "FINETUNE", "resolve_device"]
+
+# the names of ``spatialmeta.learn.algorithms.REGISTRY`` (a test holds the two equal; the
+# configuration sits below the algorithms and cannot import them)
+LEARNERS = ("hier", "ridge", "anil", "maml", "fomaml", "reptile", "protonet")
 FINETUNE = ("head", "head+last")
 
 
@@ -49,15 +53,18 @@ class LearnConfig:
         whole graph (1 covers the backbone's single graph layer exactly); for large graphs.
     device : str
         ``"auto"`` (CUDA when present, else CPU), ``"cpu"`` or ``"cuda"``.
-    learner : {"ridge", "anil", "maml", "fomaml", "reptile", "hier"}
-        Per-task adaptation: ``"hier"``, a conjugate Bayesian update of the region's
-        seasonal climatology and anomaly persistence from a prior that a graph network
-        predicts from the neighbours' records and covariates
-        (:class:`~spatialmeta.learn.algorithms.hier.HierarchicalLearner`; it conditions on
-        the whole known record and needs no backbone); closed-form ridge head (R2-D2), ANIL's inner SGD on the head
-        (second order), MAML over every backbone parameter (second order; ``"fomaml"``:
-        first order) or Reptile over every backbone parameter. MAML and Reptile adapt
-        each task with its own graph forward (a Python loop over tasks, inherent to them).
+    learner : {"hier", "ridge", "anil", "maml", "fomaml", "reptile", "protonet"}
+        The meta-learner, by its name in ``spatialmeta.learn.algorithms.REGISTRY`` (one
+        module each under ``learn/algorithms/``): ``"hier"``, a conjugate Bayesian update
+        of the region's seasonal climatology and anomaly persistence from a prior that a
+        graph network predicts from the neighbours' records and covariates (it conditions
+        on the whole known record and needs no backbone); ``"ridge"``, a closed-form
+        Bayesian ridge head (R2-D2); ``"anil"``, inner SGD on the head (second order);
+        ``"maml"`` over every backbone parameter (second order; ``"fomaml"``: first
+        order); ``"reptile"`` over every backbone parameter; ``"protonet"``, prototypes of
+        the support window's target classes, forecasting by the mixture of their means.
+        MAML and Reptile adapt each task with its own graph forward (a Python loop over
+        tasks, inherent to them).
     inner_steps, inner_lr : optional
         Inner-loop SGD steps and step size of ANIL, MAML and Reptile (None: the learner's
         default).
@@ -114,3 +121,14 @@ class LearnConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` is CUDA when a GPU is present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"device {name!r} requested but no CUDA GPU is available; use device='cpu'."
+        )
+    return torch.device(name)

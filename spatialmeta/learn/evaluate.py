@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from spatialmeta.learn.forecast import Forecast
 from spatialmeta.learn.metrics import PIT_BINS, pit, scores
+from spatialmeta.learn.predictions import Forecast
 from spatialmeta.tasks.estimates import Estimates
 from spatialmeta.tasks.region import RegionTaskSet
 

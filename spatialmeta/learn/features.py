@@ -1,4 +1,5 @@
-"""Array-at-a-time features for every (origin, region): lag windows, masks, calendar, covariates."""
+"""Windows: array-at-a-time features for every (origin, region): lag windows, masks, calendar,
+covariates, and the window rules of the test period (the lowest layer of ``learn``)."""
 
 from __future__ import annotations
 
@@ -13,15 +14,49 @@ from spatialmeta.tasks.region import RegionTaskSet
 __all__ = [
     "Window",
     "window_stats",
+    "climatology_period",
+    "SEASON_SHRINK",
     "origin_batch",
     "OriginBatch",
     "calendar_phases",
     "CALENDAR_FEATURES",
     "support_origins",
     "extend_time",
+    "test_origins",
+    "standardized_covariates",
 ]
 
 CALENDAR_FEATURES = 4  # per horizon: sin/cos of the annual and of the diurnal phase
+
+# pseudo-count of the support window's seasonal departures: a slot seen n times keeps
+# n / (n + SEASON_SHRINK) of its departure from the window mean (one value of a slot: half)
+SEASON_SHRINK = 1.0
+
+
+def climatology_period(time) -> int:
+    """Steps per calendar cycle that a support window can resolve, from the time step.
+
+    Monthly records: 12 (the annual cycle, calendar months); sub-daily records: the steps
+    per day (the diurnal cycle, e.g. 24 for hourly); anything else (daily, annual): 1, the
+    support mean (a short support window cannot hold a daily annual cycle twice).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> [climatology_period(pd.date_range("2000-01-01", periods=4, freq=f))
+    ...  for f in ("MS", "h", "6h", "D", "YS")]
+    [12, 24, 4, 1, 1]
+    """
+    t = pd.DatetimeIndex(time)
+    if len(t) < 2:
+        return 1
+    step = pd.Series(t[1:] - t[:-1]).median()
+    day = pd.Timedelta(days=1)
+    if pd.Timedelta(days=27) <= step <= pd.Timedelta(days=32):
+        return 12
+    if step < day and (day % step) == pd.Timedelta(0):
+        return int(day // step)
+    return 1
 
 
 def extend_time(time: pd.DatetimeIndex, n: int) -> pd.DatetimeIndex:
@@ -32,6 +67,25 @@ def extend_time(time: pd.DatetimeIndex, n: int) -> pd.DatetimeIndex:
         step = time[-1] - time[-2] if len(time) > 1 else pd.Timedelta(days=1)
         extra = time[-1] + step * np.arange(1, n + 1)
     return time.append(pd.DatetimeIndex(extra))
+
+
+def test_origins(tasks: RegionTaskSet, split, horizon: int) -> np.ndarray:
+    """Forecast origins of the test period whose every horizon lies inside the record."""
+    origins = np.arange(split.test_start, tasks.n_time - horizon + 1)
+    if len(origins) == 0:
+        raise ValueError(
+            f"no forecast origin fits between test_start and the end of the series with horizon "
+            f"{horizon}; move test_start earlier."
+        )
+    return origins
+
+
+def standardized_covariates(tasks: RegionTaskSet) -> torch.Tensor:
+    """Static covariates scaled to zero mean and unit variance across regions."""
+    c = tasks.covariates.astype(np.float64)
+    sd = c.std(axis=0)
+    z = (c - c.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+    return torch.tensor(z, dtype=torch.float32)
 
 
 def calendar_phases(time: pd.DatetimeIndex, extra: int) -> tuple[np.ndarray, np.ndarray]:
@@ -84,27 +138,71 @@ def support_origins(end: int, support: int, lags: int, horizon: int) -> np.ndarr
 
 @dataclass(frozen=True)
 class Window:
-    """Per-region normalization taken from one window ``[start, stop)`` of known values."""
+    """Per-region normalization taken from one window ``[start, stop)`` of known values.
+
+    A value at step ``t`` is normalized as ``(x - level(t)) / std``, with ``level`` the
+    window mean plus the window's (shrunk) departure of the season slot ``t % period``.
+    """
 
     mean: np.ndarray  # (R,)
     std: np.ndarray  # (R,)
+    cycle: np.ndarray | None = None  # (R, P) seasonal departures from ``mean``; None: none
+
+    @property
+    def period(self) -> int:
+        return 1 if self.cycle is None else int(self.cycle.shape[1])
+
+    def level(self, steps: np.ndarray, regions: np.ndarray | None = None) -> np.ndarray:
+        """``(R', *steps.shape)`` the level at time indices ``steps`` of ``regions``."""
+        steps = np.asarray(steps)
+        mean = self.mean if regions is None else self.mean[regions]
+        out = np.broadcast_to(mean.reshape(-1, *([1] * steps.ndim)), (len(mean), *steps.shape))
+        if self.cycle is None:
+            return out
+        cycle = self.cycle if regions is None else self.cycle[regions]
+        return out + cycle[:, steps % self.period]
 
 
-def window_stats(series: np.ndarray, known: np.ndarray, start: int, stop: int) -> Window:
-    """Mean and standard deviation of each region's known values in ``[start, stop)``.
+def window_stats(
+    series: np.ndarray, known: np.ndarray, start: int, stop: int, period: int = 1
+) -> Window:
+    """Level and spread of each region's known values in ``[start, stop)``.
 
-    Regions with no known value there get mean 0 and std 1 (they are masked anyway).
+    With ``period > 1`` the level follows the season slots (``t % period``): each slot's
+    mean departure from the window mean, shrunk by ``n / (n + SEASON_SHRINK)`` for a slot
+    known ``n`` times, so that a long support window gives the region's own seasonal
+    cycle and a window shorter than a cycle keeps the plain mean for the slots it has not
+    seen; the spread is then that of the values around the level. Regions with no known
+    value there get level 0 and spread 1 (they are masked anyway).
+
+    Examples
+    --------
+    >>> t = np.arange(24)
+    >>> x = (10 + np.where(t % 2 == 0, 1.0, -1.0))[None, :]
+    >>> w = window_stats(x, np.ones_like(x, dtype=bool), 0, 24, period=2)
+    >>> w.mean.astype(float).round(3).tolist(), w.level(np.array([0, 1])).astype(float).round(3).tolist()
+    ([10.0], [[10.923, 9.077]])
     """
     x = series[:, start:stop]
     k = known[:, start:stop] & np.isfinite(x)
     n = k.sum(axis=1)
     safe_n = np.maximum(n, 1)
     mean = np.where(k, x, 0.0).sum(axis=1) / safe_n
-    var = np.where(k, (x - mean[:, None]) ** 2, 0.0).sum(axis=1) / np.maximum(n - 1, 1)
+    dev = np.where(k, x - mean[:, None], 0.0)
+    cycle = None
+    if period > 1:
+        slot = np.arange(start, stop) % period
+        onehot = (slot[:, None] == np.arange(period)[None, :]).astype(np.float64)  # (W, P)
+        count = k.astype(np.float64) @ onehot  # (R, P)
+        cycle = (dev @ onehot) / (count + SEASON_SHRINK)
+        dev = np.where(k, dev - cycle[:, slot], 0.0)
+    var = (dev**2).sum(axis=1) / np.maximum(n - 1, 1)
     std = np.sqrt(var)
     std = np.where((n > 1) & (std > 1e-6), std, 1.0)
     mean = np.where(n > 0, mean, 0.0)
-    return Window(mean.astype(np.float32), std.astype(np.float32))
+    if cycle is not None:
+        cycle = np.where((n > 0)[:, None], cycle, 0.0).astype(np.float32)
+    return Window(mean.astype(np.float32), std.astype(np.float32), cycle)
 
 
 @dataclass(frozen=True)
@@ -149,12 +247,13 @@ def origin_batch(
         raise ValueError(
             f"origins must lie in [0, {tasks.n_time}] (the record); got {origins.min()}..{origins.max()}."
         )
-    series, mean, std = tasks.series, norm.mean, norm.std
+    series, std = tasks.series, norm.std
     if regions is not None:  # only these regions (a subgraph), in this order
-        series, known, mean, std = series[regions], known[regions], mean[regions], std[regions]
+        series, known, std = series[regions], known[regions], std[regions]
     r, t = series.shape
     known = known & np.isfinite(series)
-    z = np.where(known, (series - mean[:, None]) / std[:, None], 0.0).astype(np.float32)
+    level = norm.level(np.arange(t), regions)
+    z = np.where(known, (series - level) / std[:, None], 0.0).astype(np.float32)
     # ``lags`` masked steps before the record and ``horizon`` after it: lag windows of early
     # origins and targets past the end are unknown (mask 0), not made-up values
     zp = np.concatenate([np.zeros((r, lags), np.float32), z, np.zeros((r, horizon), np.float32)], 1)

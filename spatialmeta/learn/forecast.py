@@ -2,70 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
-from torch import nn
 
+from spatialmeta.learn.algorithms.base import Learner
 from spatialmeta.learn.config import LearnConfig
-from spatialmeta.learn.features import origin_batch, support_origins, window_stats
-from spatialmeta.learn.train import standardized_covariates
+from spatialmeta.learn.episode import EpisodeInputs
+from spatialmeta.learn.features import (
+    climatology_period,
+    origin_batch,
+    standardized_covariates,
+    support_origins,
+    test_origins,
+    window_stats,
+)
+from spatialmeta.learn.predictions import Forecast
 from spatialmeta.tasks.region import RegionSplit, RegionTaskSet
 
-__all__ = ["Forecast", "forecast_heldout", "test_origins", "adapts_full_network"]
-
-
-@dataclass(frozen=True)
-class Forecast:
-    """Gaussian forecasts in natural units for some regions.
-
-    ``mean`` and ``std`` are ``(R_f, O, H)``: region × forecast origin × horizon;
-    ``std`` is None for point forecasts.
-    """
-
-    method: str
-    regions: np.ndarray  # indices into the task set
-    origins: np.ndarray  # time indices
-    mean: np.ndarray
-    std: np.ndarray | None
-
-
-def test_origins(tasks: RegionTaskSet, split: RegionSplit, horizon: int) -> np.ndarray:
-    """Forecast origins of the test period whose every horizon lies inside the record."""
-    origins = np.arange(split.test_start, tasks.n_time - horizon + 1)
-    if len(origins) == 0:
-        raise ValueError(
-            f"no forecast origin fits between test_start and the end of the series with horizon "
-            f"{horizon}; move test_start earlier."
-        )
-    return origins
-
-
-def adapts_full_network(learner: nn.Module) -> bool:
-    """Whether a learner adapts every backbone parameter per task (MAML, full Reptile)."""
-    from spatialmeta.learn.learners import MAMLLearner, ReptileLearner
-
-    return isinstance(learner, MAMLLearner) or (
-        isinstance(learner, ReptileLearner) and not learner.head_only
-    )
-
-
-def _features(learner: nn.Module, *inputs) -> torch.Tensor:
-    """The features a learner adapts and predicts on (its own ``features`` hook, if any)."""
-    own = getattr(learner, "features", None)
-    return own(*inputs) if callable(own) else learner.backbone.features(*inputs)
-
-
-def _predict(learner: nn.Module, feats: torch.Tensor, state):
-    """Mean and variance from features; a learner without ``predict`` uses the global heads."""
-    if callable(getattr(learner, "predict", None)):
-        return learner.predict(feats, state)
-    return learner.backbone.mean_head(feats), learner.backbone.variance(feats)
+__all__ = ["Forecast", "forecast_heldout", "test_origins"]
 
 
 def forecast_heldout(
-    learner: nn.Module,
+    learner: Learner,
     tasks: RegionTaskSet,
     split: RegionSplit,
     config: LearnConfig,
@@ -85,15 +43,21 @@ def forecast_heldout(
     begin before the region's record, and whose later targets fall in the test period,
     are used with those values masked.
 
-    Feature learners (ridge, ANIL, head-only Reptile, the fine-tuned global network) run
+    The learner's hooks decide the path. Learners that read whole records
+    (``needs_backbone = False``: the default ``hier``) forecast by their own
+    ``forecast_split``. Feature learners (ridge, ANIL, head-only Reptile, ProtoNets, the
+    fine-tuned global network) run
     one graph forward for all regions and adapt all held-out regions together. Learners
-    that adapt every backbone parameter per task (MAML, full Reptile) need a forward per
+    that adapt every backbone parameter per task (``adapts_full_network``: MAML, full
+    Reptile) need a forward per
     region with its own parameters — a Python loop over held-out regions, in blocks of
     ``chunk`` regions, each on its own neighbourhood; that loop is inherent to them.
 
     Parameters
     ----------
-    learner : RidgeMetaLearner, ANILLearner, MAMLLearner, ReptileLearner or GlobalLearner
+    learner : Learner
+        Any learner of :mod:`spatialmeta.learn.algorithms` (a registered meta-learner, or
+        the global network).
     tasks, split : the task set and its split
     config : LearnConfig
     adapt : bool
@@ -104,9 +68,7 @@ def forecast_heldout(
         Name of the forecast; default ``"meta"`` / ``"meta_noadapt"``, or
         ``"global_finetuned"`` / ``"global"`` for a global network.
     """
-    from spatialmeta.learn.finetune import GlobalLearner
-
-    if callable(getattr(learner, "forecast_split", None)):  # a learner with its own inputs
+    if not learner.needs_backbone:  # a learner that reads whole records: its own inputs
         return learner.forecast_split(tasks, split, config, adapt=adapt, method=method)
     L, H, S, t0 = config.lags, config.horizon, split.support, split.test_start
     if S > t0:
@@ -118,7 +80,7 @@ def forecast_heldout(
     known_support[:, t0:] = False  # adaptation sees nothing from the test period
     device = next(learner.parameters()).device
     covariates = standardized_covariates(tasks).to(device)
-    norm = window_stats(tasks.series, known, t0 - S, t0)
+    norm = window_stats(tasks.series, known, t0 - S, t0, climatology_period(tasks.time))
     held = np.flatnonzero(split.held_out)
     ei = tasks.graph.data.edge_index.to(device)
     origins = test_origins(tasks, split, H)
@@ -130,7 +92,7 @@ def forecast_heldout(
 
     chunks = [origins[i : i + chunk] for i in range(0, len(origins), chunk)]
     with torch.no_grad():
-        if adapt and adapts_full_network(learner):
+        if adapt and learner.adapts_full_network:
             mean, var = _forecast_per_task(
                 learner, batch(sup, known_support), [batch(c, known) for c in chunks],
                 covariates, ei, held, chunk,
@@ -139,7 +101,7 @@ def forecast_heldout(
             hi = torch.as_tensor(held, device=device)
 
             def feats(b):
-                f = _features(learner, b.lags, b.lag_mask, b.calendar, covariates, ei)
+                f = learner.features(b.lags, b.lag_mask, b.calendar, covariates, ei)
                 return f[:, hi].transpose(0, 1)
 
             state = None
@@ -152,18 +114,20 @@ def forecast_heldout(
                 )
             means, variances = [], []
             for c in chunks:
-                m, v = _predict(learner, feats(batch(c, known)), state)
+                m, v = learner.predict(feats(batch(c, known)), state)
                 means.append(m)
                 variances.append(v)
             mean, var = torch.cat(means, dim=1), torch.cat(variances, dim=1)
     mean = mean.cpu().numpy()
     std = np.sqrt(var.cpu().numpy())
     if method is None:
-        base = "global" if isinstance(learner, GlobalLearner) else "meta"
+        base = learner.forecast_name
         method = {("global", True): "global_finetuned", ("meta", False): "meta_noadapt"}.get(
             (base, adapt), base
         )
-    mu, sd = norm.mean[held, None, None], norm.std[held, None, None]
+    # back to natural units: the support window's level at each target step, and its spread
+    mu = norm.level(origins[:, None] + np.arange(H)[None, :], held)
+    sd = norm.std[held, None, None]
     return Forecast(
         method=method,
         regions=held,
@@ -175,7 +139,6 @@ def forecast_heldout(
 
 def _forecast_per_task(learner, support, tests, covariates, edge_index, held, block):
     """Full-network adaptation per held-out region, then its forecasts: ``(Rh, O, H)`` each."""
-    from spatialmeta.learn.learners import EpisodeInputs
 
     def episode(b, pos, n_support):
         return EpisodeInputs(

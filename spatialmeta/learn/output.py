@@ -13,7 +13,7 @@ from scipy import stats
 
 from spatialmeta._io import atomic_path
 from spatialmeta.learn.features import extend_time
-from spatialmeta.learn.forecast import Forecast
+from spatialmeta.learn.predictions import Forecast
 from spatialmeta.raster.io import write_zarr
 from spatialmeta.tasks.region import RegionTaskSet
 

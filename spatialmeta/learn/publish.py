@@ -17,8 +17,8 @@ import pandas as pd
 
 from spatialmeta._io import atomic_path, write_csv
 from spatialmeta.learn.evaluate import ForecastEvaluation, compare_methods
-from spatialmeta.learn.forecast import Forecast
 from spatialmeta.learn.output import forecast_dataset, write_forecasts
+from spatialmeta.learn.predictions import Forecast
 from spatialmeta.tasks.region import RegionTaskSet
 
 __all__ = ["Report", "publish_report", "missing_note", "region_values", "FOREST_MAX_REGIONS"]

@@ -44,7 +44,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from spatialmeta.learn.baselines import climatology_period
-from spatialmeta.learn.forecast import Forecast, test_origins
+from spatialmeta.learn.features import test_origins
+from spatialmeta.learn.predictions import Forecast
 from spatialmeta.tasks.region import RegionSplit, RegionTaskSet
 
 __all__ = [

@@ -20,13 +20,18 @@ from spatialmeta.learn import (
     meta_train,
     shots_curve,
 )
+from spatialmeta.learn.algorithms import ANILLearner, MAMLLearner, ReptileLearner
+from spatialmeta.learn.algorithms.global_net import supervised_loss
 from spatialmeta.learn.compare import with_support
-from spatialmeta.learn.features import origin_batch, support_origins, window_stats
-from spatialmeta.learn.finetune import supervised_loss
-from spatialmeta.learn.learners import ANILLearner, MAMLLearner, ReptileLearner, episode_inputs
-from spatialmeta.learn.learners import learner_episode_loss as episode_loss_any
+from spatialmeta.learn.episode import episode_inputs
+from spatialmeta.learn.features import (
+    origin_batch,
+    standardized_covariates,
+    support_origins,
+    window_stats,
+)
 from spatialmeta.learn.model import GraphForecaster
-from spatialmeta.learn.train import make_learner, standardized_covariates
+from spatialmeta.learn.train import make_learner
 from spatialmeta.tasks import RegionTaskSet, spatial_holdout
 
 
@@ -99,17 +104,15 @@ def test_supervised_loss_is_the_unadapted_query_nll(small):
     known = split.known(tasks.n_time)
     cov = standardized_covariates(tasks)
     ti = np.array([1, 4, 6])
-    ours = supervised_loss(bb, tasks, known, cov, ti, 60, 18, cfg, "query")
-    ref = episode_loss_any(ANILLearner(bb, inner_steps=0), tasks, known, cov, ti, 60, 18, cfg)
+    ep = episode_inputs(tasks, known, cov, ti, 60, 18, cfg)
+    ours = supervised_loss(bb, ep, "query")
+    ref = ANILLearner(bb, inner_steps=0).loss(ep)
     torch.testing.assert_close(ours, ref)
     # "all": every origin of the window, support and query, predicted by the network itself
-    ep = episode_inputs(tasks, known, cov, ti, 60, 18, cfg)
     f = bb.features(*ep.inputs())[:, ep.task_pos].transpose(0, 1)
     y, m = ep.targets("all")
     nll = 0.5 * (torch.log(bb.variance(f)) + (y - bb.mean_head(f)) ** 2 / bb.variance(f))
-    torch.testing.assert_close(
-        supervised_loss(bb, tasks, known, cov, ti, 60, 18, cfg), (nll * m).sum() / m.sum()
-    )
+    torch.testing.assert_close(supervised_loss(bb, ep), (nll * m).sum() / m.sum())
 
 
 def test_global_network_trains_resumes_and_forecasts(small, tmp_path):

@@ -5,9 +5,9 @@ from scipy import integrate, stats
 
 from spatialmeta.data import synthetic_region_tasks
 from spatialmeta.learn import LearnConfig, climatology, crps_gaussian, meta_train, persistence
+from spatialmeta.learn.algorithms.ridge import RidgeMetaLearner
 from spatialmeta.learn.evaluate import hac_mean_cov
 from spatialmeta.learn.features import origin_batch, window_stats
-from spatialmeta.learn.meta import RidgeMetaLearner
 from spatialmeta.learn.model import GraphForecaster
 from spatialmeta.tasks import RegionTaskSet, spatial_holdout
 
@@ -250,6 +250,7 @@ def test_anil_learner_trains_and_forecasts_through_the_same_path():
     assert np.isfinite(f.mean).all() and (f.std > 0).all()
     with pytest.raises(
         ValueError,
-        match=r"`learner` must be one of \['ridge', 'anil', 'maml', 'fomaml', 'reptile', 'hier'\]; got 'bogus'",
+        match=r"`learner` must be one of \['anil', 'fomaml', 'hier', 'maml', 'protonet', 'reptile', "
+        r"'ridge'\]; got 'bogus'",
     ):
         meta_train(tasks, split, LearnConfig(learner="bogus"), progress=False)

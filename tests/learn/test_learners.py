@@ -8,22 +8,23 @@ from torch.nn import functional as F
 
 from spatialmeta.data import synthetic_region_tasks
 from spatialmeta.learn import LearnConfig
-from spatialmeta.learn.learners import (
-    _INNER_MAX_NORM,
+from spatialmeta.learn.algorithms import (
+    REGISTRY,
     ANILLearner,
+    Learner,
     MAMLLearner,
-    MetaLearner,
     ProtoNetLearner,
     ReptileLearner,
-    episode_inputs,
-    exceedance_labels,
-    learner_episode_loss,
-    meta_update,
-    task_nll,
+    RidgeMetaLearner,
+    build_learner,
 )
-from spatialmeta.learn.meta import RidgeMetaLearner
+from spatialmeta.learn.algorithms._functional import INNER_MAX_NORM
+from spatialmeta.learn.algorithms.protonet import exceedance_labels
+from spatialmeta.learn.config import LEARNERS as CONFIG_LEARNERS
+from spatialmeta.learn.episode import episode_inputs
+from spatialmeta.learn.features import standardized_covariates
+from spatialmeta.learn.losses import gaussian_nll, task_nll
 from spatialmeta.learn.model import GraphForecaster
-from spatialmeta.learn.train import episode_loss, standardized_covariates
 from spatialmeta.tasks.sampling import EpisodeSampler
 
 CFG = LearnConfig(lags=6, horizon=2, query=4, hidden=8, meta_batch=4)
@@ -65,7 +66,9 @@ def _head_reference(backbone, feats, y, m, steps, lr, first_order, adapt_var):
             nll = 0.5 * (torch.log(var) + (y[b] - mean) ** 2 / var)
             loss = (nll * m[b]).sum() / m[b].sum().clamp_min(1.0)
             g = torch.autograd.grad(loss, p, create_graph=not first_order)
-            p = [pi - lr * gi for pi, gi in zip(p, g, strict=True)]
+            norm = torch.sqrt(sum((gi * gi).sum() for gi in g))  # the task's step clip
+            scale = torch.clamp(INNER_MAX_NORM / norm, max=1.0)
+            p = [pi - lr * scale * gi for pi, gi in zip(p, g, strict=True)]
         out.append(p)
     return [torch.stack(x) for x in zip(*out, strict=True)]
 
@@ -73,20 +76,45 @@ def _head_reference(backbone, feats, y, m, steps, lr, first_order, adapt_var):
 # ----------------------------------------------------------------------------- protocol
 
 
-def test_ridge_satisfies_the_base_protocol_and_drives_the_same(setup):
+def test_registry_names_every_configurable_learner_and_builds_each(setup):
+    tasks = setup[0]
+    assert set(REGISTRY) == set(CONFIG_LEARNERS)  # LearnConfig's names and the registry agree
+    assert REGISTRY["fomaml"].cls is MAMLLearner and REGISTRY["fomaml"].defaults == {
+        "first_order": True
+    }
+    cfg = dataclasses.replace(CFG, inner_steps=3, inner_lr=0.2)
+    for name, entry in REGISTRY.items():
+        assert issubclass(entry.cls, Learner) and name in entry.cls.names
+        if not entry.cls.needs_backbone:
+            continue
+        learner = build_learner(name, _backbone(tasks), cfg)
+        assert type(learner) is entry.cls
+        if hasattr(learner, "inner_steps"):
+            assert (learner.inner_steps, learner.inner_lr) == (3, 0.2)
+    assert build_learner("fomaml", _backbone(tasks)).first_order
+    assert not build_learner("maml", _backbone(tasks)).first_order
+    with pytest.raises(ValueError, match=r"`learner` must be one of .*'ridge'.*; got 'ridg'"):
+        build_learner("ridg", _backbone(tasks))
+
+
+def test_ridge_loss_is_the_feature_path_by_hand(setup):
     tasks, known, cov = setup
     bb = _backbone(tasks)
     ridge = RidgeMetaLearner(bb)
-    assert isinstance(ridge, MetaLearner)  # structural: RidgeMetaLearner does not inherit
-    assert isinstance(ANILLearner(bb), MetaLearner)
-    assert isinstance(ReptileLearner(bb), MetaLearner)
-    assert not isinstance(MAMLLearner(bb), MetaLearner)  # episode learner: no adapt/predict
-    assert not isinstance(ProtoNetLearner(bb), MetaLearner)
-    assert not isinstance(bb, MetaLearner)
-    args = (tasks, known, cov, TASK_IDX, S, SUPPORT, CFG)
-    ref = episode_loss(ridge, *args, global_weight=0.3)
-    ours = learner_episode_loss(ridge, *args, global_weight=0.3)
-    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-6)
+    ep = episode_inputs(tasks, known, cov, TASK_IDX, S, SUPPORT, CFG)
+    f = bb.features(*ep.inputs())[:, ep.task_pos].transpose(0, 1)
+    ns = ep.n_support
+    (ys, ms), (yq, mq) = ep.targets("support"), ep.targets("query")
+    mean, var = ridge.predict(f[:, ns:], ridge.adapt(f[:, :ns], ys, ms))
+    g_mean, g_var = bb.mean_head(f[:, ns:]), bb.variance(f[:, ns:])
+    ref = gaussian_nll(yq, mean, var, mq) + 0.3 * gaussian_nll(yq, g_mean, g_var, mq)
+    torch.testing.assert_close(ridge.loss(ep, global_weight=0.3), ref, rtol=1e-6, atol=1e-6)
+    assert ridge.adapts_full_network is False
+    assert MAMLLearner(bb).adapts_full_network
+    assert ReptileLearner(bb).adapts_full_network
+    assert not ReptileLearner(bb, head_only=True).adapts_full_network
+    with pytest.raises(NotImplementedError, match="MAMLLearner adapts per task"):
+        MAMLLearner(bb).adapt(f, ys, ms)
 
 
 def test_anil_drives_the_feature_based_forecast_path(setup):
@@ -241,10 +269,7 @@ def test_maml_zero_steps_is_the_unadapted_model(setup, vectorize):
         f = bb.features(*ep.inputs(ep.rows("query")))[:, ep.task_pos].transpose(0, 1)
     torch.testing.assert_close(mean, bb.mean_head(f), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(var, bb.variance(f), rtol=1e-5, atol=1e-5)
-    args = (tasks, known, cov, TASK_IDX, S, SUPPORT, CFG)
-    torch.testing.assert_close(
-        learner.episode_loss(*args), learner_episode_loss(ANILLearner(bb, inner_steps=0), *args)
-    )
+    torch.testing.assert_close(learner.loss(ep), ANILLearner(bb, inner_steps=0).loss(ep))
 
 
 @pytest.mark.parametrize("vectorize", [False, True])
@@ -264,7 +289,7 @@ def test_maml_one_step_is_a_hand_computed_sgd_step(setup, vectorize, conv):
         loss = task_nll(ys[b : b + 1], bb.mean_head(f)[None], bb.variance(f)[None], ms[b : b + 1])
         grads = torch.autograd.grad(loss.sum(), list(bb.parameters()))
         norm = torch.sqrt(sum((g * g).sum() for g in grads))
-        scale = min(1.0, _INNER_MAX_NORM / float(norm))  # the inner step's norm clip
+        scale = min(1.0, INNER_MAX_NORM / float(norm))  # the inner step's norm clip
         for name, p, g in zip(names, bb.parameters(), grads, strict=True):
             torch.testing.assert_close(
                 adapted[f"backbone.{name}"][b], p - lr * scale * g, rtol=1e-5, atol=1e-6
@@ -289,7 +314,7 @@ def test_maml_inner_step_is_clipped_on_a_surprising_support_window(setup, vector
             sum(((adapted[f"backbone.{k}"][b] - v) ** 2).sum() for k, v in base.items())
         )
         moved = float(moved.detach())
-        assert 0.5 * lr * _INNER_MAX_NORM < moved <= lr * _INNER_MAX_NORM * (1 + 1e-5)
+        assert 0.5 * lr * INNER_MAX_NORM < moved <= lr * INNER_MAX_NORM * (1 + 1e-5)
 
 
 def _maml_grads(setup, first_order, vectorize):
@@ -298,7 +323,7 @@ def _maml_grads(setup, first_order, vectorize):
     learner = MAMLLearner(
         bb, inner_steps=2, inner_lr=0.1, first_order=first_order, vectorize=vectorize
     )
-    learner.episode_loss(tasks, known, cov, TASK_IDX, S, SUPPORT, CFG).backward()
+    learner.loss(episode_inputs(tasks, known, cov, TASK_IDX, S, SUPPORT, CFG)).backward()
     return {k: p.grad.clone() for k, p in bb.named_parameters()}
 
 
@@ -328,7 +353,7 @@ def test_reptile_moves_parameters_towards_the_adapted_ones(setup, head_only):
     bb = _backbone(tasks)
     learner = ReptileLearner(bb, inner_steps=3, inner_lr=0.1, meta_lr=0.4, head_only=head_only)
     before = {k: p.detach().clone() for k, p in learner.named_parameters()}
-    step = learner.meta_step(tasks, known, cov, TASK_IDX, S, SUPPORT, CFG)
+    step = learner.reptile_step(episode_inputs(tasks, known, cov, TASK_IDX, S, SUPPORT, CFG))
     after = dict(learner.named_parameters())
     moved = set(step.adapted_mean)
     expected = {"backbone.mean_head.weight", "backbone.mean_head.bias"}
@@ -362,9 +387,10 @@ def test_reptile_with_sgd_optimizer_is_the_plain_update(setup):
     tasks, known, cov = setup
     a = ReptileLearner(_backbone(tasks), inner_steps=2, meta_lr=0.3)
     b = ReptileLearner(_backbone(tasks), inner_steps=2, meta_lr=0.3)
-    a.meta_step(tasks, known, cov, TASK_IDX, S, SUPPORT, CFG)
+    ep = episode_inputs(tasks, known, cov, TASK_IDX, S, SUPPORT, CFG)
+    a.meta_step(ep, None)
     opt = torch.optim.SGD(b.parameters(), lr=0.3)
-    b.meta_step(tasks, known, cov, TASK_IDX, S, SUPPORT, CFG, optimizer=opt)
+    b.meta_step(ep, opt)
     torch.testing.assert_close(_flat(a.parameters()), _flat(b.parameters()), rtol=1e-6, atol=1e-7)
 
 
@@ -385,7 +411,7 @@ def test_protonet_well_separated_embeddings_are_classified_perfectly():
     logits = learner.logits(fq, protos)
     assert logits.shape == (b, n_q, 3)
     assert float((logits.argmax(-1) == lq).float().mean()) == 1.0
-    assert learner.loss(logits, lq, torch.ones(b, n_q), protos) < 1e-3
+    assert learner.classification_loss(logits, lq, torch.ones(b, n_q), protos) < 1e-3
 
 
 def test_prototypes_are_per_class_means_batched_as_in_a_loop():
@@ -408,7 +434,7 @@ def test_prototypes_are_per_class_means_batched_as_in_a_loop():
     )
     assert (logits[2, :, 1] < -1e30).all()  # no prototype: never predicted
     ql = torch.ones(3, 4, dtype=torch.long)
-    loss = learner.loss(logits, ql, torch.ones(3, 4), protos)
+    loss = learner.classification_loss(logits, ql, torch.ones(3, 4), protos)
     assert math.isfinite(float(loss))
 
 
@@ -448,7 +474,8 @@ LEARNERS = {
     "maml-fo": lambda bb: MAMLLearner(bb, inner_steps=1, inner_lr=0.05, first_order=True),
     "reptile-head": lambda bb: ReptileLearner(bb, inner_steps=3, inner_lr=0.1, head_only=True),
     "reptile": lambda bb: ReptileLearner(bb, inner_steps=2, inner_lr=0.05, meta_lr=0.5),
-    "protonet": lambda bb: ProtoNetLearner(bb, quantile=0.8),
+    "protonet": lambda bb: ProtoNetLearner(bb, bins=3),
+    "ridge": lambda bb: RidgeMetaLearner(bb),
 }
 
 
@@ -463,22 +490,21 @@ def _meta_train(setup, name, steps=12):
             return float(
                 np.mean(
                     [
-                        learner_episode_loss(learner, tasks, known, cov, ti, s, SUPPORT, CFG).item()
+                        learner.loss(episode_inputs(tasks, known, cov, ti, s, SUPPORT, CFG)).item()
                         for ti, s in evals
                     ]
                 )
             )
 
     first = query_loss()
-    opt = (
-        None
-        if isinstance(learner, ReptileLearner)
-        else torch.optim.Adam(learner.parameters(), 1e-2)
-    )
+    opt = torch.optim.Adam(learner.parameters(), 1e-2)
+    if isinstance(learner, ReptileLearner):
+        opt = None  # its own interpolation step (meta_lr)
     history = []
     for _ in range(steps):
-        ep = train.next()
-        history.append(meta_update(learner, opt, tasks, known, cov, ep.tasks, ep.s, SUPPORT, CFG))
+        draw = train.next()
+        ep = episode_inputs(tasks, known, cov, draw.tasks, draw.s, SUPPORT, CFG)
+        history.append(learner.meta_step(ep, opt))
     return first, query_loss(), history
 
 
@@ -491,3 +517,55 @@ def test_a_few_meta_training_steps_reduce_the_query_loss(setup, name):
 
 def test_meta_training_is_seeded(setup):
     assert _meta_train(setup, "anil", steps=3) == _meta_train(setup, "anil", steps=3)
+
+
+def test_protonet_exceedance_training_reduces_the_query_cross_entropy(setup):
+    tasks, known, cov = setup
+    learner = ProtoNetLearner(_backbone(tasks, seed=4), quantile=0.8)
+    train = EpisodeSampler(np.arange(12), (SUPPORT, 52), 4, seed=5)
+    evals = [episode_inputs(tasks, known, cov, np.array([12, 13, 14, 2]), s, SUPPORT, CFG)
+             for s in (30, 46)]  # fmt: skip
+
+    def held():
+        with torch.no_grad():
+            return float(np.mean([learner.exceedance_loss(ep).item() for ep in evals]))
+
+    first = held()
+    opt = torch.optim.Adam(learner.parameters(), 1e-2)
+    for _ in range(12):
+        draw = train.next()
+        loss = learner.exceedance_loss(
+            episode_inputs(tasks, known, cov, draw.tasks, draw.s, SUPPORT, CFG)
+        )
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert held() < first
+
+
+def test_protonet_forecast_is_the_mixture_of_its_class_means():
+    torch.manual_seed(0)
+    bb = GraphForecaster(2, 1, hidden=4)
+    learner = ProtoNetLearner(bb, bins=2)
+    # two well separated clusters of support embeddings, low and high targets
+    f = torch.cat([torch.full((1, 5, 4), -3.0), torch.full((1, 5, 4), 3.0)], dim=1)
+    f = f + 0.01 * torch.randn_like(f)
+    y = torch.cat([torch.full((1, 5, 1), -1.0), torch.full((1, 5, 1), 2.0)], dim=1)
+    y = y + 0.1 * torch.randn_like(y)
+    state = learner.adapt(f, y, torch.ones_like(y))
+    k_hi = int(state.value[0, 0].argmax())
+    lo, hi = sorted(state.value[0, 0].tolist())
+    assert lo == pytest.approx(float(y[0, :5].mean()), abs=1e-5)
+    assert hi == pytest.approx(float(y[0, 5:].mean()), abs=1e-5)
+    with torch.no_grad():
+        mean, var = learner.predict(torch.full((1, 2, 4), 3.0), state)
+    assert float(mean[0, 0, 0]) == pytest.approx(hi, abs=1e-4)  # next to the high prototype
+    noise = float(bb.variance(torch.full((1, 2, 4), 3.0))[0, 0, 0])
+    spread_hi = float(state.spread[0, 0, k_hi])
+    assert spread_hi == pytest.approx(float(y[0, 5:].var(unbiased=False)), rel=1e-4)
+    assert float(var[0, 0, 0]) == pytest.approx(spread_hi + noise, abs=1e-4)
+    # a task with no known support target forecasts with the global heads
+    empty = learner.adapt(f, y, torch.zeros_like(y))
+    m2, v2 = learner.predict(f, empty)
+    torch.testing.assert_close(m2, bb.mean_head(f))
+    torch.testing.assert_close(v2, bb.variance(f))

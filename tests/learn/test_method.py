@@ -9,10 +9,11 @@ import torch
 
 from spatialmeta.data import synthetic_region_tasks
 from spatialmeta.learn import LearnConfig, climatology, global_train, meta_train
+from spatialmeta.learn.algorithms.global_net import FINETUNE_GRID, GlobalLearner, select_finetune
+from spatialmeta.learn.algorithms.ridge import RidgeMetaLearner
 from spatialmeta.learn.baselines import climatology_period
-from spatialmeta.learn.finetune import FINETUNE_GRID, GlobalLearner, select_finetune
-from spatialmeta.learn.learners import episode_inputs, gaussian_nll, query_origins
-from spatialmeta.learn.meta import RidgeMetaLearner
+from spatialmeta.learn.episode import episode_inputs, query_origins
+from spatialmeta.learn.losses import gaussian_nll
 from spatialmeta.learn.model import GraphForecaster
 from spatialmeta.learn.train import _prepare
 from spatialmeta.tasks import RegionTaskSet, spatial_holdout

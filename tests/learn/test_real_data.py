@@ -167,20 +167,23 @@ def fnoc_uwnd(tmp_path_factory):
 
 @pytest.mark.parametrize("score", ["rmse", "crps"])
 def test_hier_meta_beats_every_reference_on_fnoc_winds(fnoc_uwnd, score):
-    """Seed 0: meta 3.5 % (RMSE) and 4.1 % (CRPS) ahead of the best reference (anomaly
-    persistence); holdout seeds 1 and 2: 4.5 % and 1.4 % in RMSE. Pinned at 2 %."""
+    """Seed 0: meta 3.45 % (RMSE) and 4.3 % (CRPS) ahead of the best reference (anomaly
+    persistence); holdout seeds 1 and 2: 4.5 % and 1.25 % in RMSE. Pinned at 2 %.
+    (90 % coverage after the validation calibration: 86.5 %; seeds 1 and 2: 83.5 % and
+    84.4 %, short of 85 %.)"""
     from spatialmeta.learn.references import REFERENCES
 
     best = fnoc_uwnd.loc[list(REFERENCES), score].min()
     assert fnoc_uwnd.loc["meta", score] < 0.98 * best
     assert fnoc_uwnd.loc["meta", score] < fnoc_uwnd.loc["meta_noadapt", score]
-    assert 0.85 <= fnoc_uwnd.loc["meta", "coverage_90"] <= 0.95  # 86.9 % observed
+    assert 0.85 <= fnoc_uwnd.loc["meta", "coverage_90"] <= 0.95  # 86.5 % observed
 
 
 @pytest.mark.parametrize("score", ["rmse", "crps"])
 def test_hier_meta_beats_every_reference_on_ccsm_ts_states(ccsm_ts, score):
-    """Seed 0: meta 3.5 % (RMSE) and 3.7 % (CRPS) ahead of the best reference; pinned at 2 %.
-    (Holdout seeds 1 and 2: 1.8 % and 0.8 % in RMSE; 15 held-out states make a noisy test.)"""
+    """Seed 0: meta 2.4 % (RMSE) and 2.4 % (CRPS) ahead of the best reference; pinned at 2 %.
+    (Holdout seeds 1 and 2: 1.8 % ahead and 0.6 % behind in RMSE; 15 held-out states make
+    a noisy test.)"""
     from spatialmeta.learn.references import REFERENCES
 
     best = ccsm_ts.loc[list(REFERENCES), score].min()

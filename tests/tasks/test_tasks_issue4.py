@@ -9,9 +9,10 @@ from scipy import stats
 
 from spatialmeta.data import synthetic_regions
 from spatialmeta.learn import LearnConfig
-from spatialmeta.learn.meta import RidgeMetaLearner
+from spatialmeta.learn.algorithms.ridge import RidgeMetaLearner
+from spatialmeta.learn.episode import episode_inputs
+from spatialmeta.learn.features import standardized_covariates
 from spatialmeta.learn.model import GraphForecaster
-from spatialmeta.learn.train import episode_loss, standardized_covariates
 from spatialmeta.meta_analysis import pool
 from spatialmeta.regions import contiguity_graph
 from spatialmeta.tasks import (
@@ -150,9 +151,9 @@ def test_subgraph_episode_equals_full_graph(tasks):
     learner = RidgeMetaLearner(GraphForecaster(len(ts.covariate_names), 3, hidden=16)).eval()
     cov = standardized_covariates(ts)
     batch = np.flatnonzero(split.training)[:6]
-    full = episode_loss(learner, ts, known, cov, batch, 100, 36, LearnConfig(hidden=16))
-    sub = episode_loss(
-        learner, ts, known, cov, batch, 100, 36, LearnConfig(hidden=16, subgraph_hops=1)
+    full = learner.loss(episode_inputs(ts, known, cov, batch, 100, 36, LearnConfig(hidden=16)))
+    sub = learner.loss(
+        episode_inputs(ts, known, cov, batch, 100, 36, LearnConfig(hidden=16, subgraph_hops=1))
     )
     torch.testing.assert_close(sub, full, rtol=1e-5, atol=1e-6)
 

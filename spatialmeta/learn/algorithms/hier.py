@@ -49,6 +49,12 @@ import torch
 from torch import nn
 from torch_geometric.nn import SAGEConv
 
+from spatialmeta.learn.algorithms.base import Learner, register
+from spatialmeta.learn.baselines import climatology_period
+from spatialmeta.learn.config import resolve_device
+from spatialmeta.learn.features import standardized_covariates
+from spatialmeta.learn.loop import fit as train_loop
+from spatialmeta.learn.predictions import Forecast
 from spatialmeta.learn.references import (
     SeasonalHistory,
     _adjacency,
@@ -56,14 +62,18 @@ from spatialmeta.learn.references import (
     _eb,
     _slot_cumsum,
     _subset,
+    fit_references,
     heldout_masks,
     seasonal_history,
 )
+from spatialmeta.tasks.sampling import Episode
 
 __all__ = ["HierarchicalForecaster", "EpisodeStats", "episode_stats", "N_STATIC"]
 
 N_STATIC = 6  # per-region record features besides the cycle shape and the covariates
 N_LAGS = 3  # recent anomalies the forecast reads (besides the slow mean anomaly)
+Z90 = 1.6448536269514722  # standard normal 95 % quantile: a central 90 % interval is ±Z90 sd
+POOL_EPISODES = 48  # seeded training episodes of the pool hier cycles through
 SLOW = 12  # steps of the slow mean anomaly (one annual cycle of a monthly record)
 
 
@@ -79,7 +89,8 @@ class EpisodeStats:
     ``lag_val``/``lag_ok``: ``(R, O, J)`` the last ``N_LAGS`` values (scaled) and whether
     known; ``win_count``/``win_sum``: ``(R, O, P)``/``(R, O)`` slot counts and scaled sum of
     the last cycle; ``slot_t``: ``(O, H)`` target slots;
-    ``target``/``mask``: ``(R, O, H)`` scaled targets where known (training only).
+    ``target``/``mask``: ``(R, O, H)`` scaled targets where known (training only);
+    ``sigma_floor``: the floor the neighbour scale was held at.
     """
 
     x: torch.Tensor
@@ -99,6 +110,7 @@ class EpisodeStats:
     origins: np.ndarray
     target: torch.Tensor | None = None
     mask: torch.Tensor | None = None
+    sigma_floor: float = 0.0
 
 
 def _nbr_autocorr(tasks, nbr_known: np.ndarray, period: int, lags: int = 3) -> np.ndarray:
@@ -134,16 +146,26 @@ def episode_stats(
     horizon: int,
     *,
     targets: bool = False,
+    sigma_floor: float | None = None,
     device="cpu",
 ) -> EpisodeStats:
-    """Tensors for ``regions`` from a :class:`SeasonalHistory` of every region."""
+    """Tensors for ``regions`` from a :class:`SeasonalHistory` of every region.
+
+    The record statistics in ``x`` are raw (the network standardizes them with constants
+    fixed at training, :meth:`HierarchicalForecaster.set_normalization`), so a region's
+    features never depend on which other regions are in the batch or held out.
+    ``sigma_floor``: the floor of the neighbour scale; None takes a tenth of the median
+    neighbour spread of ``regions`` (training), a forecast passes the trained one.
+    """
     P = hist.period
     mu_all = hist.nbr_clim[:, 0].mean(-1)  # (R,) level of the neighbours' cycle, first origin
     sigma_all = np.sqrt(np.maximum(hist.nbr_var[:, 0], 0.0))
     # neighbours whose record barely moves (sea ice at the freezing point) would blow the
     # scaled units up: floor the scale at a tenth of the typical neighbour spread
-    typical = np.median(sigma_all[sigma_all > 0]) if (sigma_all > 0).any() else 1.0
-    sigma_all = np.maximum(sigma_all, 0.1 * typical)
+    if sigma_floor is None:
+        sig = sigma_all[np.asarray(regions)]
+        sigma_floor = 0.1 * float(np.median(sig[sig > 0])) if (sig > 0).any() else 0.1
+    sigma_all = np.maximum(sigma_all, sigma_floor)
     prior_all = (hist.nbr_clim[:, 0] - mu_all[:, None]) / sigma_all[:, None]  # (R, P)
     auto = _nbr_autocorr(tasks, nbr_known, P)
     static = np.column_stack(
@@ -153,8 +175,6 @@ def episode_stats(
         ]
     )  # fmt: skip
     assert static.shape[1] == N_STATIC
-    sd = static.std(0)
-    static = (static - static.mean(0)) / np.where(sd > 0, sd, 1.0)
     x = np.column_stack([prior_all, static, covariates])
     h = _subset(hist, regions)
     mu, sigma, prior = mu_all[regions], sigma_all[regions], prior_all[regions]
@@ -193,6 +213,7 @@ def episode_stats(
         lag_val=t(np.nan_to_num(lag_val)), lag_ok=t(np.isfinite(lag_val)),
         win_count=t(win_count), win_sum=t(win_sum),
         slot_t=t(slot_t, torch.long), origins=origins, target=tgt, mask=msk,
+        sigma_floor=float(sigma_floor),
     )  # fmt: skip
 
 
@@ -242,6 +263,50 @@ class HierarchicalForecaster(nn.Module):
         with torch.no_grad():  # start every region at the shared values
             self.head[-1].weight.mul_(0.01)
             self.head[-1].bias.zero_()
+        # standardization of the record statistics and the scale floor, fixed on the
+        # training episodes (:meth:`set_normalization`) and saved with the model
+        self.register_buffer("static_loc", torch.zeros(N_STATIC))
+        self.register_buffer("static_scale", torch.ones(N_STATIC))
+        self.register_buffer("sigma_floor", torch.tensor(0.1))
+        # per-horizon variance factor of the forecast, set on the validation regions at
+        # every validation (:meth:`calibrate`), so the kept state carries its own
+        self.register_buffer("var_scale", torch.ones(self.horizon))
+
+    def calibrate(self, outputs) -> None:
+        """Set :attr:`var_scale` so that the central 90 % intervals cover 90 % of the
+        validation targets, per horizon (split-conformal on the standardized residuals).
+
+        ``outputs``: ``(mean, var, target, mask)`` tuples ``(R, O, H)`` of the validation
+        episodes. The CRPS fit leaves the interval widths to the training regions; this
+        moves them to what unseen regions need (e.g. 81-87 % coverage uncalibrated on the
+        FNOC winds). The factor is held in [1/4, 4].
+        """
+        with torch.no_grad():
+            z = torch.cat([((t - m).abs() / v.sqrt()).flatten(0, 1) for m, v, t, _ in outputs])
+            ok = torch.cat([k.flatten(0, 1) > 0 for *_, k in outputs])
+            scale = torch.ones(self.horizon, dtype=z.dtype, device=z.device)
+            for h in range(self.horizon):  # a handful of horizons, each over every residual
+                zh = z[ok[:, h], h]
+                if zh.numel() >= 20:
+                    q = torch.quantile(zh, 0.9)
+                    scale[h] = (q / Z90) ** 2
+            self.var_scale.copy_(scale.clamp(0.25, 4.0).to(self.var_scale))
+
+    def set_normalization(self, episodes) -> None:
+        """Fix the record statistics' mean and spread over the task regions of ``episodes``
+        (the training pool), and the scale floor of the first."""
+        P = self.period
+        raw = torch.cat([e.x[e.index][:, P : P + N_STATIC] for e in episodes])
+        sd = raw.std(0, unbiased=False)
+        with torch.no_grad():
+            self.static_loc.copy_(raw.mean(0))
+            self.static_scale.copy_(torch.where(sd > 0, sd, torch.ones_like(sd)))
+            self.sigma_floor.fill_(episodes[0].sigma_floor)
+
+    def _standardized(self, x: torch.Tensor) -> torch.Tensor:
+        P = self.period
+        static = (x[:, P : P + N_STATIC] - self.static_loc) / self.static_scale
+        return torch.cat([x[:, :P], static, x[:, P + N_STATIC :]], dim=1)
 
     def init_from_references(self, fit) -> None:
         """Shared parameters from a :class:`~spatialmeta.learn.references.ReferenceFit`."""
@@ -257,7 +322,7 @@ class HierarchicalForecaster(nn.Module):
 
     def prior_params(self, x: torch.Tensor, edge_index: torch.Tensor) -> dict:
         """Per-region prior parameters from node features (one graph forward)."""
-        h0 = self.encode(x)
+        h0 = self.encode(self._standardized(x))
         h1 = self.conv(h0, edge_index)
         out = self.head(torch.cat([h0, h1], dim=-1))
         H, J = self.horizon, self.n_anom
@@ -382,13 +447,16 @@ class _LowRankPosterior:
 
 
 def heldout_stats(
-    tasks, split, horizon, covariates, *, device="cpu"
+    tasks, split, horizon, covariates, *, sigma_floor: float, device="cpu"
 ) -> tuple[EpisodeStats, np.ndarray]:
     """The held-out regions at the test origins (what :func:`references.heldout_history` sees)."""
     origins, known, nbr = heldout_masks(tasks, split, horizon)
     hist = seasonal_history(tasks, known, nbr, origins, fallback_regions=split.training)
     held = np.flatnonzero(split.held_out)
-    return episode_stats(tasks, covariates, hist, held, known, nbr, horizon, device=device), held
+    st = episode_stats(
+        tasks, covariates, hist, held, known, nbr, horizon, sigma_floor=sigma_floor, device=device
+    )
+    return st, held
 
 
 def _gaussian_crps(mean, var, target, mask) -> torch.Tensor:
@@ -411,14 +479,38 @@ def support_lengths(split, horizon: int, period: int, room: int) -> list[int]:
     return sorted(n for n in base if 1 <= n <= room)
 
 
-class HierarchicalLearner(nn.Module):
+@register("hier")
+class HierarchicalLearner(Learner):
     """The ``hier`` meta-learner: :class:`HierarchicalForecaster` with its training and
     forecasting over region tasks (``LearnConfig(learner="hier")``).
 
     Trained by :meth:`train_on` (``meta_train`` with ``LearnConfig(learner="hier")``);
     forecast by :meth:`forecast_split` (``forecast_heldout`` dispatches to it).
-    ``benchmarks/eval_monthly.py`` runs it on the shared monthly data.
+    ``benchmarks/eval_monthly.py`` runs it on the shared monthly data. The papers it
+    draws on are in the module docstring (hierarchical normal model, Gelman et al. 2013
+    ch. 5; learned priors for Bayesian regression, ALPaCA, Harrison et al. 2018;
+    node-level parameter generation, ST-MetaNet, Pan et al. 2019).
+
+    Examples
+    --------
+    A region with a long support leans on its own record, one with a short support on its
+    neighbours; the forecast is a Gaussian in natural units:
+
+    >>> import numpy as np
+    >>> from spatialmeta.data import synthetic_region_tasks
+    >>> from spatialmeta.learn import LearnConfig
+    >>> from spatialmeta.tasks import spatial_holdout
+    >>> tasks = synthetic_region_tasks(16, 120, seed=0)
+    >>> split = tasks.split(held_out=spatial_holdout(tasks.n_regions, 0.25, seed=0),
+    ...                     test_start=tasks.time[96], support=24)
+    >>> cfg = LearnConfig(learner="hier", episodes=20, val_every=10, seed=0, device="cpu")
+    >>> res = HierarchicalLearner.train_on(tasks, split, cfg)
+    >>> fc = res.learner.forecast_split(tasks, split, cfg)
+    >>> fc.method, fc.mean.shape == fc.std.shape, bool((fc.std > 0).all())
+    ('meta', True, True)
     """
+
+    needs_backbone = False
 
     def __init__(self, net: HierarchicalForecaster):
         super().__init__()
@@ -440,11 +532,8 @@ class HierarchicalLearner(nn.Module):
         A seeded pool of episodes (support lengths from :func:`support_lengths`, support
         ends drawn at random, every fitting region a task), validated on unseen training
         regions over the last origins before ``test_start``; the loop, checkpoints and
-        resume are :func:`spatialmeta.learn.train.meta_train`'s.
+        resume are :func:`spatialmeta.learn.loop.fit`'s.
         """
-        from spatialmeta.learn.baselines import climatology_period
-        from spatialmeta.learn.train import resolve_device
-
         H, t0 = config.horizon, split.test_start
         device = resolve_device(config.device)
         period = climatology_period(tasks.time)
@@ -470,7 +559,7 @@ class HierarchicalLearner(nn.Module):
         tt = np.arange(tasks.n_time)[None, :]
         is_train = split.training[:, None]
 
-        def episode(s, n, regions):
+        def episode(s, n, regions, floor):
             own = is_train & (tt >= s - n) & (tt < t0)
             nbr = is_train & (tt < s)
             origins = np.arange(s, s + span)
@@ -478,25 +567,37 @@ class HierarchicalLearner(nn.Module):
                 tasks, own, nbr, origins, period=period, fallback_regions=split.training
             )
             return episode_stats(
-                tasks, cov, hist, regions, own, nbr, H, targets=True, device=device
+                tasks,
+                cov,
+                hist,
+                regions,
+                own,
+                nbr,
+                H,
+                targets=True,
+                sigma_floor=floor,
+                device=device,
             )
 
-        n_fit = max(8, min(48, config.episodes // 8))
+        # a fixed pool size: `episodes` may grow on resume, and the pool (so the order
+        # the loop cycles through it) must not change with it
+        n_fit = POOL_EPISODES
         pool = []
+        floor = None  # the scale floor of the first episode's fitting regions, then kept
         for i in range(n_fit):  # seeded episodes: a support length and a support end each
             n = int(lengths[i % len(lengths)])
             s = int(rng.integers(n, room + 1))
-            pool.append(episode(s, n, fit))
+            pool.append(episode(s, n, fit, floor))
+            floor = pool[0].sigma_floor
         # validation mirrors the test: unseen regions over the last origins before test_start
         val_lengths = sorted({min(split.support, room), *lengths[:: max(1, len(lengths) // 3)]})
-        vals = [episode(room, n, val) for n in val_lengths] if len(val) else []
+        vals = [episode(room, n, val, floor) for n in val_lengths] if len(val) else []
         edge_index = tasks.graph.data.edge_index.to(device)
         net = HierarchicalForecaster(pool[0].x.shape[1], period, H, hidden=16).to(device)
+        net.set_normalization(pool)
         # warm start from the statistician's fit on the same training regions (eb shrinkage
         # and lag-1 anomaly coefficients of :func:`fit_references`): training starts at the
         # anomaly-persistence reference and learns the departures from it
-        from spatialmeta.learn.references import fit_references
-
         ref = fit_references(tasks, split, H, period=period)
         net.init_from_references(ref)
         learner = cls(net)
@@ -506,8 +607,6 @@ class HierarchicalLearner(nn.Module):
             [{"params": rest, "weight_decay": 1e-2}, {"params": shared, "weight_decay": 0.0}],
             lr=config.lr * 3,
         )
-
-        from spatialmeta.learn.train import _fit
 
         vals = vals or pool[:1]  # no region to spare for validation: the first episode
         sampler = _PoolCycle(len(pool))
@@ -522,25 +621,29 @@ class HierarchicalLearner(nn.Module):
             return float(loss.detach())
 
         def validate() -> float:
-            losses = [_gaussian_crps(*net(v, edge_index), v.target, v.mask) for v in vals]
-            return float(torch.stack(losses).mean())
+            out = [(*net(v, edge_index), v.target, v.mask) for v in vals]
+            net.calibrate(out)  # the interval widths for unseen regions, kept with the state
+            return float(torch.stack([_gaussian_crps(*o) for o in out]).mean())
 
         # the loop every learner shares: early stopping with the initial state a candidate,
         # atomic checkpoints (model.pt, history.json, metrics.csv, state.pt), resume
-        return _fit(
+        return train_loop(
             learner, opt, sampler, step, validate, config, "meta", checkpoint_dir, resume,
             progress,
         )  # fmt: skip
 
     def forecast_split(self, tasks, split, config, *, adapt: bool = True, method=None):
         """Forecasts of every held-out region at every test origin (natural units)."""
-        from spatialmeta.learn.forecast import Forecast
-
         device = next(self.parameters()).device
-        st, held = heldout_stats(tasks, split, config.horizon, _covariates(tasks), device=device)
+        st, held = heldout_stats(
+            tasks, split, config.horizon, _covariates(tasks),
+            sigma_floor=float(self.net.sigma_floor), device=device,
+        )  # fmt: skip
         self.eval()
         with torch.no_grad():
             mean, var = self.net(st, tasks.graph.data.edge_index.to(device), adapt=adapt)
+            if adapt:  # the interval widths calibrated on the validation regions
+                var = var * self.net.var_scale
         mu = st.mu.cpu().numpy()[:, None, None]
         sd = st.sigma.cpu().numpy()[:, None, None]
         name = method or ("meta" if adapt else "meta_noadapt")
@@ -558,8 +661,6 @@ class _PoolCycle:
         self.n, self.step = int(n), 0
 
     def next(self):
-        from spatialmeta.tasks.sampling import Episode
-
         i = self.step % self.n
         self.step += 1
         return Episode(tasks=np.array([i]), s=0)
@@ -572,8 +673,6 @@ class _PoolCycle:
 
 
 def _covariates(tasks) -> np.ndarray:
-    """The task set's covariates as :func:`~spatialmeta.learn.train.standardized_covariates`
+    """The task set's covariates as :func:`~spatialmeta.learn.features.standardized_covariates`
     scales them for the backbone learners (zero mean, unit variance across regions)."""
-    from spatialmeta.learn.train import standardized_covariates
-
     return standardized_covariates(tasks).numpy()

@@ -18,19 +18,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
+from spatialmeta.learn.algorithms._heads import head_forward
+from spatialmeta.learn.algorithms.base import Learner, check_rate, check_steps
 from spatialmeta.learn.config import FINETUNE
-from spatialmeta.learn.learners import (
-    _check_rate,
-    _check_steps,
-    _head_forward,
-    episode_inputs,
-    gaussian_nll,
-    task_nll,
-)
+from spatialmeta.learn.episode import EpisodeInputs
+from spatialmeta.learn.losses import gaussian_nll, task_nll
 from spatialmeta.learn.model import GraphForecaster
-from spatialmeta.tasks.region import RegionTaskSet
 
 __all__ = ["GlobalLearner", "supervised_loss", "select_finetune", "FINETUNE_GRID"]
 
@@ -39,33 +33,24 @@ FINETUNE_GRID = {"steps": (5, 10, 20, 40), "lr": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)}
 
 
 def supervised_loss(
-    backbone: GraphForecaster,
-    tasks: RegionTaskSet,
-    known: np.ndarray,
-    covariates: torch.Tensor,
-    regions: np.ndarray,
-    s: int,
-    support: int,
-    config,
-    which: str = "all",
+    backbone: GraphForecaster, ep: EpisodeInputs, which: str = "all"
 ) -> torch.Tensor:
-    """Gaussian NLL of the unadapted network on the windows of ``regions`` around ``s``.
+    """Gaussian NLL of the unadapted network on the ``which`` origins of an episode.
 
-    The origins are those of a meta-training episode (``which``: ``"all"`` for the support
-    and query origins, ``"query"`` for the origins from ``s`` on); the network's own heads
-    predict every one of them — no support set, no adaptation.
+    ``which``: ``"all"`` for the support and query origins, ``"query"`` for the origins
+    from the support end on; the network's own heads predict every one of them — no
+    support set, no adaptation.
     """
-    ep = episode_inputs(tasks, known, covariates, regions, s, support, config)
     rows = ep.rows(which)
     f = backbone.features(*ep.inputs(rows))[:, ep.task_pos].transpose(0, 1)
     y, m = ep.targets(which)
     return gaussian_nll(y, backbone.mean_head(f), backbone.variance(f), m)
 
 
-class GlobalLearner(nn.Module):
+class GlobalLearner(Learner):
     """A supervised global network, fine-tuned per region on its support window.
 
-    Follows the feature-learner protocol (:class:`spatialmeta.learn.learners.MetaLearner`):
+    A :class:`~spatialmeta.learn.algorithms.base.Learner` with the feature hooks:
     ``features`` (what :meth:`adapt` and :meth:`predict` consume), ``adapt`` (the
     fine-tuning) and ``predict`` (``state=None``: the global network itself), so
     :func:`spatialmeta.learn.forecast.forecast_heldout` forecasts with it as with a
@@ -92,6 +77,8 @@ class GlobalLearner(nn.Module):
     ([(4, 8, 8), (4, 8)], (4, 10, 3))
     """
 
+    forecast_name = "global"
+
     def __init__(
         self, backbone: GraphForecaster, *, finetune: str = "head", steps: int = 10, lr=3e-4
     ):
@@ -100,8 +87,8 @@ class GlobalLearner(nn.Module):
             raise ValueError(f"`finetune` must be one of {list(FINETUNE)}; got {finetune!r}.")
         self.backbone = backbone
         self.finetune = finetune
-        self.steps = _check_steps(steps, "finetune_steps")
-        self.lr = _check_rate(lr, "finetune_lr")
+        self.steps = check_steps(steps, "finetune_steps")
+        self.lr = check_rate(lr, "finetune_lr")
 
     @property
     def _last(self) -> bool:
@@ -124,7 +111,7 @@ class GlobalLearner(nn.Module):
         if self._last:
             feats = torch.einsum("bnk,bjk->bnj", feats, params[0]) + params[1].unsqueeze(1)
             params = params[2:]
-        return _head_forward(self.backbone, feats, list(params))
+        return head_forward(self.backbone, feats, list(params))
 
     def adapt(self, feats: torch.Tensor, target: torch.Tensor, mask: torch.Tensor):
         """Per-region parameters after ``steps`` Adam steps on each region's support NLL.
@@ -177,7 +164,7 @@ def select_finetune(learner: GlobalLearner, episodes, extra=()) -> list[tuple[in
 
     Every combination of :data:`FINETUNE_GRID` (and the pairs in ``extra``) fine-tunes the
     validation regions on their support windows and scores the query NLL, summed over
-    ``episodes`` (:class:`~spatialmeta.learn.learners.EpisodeInputs`); the best pair is
+    ``episodes`` (:class:`~spatialmeta.learn.episode.EpisodeInputs`); the best pair is
     set on the learner, so the ``global_finetuned`` baseline is as good as validation
     can make it, as the meta-learner is.
 

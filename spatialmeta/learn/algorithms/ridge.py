@@ -27,6 +27,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from spatialmeta.learn.algorithms.base import Learner, register
 from spatialmeta.learn.model import GraphForecaster
 
 __all__ = ["RidgeMetaLearner", "RidgeState"]
@@ -44,7 +45,8 @@ class RidgeState(NamedTuple):
     cov: torch.Tensor | None = None
 
 
-class RidgeMetaLearner(nn.Module):
+@register("ridge")
+class RidgeMetaLearner(Learner):
     """Backbone plus a per-task Bayesian ridge correction of its mean head.
 
     Parameters
