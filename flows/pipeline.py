@@ -166,9 +166,13 @@ def _demo(
     logger.info("4/7 global network on %d training regions", int((~split.held_out).sum()))
     global_result = train_global(tasks, split, config, str(out_dir), progress)
     logger.info("4/7 meta-training the per-region adaptation, from the global network")
-    # the meta phase gets at most the global network's own number of steps (the demo's budget)
+    # a backbone learner's meta phase gets at most the global network's own number of steps
+    # (the demo's budget); a learner with its own inputs (hier) its own budget, so that its
+    # result does not move with where the global network stopped
     init = global_result if config.pretrain else None
-    meta_config = dataclasses.replace(config, episodes=len(global_result.history))
+    meta_config = config
+    if learn.algorithms.learner_entry(config.learner).cls.needs_backbone:
+        meta_config = dataclasses.replace(config, episodes=len(global_result.history))
     result = train(tasks, split, meta_config, str(out_dir), progress, init=init)
     logger.info("5/7 adapting to %d held-out regions and forecasting", int(split.held_out.sum()))
     forecasts = forecast_all(result, global_result, tasks, split)

@@ -30,7 +30,7 @@ CALENDAR_FEATURES = 4  # per horizon: sin/cos of the annual and of the diurnal p
 
 # pseudo-count of the support window's seasonal departures: a slot seen n times keeps
 # n / (n + SEASON_SHRINK) of its departure from the window mean (one value of a slot: half)
-SEASON_SHRINK = 1.0
+SEASON_SHRINK = 4.0
 
 
 def climatology_period(time) -> int:
@@ -181,7 +181,7 @@ def window_stats(
     >>> x = (10 + np.where(t % 2 == 0, 1.0, -1.0))[None, :]
     >>> w = window_stats(x, np.ones_like(x, dtype=bool), 0, 24, period=2)
     >>> w.mean.astype(float).round(3).tolist(), w.level(np.array([0, 1])).astype(float).round(3).tolist()
-    ([10.0], [[10.923, 9.077]])
+    ([10.0], [[10.75, 9.25]])
     """
     x = series[:, start:stop]
     k = known[:, start:stop] & np.isfinite(x)
