@@ -30,7 +30,7 @@ from spatialmeta.learn.algorithms import learner_entry
 from spatialmeta.learn.compare import with_support
 from spatialmeta.regions.graph import RegionGraph
 from spatialmeta.tasks import RegionTaskSet
-from spatialmeta.tasks.region import RegionSplit
+from spatialmeta.tasks.region import RegionSplit, neighbourhood
 
 __all__ = [
     "assert_learner",
@@ -68,8 +68,6 @@ def contract_tasks(seed: int = 0) -> tuple[RegionTaskSet, int]:
 
 def far_apart(graph: RegionGraph, n: int, hops: int, first: int | None = None) -> np.ndarray:
     """Up to ``n`` regions pairwise more than ``hops`` graph hops apart (greedy)."""
-    from spatialmeta.tasks.region import neighbourhood
-
     chosen: list[int] = []
     blocked = np.zeros(graph.num_nodes, dtype=bool)
     order = np.argsort(-graph.degree(), kind="stable")

@@ -13,7 +13,6 @@ from spatialmeta.learn.algorithms.base import (
     Learner,
     check_rate,
     check_steps,
-    inner_kwargs,
     register,
 )
 from spatialmeta.learn.model import GraphForecaster
@@ -70,6 +69,8 @@ class ANILLearner(Learner):
     ((4, 3, 8), (4, 10, 3))
     """
 
+    config_fields = ("inner_steps", "inner_lr")
+
     def __init__(
         self,
         backbone: GraphForecaster,
@@ -85,10 +86,6 @@ class ANILLearner(Learner):
         self.inner_lr = check_rate(inner_lr, "inner_lr")
         self.first_order = bool(first_order)
         self.adapt_var = bool(adapt_var)
-
-    @classmethod
-    def config_kwargs(cls, config) -> dict:
-        return inner_kwargs(config)
 
     def _create_graph(self) -> bool:
         return not self.first_order and torch.is_grad_enabled()

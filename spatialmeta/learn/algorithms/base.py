@@ -114,12 +114,18 @@ class Learner(nn.Module):
     #: False for learners that condition on whole records and bring ``train_on``
     needs_backbone: ClassVar[bool] = True
 
+    #: ``LearnConfig`` fields passed to the constructor when set (None: its default)
+    config_fields: ClassVar[tuple[str, ...]] = ()
+
     backbone: nn.Module
 
     @classmethod
     def config_kwargs(cls, config) -> dict:
-        """Constructor settings taken from a ``LearnConfig`` (default: none)."""
-        return {}
+        """Constructor settings taken from a ``LearnConfig``: its :attr:`config_fields`
+        that are set."""
+        return {
+            k: getattr(config, k) for k in cls.config_fields if getattr(config, k, None) is not None
+        }
 
     @property
     def adapts_full_network(self) -> bool:
@@ -212,12 +218,3 @@ def check_hops(value) -> int | None:
     if value is None:
         return None
     return check_steps(value, "hops", 1)
-
-
-def inner_kwargs(config) -> dict:
-    """``inner_steps``/``inner_lr`` of a ``LearnConfig`` that are set (None: the defaults)."""
-    return {
-        k: getattr(config, k)
-        for k in ("inner_steps", "inner_lr")
-        if getattr(config, k, None) is not None
-    }

@@ -14,7 +14,6 @@ from spatialmeta.learn.algorithms.base import (
     check_hops,
     check_rate,
     check_steps,
-    inner_kwargs,
     register,
 )
 from spatialmeta.learn.episode import EpisodeInputs
@@ -94,6 +93,8 @@ class MAMLLearner(FunctionalTasks, Learner):
     ((2, 2, 8), 0)
     """
 
+    config_fields = ("inner_steps", "inner_lr")
+
     def __init__(
         self,
         backbone: GraphForecaster,
@@ -111,10 +112,6 @@ class MAMLLearner(FunctionalTasks, Learner):
         self.first_order = bool(first_order)
         self.hops = check_hops(hops)
         self.vectorize = bool(vectorize)
-
-    @classmethod
-    def config_kwargs(cls, config) -> dict:
-        return inner_kwargs(config)
 
     @property
     def adapts_full_network(self) -> bool:

@@ -17,7 +17,6 @@ from spatialmeta.learn.algorithms.base import (
     check_hops,
     check_rate,
     check_steps,
-    inner_kwargs,
     register,
     task_features,
 )
@@ -106,6 +105,8 @@ class ReptileLearner(FunctionalTasks, Learner):
     (True, True)
     """
 
+    config_fields = ("inner_steps", "inner_lr")
+
     def __init__(
         self,
         backbone: GraphForecaster,
@@ -127,10 +128,6 @@ class ReptileLearner(FunctionalTasks, Learner):
         self.adapt_var = bool(adapt_var)
         self.hops = check_hops(hops)
         self.vectorize = bool(vectorize)
-
-    @classmethod
-    def config_kwargs(cls, config) -> dict:
-        return inner_kwargs(config)
 
     @property
     def adapts_full_network(self) -> bool:
