@@ -30,10 +30,12 @@ from spatialmeta.meta_analysis.job import PoolJobResult, pool_job
 from spatialmeta.meta_analysis.pool import PoolResult, pool
 from spatialmeta.meta_analysis.profile import Tau2Interval, confint_tau2
 from spatialmeta.meta_analysis.regtest import PetPeeseResult, RegtestResult, pet_peese, regtest
+from spatialmeta.meta_analysis.spec import FitSpec
 from spatialmeta.meta_analysis.subgroups import SubgroupResult, subgroups
 
 __all__ = [
-    "FIXED_METHODS", "MEASURES", "METHODS", "RANDOM_METHODS", "PoolResult", "escalc", "pool",
+    "FIXED_METHODS", "MEASURES", "METHODS", "RANDOM_METHODS", "FitSpec", "PoolResult", "escalc",
+    "pool",
     "pool_gridded", "PoolJobResult", "pool_job", "Tau2Interval", "confint_tau2",
     "CumulResult", "InfluenceResult", "LeaveOneOutResult", "ResidualResult", "cumul", "influence",
     "leave1out", "rstandard", "rstudent", "SubgroupResult", "subgroups",

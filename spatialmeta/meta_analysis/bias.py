@@ -42,7 +42,8 @@ from scipy import stats
 
 from spatialmeta.meta_analysis._common import check_labels, check_studies, read_inputs
 from spatialmeta.meta_analysis._common import where as _where
-from spatialmeta.meta_analysis.estimators import FIXED_METHODS, METHODS, _inv, estimate_tau2
+from spatialmeta.meta_analysis.estimators import FIXED_METHODS, _inv, estimate_tau2
+from spatialmeta.meta_analysis.fitted import as_fit, fit_spec
 from spatialmeta.meta_analysis.pool import PoolResult, pool
 from spatialmeta.meta_analysis.regression import _proj as _wls
 from spatialmeta.meta_analysis.regression import check_design, estimate_tau2_mods
@@ -82,6 +83,8 @@ class _Batch:
 def _inputs(fname: str, yi, vi, min_k: int, need_vi: bool = True, labels=None) -> _Batch:
     """Read and check ``yi``/``vi`` (or an object with ``.estimates()``) for ``fname``."""
     prefix = f"{fname}: "
+    if isinstance(yi, PoolResult):  # refuses what the analysis would drop (moderators, ...)
+        as_fit(yi, vi, what=fname, labels=labels)
     y, v, labels, measure, _ = read_inputs(yi, vi, labels, prefix=prefix, need_vi=need_vi)
     if y.ndim == 0:
         raise ValueError(
@@ -126,29 +129,6 @@ def _chunks(n: int, kmax: int):
     step = max(1, _PAIR_BUDGET // max(1, kmax * kmax))
     for lo in range(0, n, step):
         yield slice(lo, min(n, lo + step))
-
-
-def _fit_defaults(obj, method, test, level=None):
-    """Method, test and level: as given, else the PoolResult's, else REML, z, 95."""
-    if isinstance(obj, PoolResult):
-        method = obj.method if method is None else method
-        test = obj.test if test is None else test
-        level = obj.level if level is None else level
-    return (
-        "REML" if method is None else method,
-        "z" if test is None else test,
-        95.0 if level is None else level,
-    )
-
-
-def _canon_method(fname: str, method: str) -> str:
-    canon = method.upper() if isinstance(method, str) else method
-    if canon not in METHODS:
-        raise ValueError(
-            f"{fname}: `method` must be one of {', '.join(repr(x) for x in METHODS)}; got "
-            f"{method!r}. Use the method of the fit you are examining (default 'REML')."
-        )
-    return canon
 
 
 def _wmean_fit(y, v, m, k, method) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -546,7 +526,8 @@ def trimfill(
     yi : array_like, PoolResult or object with ``.estimates()``
         Effect sizes, shape ``(..., k)``; NaN marks a missing study. A
         :class:`PoolResult` (like metafor's ``trimfill(res)``) supplies the
-        studies and the defaults of ``method``, ``test`` and ``level``.
+        studies and ``method``, ``test`` and ``level`` (given as well, they must
+        agree with it); a fit with moderators or user weights is refused.
     vi : array_like
         Sampling variances, same shape.
     estimator : {"L0", "R0"}
@@ -558,7 +539,8 @@ def trimfill(
     method : str, optional
         tau^2 estimator of the fit (``"FE"``, ``"DL"``, ``"REML"``, ...), used
         for the side regression, every trimmed fit and the final fit; default
-        the PoolResult's method, else ``"REML"``.
+        the PoolResult's method, else ``"REML"`` (given with a PoolResult, it
+        must be the fit's).
     test, level : str, float, optional
         Test and confidence level of the final fit (default: the
         PoolResult's, else ``"z"`` and 95).
@@ -620,10 +602,8 @@ def trimfill(
         raise ValueError(
             f"trimfill: `side` must be 'left', 'right' or None (automatic); got {side!r}."
         )
-    method, test, level = _fit_defaults(yi, method, test, level)
-    if str(test).lower() not in ("z", "knha"):
-        raise ValueError(f"trimfill: `test` must be 'z' or 'knha'; got {test!r}.")
-    method = _canon_method("trimfill", method)
+    spec = fit_spec(yi, method, test, level, what="trimfill")
+    method, test, level = spec.method, spec.test, spec.level
     b = _inputs("trimfill", yi, vi, min_k=3, labels=labels)
     y, v, m, k = b.y, b.v, b.m, b.k
     n, kmax = y.shape
@@ -985,8 +965,8 @@ def baujat(
     ----------
     yi : array_like, PoolResult or object with ``.estimates()``
         Effect sizes, shape ``(..., k)``; NaN marks a missing study. A
-        :class:`PoolResult` supplies the studies and the defaults of
-        ``method`` and ``test``.
+        :class:`PoolResult` supplies the studies, ``method`` and ``test`` (given as
+        well, they must agree with it).
     vi : array_like
         Sampling variances, same shape.
     method : str, optional
@@ -1029,11 +1009,9 @@ def baujat(
     >>> np.round(bj.y, 3).tolist()
     [0.0, 0.077, 0.007, 5.728, 0.921, 0.489, 1.161]
     """
-    method, test, _ = _fit_defaults(yi, method, test)
-    method = _canon_method("baujat", method)
-    if str(test).lower() not in ("z", "knha"):
-        raise ValueError(f"baujat: `test` must be 'z' or 'knha'; got {test!r}.")
-    knha = str(test).lower() == "knha"
+    spec = fit_spec(yi, method, test, None, what="baujat")
+    method, test = spec.method, spec.test
+    knha = test == "knha"
     b = _inputs("baujat", yi, vi, min_k=2, labels=labels)
     y, v, m = b.y, b.v, b.m
     n, kmax = y.shape

@@ -32,8 +32,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from spatialmeta.meta_analysis._common import plain, read_inputs
-from spatialmeta.meta_analysis.estimators import FIXED_METHODS, METHODS
+from spatialmeta.meta_analysis._common import plain
+from spatialmeta.meta_analysis.estimators import FIXED_METHODS
+from spatialmeta.meta_analysis.fitted import as_fit
 from spatialmeta.meta_analysis.pool import PoolResult, pool
 
 __all__ = [
@@ -270,19 +271,9 @@ class ResidualResult(_PerStudy):
 # --------------------------------------------------------------------------- inputs
 
 
-def _read(yi, vi, labels) -> tuple[np.ndarray, np.ndarray, Any]:
-    """Arrays from yi/vi or from an object with ``.estimates()`` (as pool reads them)."""
-    y, v, labels, _, _ = read_inputs(yi, vi, labels)
-    return y, v, labels
-
-
-def _canon_method(method: Any) -> str:
-    canon = method.upper() if isinstance(method, str) else method
-    if canon not in METHODS:
-        raise ValueError(
-            f"`method` must be one of {', '.join(repr(x) for x in METHODS)}; got {method!r}."
-        )
-    return canon
+def _studies(full: PoolResult) -> tuple[np.ndarray, np.ndarray]:
+    """The fit's effects and variances, shape ``(..., k)`` (NaN = missing study)."""
+    return np.asarray(full.yi, dtype=float), np.asarray(full.vi, dtype=float)
 
 
 def _check_k(y: np.ndarray, method: str, what: str) -> None:
@@ -310,11 +301,6 @@ def _check_k(y: np.ndarray, method: str, what: str) -> None:
         f"must keep k - 1 >= 2 studies to estimate tau^2; {where}. Use method='FE' for "
         "that meta-analysis, drop it, or add studies."
     )
-
-
-def _fit_full(y, v, method, test, level, labels) -> PoolResult:
-    """The model on all studies; pool() validates the inputs and warns as usual."""
-    return pool(y, v, method=method, test=test, level=level, labels=labels)
 
 
 # --------------------------------------------------------------------------- subset fits
@@ -408,22 +394,25 @@ def leave1out(
     yi,
     vi=None,
     *,
-    method: str = "REML",
-    test: str = "z",
-    level: float = 95,
+    method: str | None = None,
+    test: str | None = None,
+    level: float | None = None,
     labels=None,
 ) -> LeaveOneOutResult:
     """Leave-one-out analysis: the model refitted without each study, as ``metafor::leave1out``.
 
     Parameters
     ----------
-    yi : array_like or object with ``.estimates()``
-        Effect sizes, shape ``(..., k)``; leading axes are a batch of separate
+    yi : PoolResult, array_like or object with ``.estimates()``
+        A fitted model (metafor's ``leave1out(res)``: every refit uses its estimator,
+        test and level), or effect sizes, shape ``(..., k)``; leading axes are a batch of separate
         meta-analyses and NaN marks a missing study (see :func:`pool`).
     vi : array_like, optional
         Sampling variances, same shape as ``yi``.
     method, test, level
-        As for :func:`~spatialmeta.meta_analysis.pool.pool`.
+        As for :func:`~spatialmeta.meta_analysis.pool.pool` (default REML, z, 95) when
+        ``yi`` holds effect sizes; with a fitted result they default to the fit's and,
+        when given, must agree with it.
     labels : array_like, optional
         Study labels, shape ``(k,)`` or that of ``yi`` (used as the index of
         :meth:`~LeaveOneOutResult.to_frame`).
@@ -460,11 +449,9 @@ def leave1out(
     >>> res.to_frame().columns.tolist()[:4]
     ['estimate', 'se', 'zval', 'pval']
     """
-    y, v, labels = _read(yi, vi, labels)
-    method = _canon_method(method)
-    if y.shape == v.shape:
-        _check_k(y, method, "leave1out")
-    full = _fit_full(y, v, method, test, level, labels)
+    full = as_fit(yi, vi, what="leave1out", method=method, test=test, level=level, labels=labels)
+    y, v = _studies(full)
+    _check_k(y, full.method, "leave1out")
     out, obs = _leave_one_out_fits(y, v, full.method, full.test, full.level)
     _warn_unconverged(out["converged"], obs, full.method, "leave-one-out", full.labels)
     return LeaveOneOutResult(
@@ -520,17 +507,18 @@ def cumul(
     vi=None,
     *,
     order=None,
-    method: str = "REML",
-    test: str = "z",
-    level: float = 95,
+    method: str | None = None,
+    test: str | None = None,
+    level: float | None = None,
     labels=None,
 ) -> CumulResult:
     """Cumulative meta-analysis: studies added one at a time, as ``metafor::cumul``.
 
     Parameters
     ----------
-    yi : array_like or object with ``.estimates()``
-        Effect sizes, shape ``(..., k)`` (NaN = missing study), see :func:`pool`.
+    yi : PoolResult, array_like or object with ``.estimates()``
+        A fitted model (its estimator, test and level are used), or effect sizes,
+        shape ``(..., k)`` (NaN = missing study), see :func:`pool`.
     vi : array_like, optional
         Sampling variances, same shape as ``yi``.
     order : array_like of int, optional
@@ -539,7 +527,9 @@ def cumul(
         input order. To sort by a variable ``x`` (metafor 3's ``order=x``),
         pass ``np.argsort(x, kind="stable")``.
     method, test, level
-        As for :func:`~spatialmeta.meta_analysis.pool.pool`.
+        As for :func:`~spatialmeta.meta_analysis.pool.pool` (default REML, z, 95) when
+        ``yi`` holds effect sizes; with a fitted result they default to the fit's and,
+        when given, must agree with it.
     labels : array_like, optional
         Study labels, shape ``(k,)`` or that of ``yi``.
 
@@ -573,9 +563,8 @@ def cumul(
     >>> res.k.tolist()
     [1, 2, 3, 4, 5, 6, 7]
     """
-    y, v, labels = _read(yi, vi, labels)
-    method = _canon_method(method)
-    full = _fit_full(y, v, method, test, level, labels)
+    full = as_fit(yi, vi, what="cumul", method=method, test=test, level=level, labels=labels)
+    y, v = _studies(full)
     kmax = y.shape[-1]
     perm = np.arange(kmax) if order is None else _check_order(order, kmax)
     yp, vp = y[..., perm], v[..., perm]
@@ -636,21 +625,24 @@ def influence(
     yi,
     vi=None,
     *,
-    method: str = "REML",
-    test: str = "z",
-    level: float = 95,
+    method: str | None = None,
+    test: str | None = None,
+    level: float | None = None,
     labels=None,
 ) -> InfluenceResult:
     """Outlier and influence diagnostics, as ``metafor::influence`` on an ``rma.uni`` fit.
 
     Parameters
     ----------
-    yi : array_like or object with ``.estimates()``
-        Effect sizes, shape ``(..., k)`` (NaN = missing study), see :func:`pool`.
+    yi : PoolResult, array_like or object with ``.estimates()``
+        A fitted model (its estimator, test and level are used), or effect sizes,
+        shape ``(..., k)`` (NaN = missing study), see :func:`pool`.
     vi : array_like, optional
         Sampling variances, same shape as ``yi``.
     method, test, level
-        As for :func:`~spatialmeta.meta_analysis.pool.pool`.
+        As for :func:`~spatialmeta.meta_analysis.pool.pool` (default REML, z, 95) when
+        ``yi`` holds effect sizes; with a fitted result they default to the fit's and,
+        when given, must agree with it.
     labels : array_like, optional
         Study labels, shape ``(k,)`` or that of ``yi``.
 
@@ -696,11 +688,9 @@ def influence(
     >>> inf.inf.tolist()
     ['', '', '', '*', '', '', '']
     """
-    y, v, labels = _read(yi, vi, labels)
-    method = _canon_method(method)
-    if y.shape == v.shape:
-        _check_k(y, method, "influence")
-    full = _fit_full(y, v, method, test, level, labels)
+    full = as_fit(yi, vi, what="influence", method=method, test=test, level=level, labels=labels)
+    y, v = _studies(full)
+    _check_k(y, full.method, "influence")
     method, test = full.method, full.test
     obs = ~np.isnan(y)
     kf = obs.sum(axis=-1).astype(float)
@@ -778,9 +768,9 @@ def rstudent(
     yi,
     vi=None,
     *,
-    method: str = "REML",
-    test: str = "z",
-    level: float = 95,
+    method: str | None = None,
+    test: str | None = None,
+    level: float | None = None,
     labels=None,
 ) -> ResidualResult:
     """Externally standardized (deleted) residuals, as ``metafor::rstudent`` on ``rma.uni``.
@@ -797,7 +787,8 @@ def rstudent(
     >>> np.round(rstudent(yi, vi, method="DL").z, 3).tolist()
     [-0.076, -1.188, -0.644, -1.525, 1.2, 0.092, 1.76]
     """
-    inf = influence(yi, vi, method=method, test=test, level=level, labels=labels)
+    full = as_fit(yi, vi, what="rstudent", method=method, test=test, level=level, labels=labels)
+    inf = influence(full)
     return ResidualResult(
         resid=inf.resid,
         se=inf.resid_se,
@@ -812,7 +803,7 @@ def rstandard(
     yi,
     vi=None,
     *,
-    method: str = "REML",
+    method: str | None = None,
     type: str = "marginal",
     labels=None,
 ) -> ResidualResult:
@@ -820,8 +811,9 @@ def rstandard(
 
     Parameters
     ----------
-    yi : array_like or object with ``.estimates()``
-        Effect sizes, shape ``(..., k)`` (NaN = missing study), see :func:`pool`.
+    yi : PoolResult, array_like or object with ``.estimates()``
+        A fitted model (its estimator, test and level are used), or effect sizes,
+        shape ``(..., k)`` (NaN = missing study), see :func:`pool`.
     vi : array_like, optional
         Sampling variances, same shape as ``yi``.
     method : str
@@ -851,8 +843,8 @@ def rstandard(
     """
     if type not in ("marginal", "conditional"):
         raise ValueError(f"`type` must be 'marginal' or 'conditional'; got {type!r}.")
-    y, v, labels = _read(yi, vi, labels)
-    full = _fit_full(y, v, _canon_method(method), "z", 95, labels)
+    full = as_fit(yi, vi, what="rstandard", method=method, labels=labels)
+    y, v = _studies(full)
     obs = ~np.isnan(y)
     tau2 = np.asarray(full.tau2, dtype=float)[..., None]
     w, s, beta = _full_pieces(y, v, obs, full.tau2)

@@ -33,10 +33,11 @@ from spatialmeta.meta_analysis import effect_sizes
 from spatialmeta.meta_analysis.bias import baujat as baujat_fit
 from spatialmeta.meta_analysis.bias import fsn, ranktest, trimfill
 from spatialmeta.meta_analysis.diagnostics import influence, leave1out
-from spatialmeta.meta_analysis.estimators import FIXED_METHODS, METHODS
+from spatialmeta.meta_analysis.estimators import FIXED_METHODS
 from spatialmeta.meta_analysis.pool import PoolResult, pool
 from spatialmeta.meta_analysis.profile import confint_tau2
 from spatialmeta.meta_analysis.regtest import pet_peese, regtest
+from spatialmeta.meta_analysis.spec import FitSpec
 from spatialmeta.meta_analysis.subgroups import subgroups as subgroup_fit
 
 __all__ = ["PoolJobResult", "StudyTableError", "parse_columns", "pool_job", "read_studies"]
@@ -157,27 +158,14 @@ def _check_options(measure, method, test, level) -> tuple[str | None, str, str, 
                 "already has yi and vi)."
             )
         measure = canon
-    canon_method = str(method).upper()
-    if canon_method not in METHODS:
-        raise StudyTableError(
-            f"--method {method!r} is not known; use one of {', '.join(METHODS)} (REML is the "
-            "default; FE for a common-effect model)."
-        )
-    canon_test = str(test).lower()
-    if canon_test not in ("z", "knha"):
-        raise StudyTableError(
-            f"--test must be 'z' (normal) or 'knha' (Knapp-Hartung); got {test!r}."
-        )
     try:
-        lvl = float(level)
-    except (TypeError, ValueError):
-        lvl = math.nan
-    if not 1 <= lvl < 100:
-        raise StudyTableError(
-            f"--level must be a confidence level in percent, at least 1 and below 100 (e.g. "
-            f"95); got {level!r}."
-        )
-    return measure, canon_method, canon_test, lvl
+        spec = FitSpec.make(method, test, level)
+    except ValueError as err:  # the engine names its arguments; this job's user typed flags
+        msg = str(err)
+        for name in ("method", "test", "level"):
+            msg = msg.replace(f"`{name}`", f"--{name}")
+        raise StudyTableError(msg) from None
+    return measure, spec.method, spec.test, spec.level
 
 
 # --------------------------------------------------------------------------- reading
@@ -619,15 +607,13 @@ def _fit_all(st: _Studies, method: str, test: str, level: float, run: _Run) -> d
     if st.groups is not None:
         fits["subgroups"] = run.section(
             "subgroups",
-            lambda: subgroup_fit(y, v, st.groups, single_study="fixed", labels=labels, **kw),
+            lambda: subgroup_fit(res, groups=st.groups, single_study="fixed"),
         )
     few = f"needs at least 3 studies; k = {k}" if k < 3 else None
     run.step("publication bias: Egger, rank test, trim-and-fill, PET-PEESE, fail-safe N")
-    fits["egger"] = run.section("Egger's test", lambda: regtest(y, v, **kw), few)
+    fits["egger"] = run.section("Egger's test", lambda: regtest(res), few)
     fits["ranktest"] = run.section("rank correlation test", lambda: ranktest(y, v), few)
-    fits["trimfill"] = run.section(
-        "trim-and-fill", lambda: trimfill(y, v, labels=labels, **kw), few
-    )
+    fits["trimfill"] = run.section("trim-and-fill", lambda: trimfill(res), few)
     fits["pet_peese"] = run.section("PET-PEESE", lambda: pet_peese(y, v, level=level), few)
     fits["fsn"] = {
         t: run.section(f"fail-safe N ({t})", lambda t=t: fsn(y, v, type=t))
@@ -640,15 +626,9 @@ def _fit_all(st: _Studies, method: str, test: str, level: float, run: _Run) -> d
         else None
     )
     run.step("leave-one-out and influence diagnostics")
-    fits["leave1out"] = run.section(
-        "leave-one-out", lambda: leave1out(y, v, labels=labels, **kw), few_loo
-    )
-    fits["influence"] = run.section(
-        "influence diagnostics", lambda: influence(y, v, labels=labels, **kw), few_loo
-    )
-    fits["baujat"] = run.section(
-        "Baujat", lambda: baujat_fit(y, v, method=method, test=test, labels=labels), few_loo
-    )
+    fits["leave1out"] = run.section("leave-one-out", lambda: leave1out(res), few_loo)
+    fits["influence"] = run.section("influence diagnostics", lambda: influence(res), few_loo)
+    fits["baujat"] = run.section("Baujat", lambda: baujat_fit(res), few_loo)
     return fits
 
 

@@ -23,16 +23,15 @@ from spatialmeta.meta_analysis._common import read_inputs as _read_inputs
 from spatialmeta.meta_analysis._common import where as _where
 from spatialmeta.meta_analysis.estimators import (
     FIXED_METHODS,
-    METHODS,
     RANDOM_METHODS,
     _rowsum,
     _wdot,
     estimate_tau2,
 )
+from spatialmeta.meta_analysis.spec import FitSpec
 
 __all__ = ["PoolResult", "pool"]
 
-_TESTS = ("z", "knha")
 _ROW_FIELDS = (
     "estimate", "se", "zval", "df", "pval", "ci_lb", "ci_ub", "tau2", "se_tau2",
     "I2", "H2", "QE", "QEp", "pi_lb", "pi_ub", "k", "converged", "iterations",
@@ -326,24 +325,8 @@ def _validate(y, v, weights, labels):
 
 
 def _options(method, test, level):
-    canon = method.upper() if isinstance(method, str) else method
-    if canon not in METHODS:
-        raise ValueError(
-            f"`method` must be one of {', '.join(repr(x) for x in METHODS)}; got {method!r}. "
-            "Use 'REML' (the default) unless you need another estimator."
-        )
-    canon_test = test.lower() if isinstance(test, str) else test
-    if canon_test not in _TESTS:
-        raise ValueError(f"`test` must be 'z' (normal) or 'knha' (Knapp-Hartung); got {test!r}.")
-    lvl = float(level) if isinstance(level, int | float) else np.nan
-    if 0 < lvl < 1:
-        lvl *= 100.0
-    if not 1 <= lvl < 100:
-        raise ValueError(
-            f"`level` must be a confidence level in percent between 1 and 100 (e.g. 95); "
-            f"got {level!r}."
-        )
-    return canon, canon_test, lvl
+    spec = FitSpec.make(method, test, level)
+    return spec.method, spec.test, spec.level
 
 
 def pool(

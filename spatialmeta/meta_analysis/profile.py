@@ -26,7 +26,8 @@ from scipy import stats
 from spatialmeta.meta_analysis import estimators as est
 from spatialmeta.meta_analysis import regression
 from spatialmeta.meta_analysis.estimators import FIXED_METHODS
-from spatialmeta.meta_analysis.pool import PoolResult, _options, pool
+from spatialmeta.meta_analysis.pool import PoolResult, pool
+from spatialmeta.meta_analysis.spec import FitSpec
 
 __all__ = ["Tau2Interval", "confint_tau2"]
 
@@ -236,7 +237,7 @@ def confint_tau2(res, vi=None, *, level: float | None = None, **kwargs) -> Tau2I
             f"the model has no random-effects component (method={res.method!r}), so there is "
             "no tau^2 to profile; refit with a tau^2 estimator such as method='REML'."
         )
-    lvl = res.level if level is None else _options("REML", "z", level)[2]
+    lvl = res.level if level is None else FitSpec.make(level=level, prefix="confint_tau2: ").level
     shape = res.batch_shape
     y = np.asarray(res.yi, dtype=float)
     kmax = y.shape[-1]

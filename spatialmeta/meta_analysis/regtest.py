@@ -31,6 +31,7 @@ import pandas as pd
 
 from spatialmeta.meta_analysis._common import plain as _plain
 from spatialmeta.meta_analysis._common import read_inputs as _read_inputs
+from spatialmeta.meta_analysis.fitted import fit_spec
 from spatialmeta.meta_analysis.pool import PoolResult, pool
 
 __all__ = ["PetPeeseResult", "RegtestResult", "pet_peese", "regtest"]
@@ -230,9 +231,9 @@ def regtest(
     model: str = "rma",
     predictor: str = "sei",
     ni=None,
-    method: str = "REML",
-    test: str = "z",
-    level: float = 95,
+    method: str | None = None,
+    test: str | None = None,
+    level: float | None = None,
     weights=None,
 ) -> RegtestResult:
     """Egger's regression test for funnel-plot asymmetry, as ``metafor::regtest``.
@@ -242,8 +243,8 @@ def regtest(
     yi : array_like, object with ``.estimates()``, or PoolResult
         Effect sizes ``(..., k)`` (NaN for missing studies), or a fitted
         model; then its effects, variances, moderators, method, test, level
-        and user weights are used, and ``vi``, ``method``, ``test``,
-        ``level`` and ``weights`` must be left at their defaults.
+        and user weights are used, ``vi`` and ``weights`` must be left out, and
+        ``method``, ``test`` and ``level``, when given, must agree with the fit.
     vi : array_like, optional
         Sampling variances, same shape as ``yi``.
     model : {"rma", "lm"}
@@ -258,7 +259,8 @@ def regtest(
     ni : array_like, optional
         Sample sizes, same shape as ``yi``, for the sample-size predictors.
     method, test, level, weights
-        As in :func:`~spatialmeta.meta_analysis.pool` for ``model="rma"``.
+        As in :func:`~spatialmeta.meta_analysis.pool` for ``model="rma"`` (default
+        REML, z, 95).
 
     Returns
     -------
@@ -300,6 +302,8 @@ def regtest(
             f"`predictor` must be one of {', '.join(repr(p) for p in _PREDICTORS)}; "
             f"got {predictor!r}."
         )
+    spec = fit_spec(yi, method, test, level, what="regtest")
+    method, test, level = spec.method, spec.test, spec.level
     if isinstance(yi, PoolResult):
         if vi is not None or weights is not None:
             raise TypeError(
@@ -309,7 +313,6 @@ def regtest(
         res = yi
         y = np.asarray(res.yi, dtype=float)
         v = np.asarray(res.vi, dtype=float)
-        method, test, level = res.method, res.test, res.level
         if res.user_weights:
             weights = res.weights
         if res.has_mods:
@@ -393,9 +396,9 @@ def pet_peese(
     vi=None,
     *,
     model: str = "lm",
-    method: str = "REML",
-    test: str = "z",
-    level: float = 95,
+    method: str | None = None,
+    test: str | None = None,
+    level: float | None = None,
     alpha: float = 0.10,
 ) -> PetPeeseResult:
     """PET-PEESE: the conditional precision-effect estimate of Stanley & Doucouliagos (2014).
@@ -415,7 +418,8 @@ def pet_peese(
     ----------
     yi, vi : array_like
         Effect sizes and sampling variances ``(..., k)`` (or an object with
-        ``.estimates()`` and ``vi=None``); batched.
+        ``.estimates()`` and ``vi=None``, or a fitted PoolResult, as
+        :func:`regtest` takes); batched.
     model : {"lm", "rma"}
         ``"lm"`` (default): weighted least squares with weights ``1/vi`` and a
         multiplicative dispersion, as Stanley & Doucouliagos; ``"rma"``: a
@@ -445,7 +449,8 @@ def pet_peese(
     """
     if not 0 < alpha < 1:
         raise ValueError(f"`alpha` must be between 0 and 1 (e.g. 0.10); got {alpha!r}.")
-    kw = dict(model=model, method=method, test=test, level=level)
+    spec = fit_spec(yi, method, test, level, what="pet_peese")
+    kw = dict(model=model, **spec.kwargs())
     pet = regtest(yi, vi, predictor="sei", **kw)
     peese = regtest(yi, vi, predictor="vi", **kw)
     use = np.asarray(pet.est_pval) < alpha

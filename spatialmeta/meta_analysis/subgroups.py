@@ -37,7 +37,8 @@ import pandas as pd
 from scipy import stats
 
 from spatialmeta.meta_analysis._common import plain
-from spatialmeta.meta_analysis.estimators import FIXED_METHODS, METHODS
+from spatialmeta.meta_analysis.estimators import FIXED_METHODS
+from spatialmeta.meta_analysis.fitted import as_fit
 from spatialmeta.meta_analysis.pool import PoolResult, pool
 
 __all__ = ["SubgroupResult", "subgroups"]
@@ -380,9 +381,9 @@ def subgroups(
     vi=None,
     groups=None,
     *,
-    method: str = "REML",
-    test: str = "z",
-    level: float = 95,
+    method: str | None = None,
+    test: str | None = None,
+    level: float | None = None,
     tau2: str = "separate",
     single_study: str = "error",
     labels=None,
@@ -391,8 +392,10 @@ def subgroups(
 
     Parameters
     ----------
-    yi : array_like or object with ``.estimates()``
-        Effect sizes, shape ``(..., k)`` (NaN = missing study), see :func:`pool`.
+    yi : PoolResult, array_like or object with ``.estimates()``
+        A fitted intercept-only model (every subgroup is fitted with its estimator,
+        test and level, and it is the ``overall`` result), or effect sizes, shape
+        ``(..., k)`` (NaN = missing study), see :func:`pool`.
     vi : array_like, optional
         Sampling variances, same shape as ``yi``.
     groups : array_like or str
@@ -402,8 +405,9 @@ def subgroups(
         sorted, as R's ``factor``). A string names a column of the ``mods``
         table when ``yi`` is an Estimates (or has ``.estimates()``).
     method, test, level
-        As for :func:`~spatialmeta.meta_analysis.pool.pool`, used in every
-        subgroup.
+        As for :func:`~spatialmeta.meta_analysis.pool.pool` (default REML, z, 95),
+        used in every subgroup; with a fitted ``yi`` the fit's (given as well, they
+        must agree with it).
     tau2 : {"separate", "common"}
         ``"separate"``: each subgroup has its own tau^2 (its own model), and
         the test for subgroup differences is the Wald-type
@@ -467,15 +471,9 @@ def subgroups(
         raise ValueError(f"`tau2` must be 'separate' or 'common'; got {tau2!r}.")
     if single_study not in _SINGLE:
         raise ValueError(f"`single_study` must be 'error' or 'fixed'; got {single_study!r}.")
-    canon = method.upper() if isinstance(method, str) else method
-    if canon not in METHODS:
-        raise ValueError(
-            f"`method` must be one of {', '.join(repr(x) for x in METHODS)}; got {method!r}."
-        )
-
     if isinstance(groups, str):
         groups = _mods_column(yi, groups)
-    overall = pool(yi, vi, method=method, test=test, level=level, labels=labels)
+    overall = as_fit(yi, vi, what="subgroups", method=method, test=test, level=level, labels=labels)
     y, v = np.asarray(overall.yi, dtype=float), np.asarray(overall.vi, dtype=float)
     method, test, level = overall.method, overall.test, overall.level
     codes, levels = _codes(groups, y)

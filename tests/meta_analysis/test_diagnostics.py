@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spatialmeta.meta_analysis import diagnostics
+from spatialmeta.meta_analysis import diagnostics, fitted
 from spatialmeta.meta_analysis.diagnostics import (
     CumulResult,
     InfluenceResult,
@@ -247,6 +247,7 @@ def test_one_pool_call_for_all_subsets(monkeypatch):
         return real(yi, vi, **kw)
 
     monkeypatch.setattr(diagnostics, "pool", counting)
+    monkeypatch.setattr(fitted, "pool", counting)  # the full fit of raw arrays
     y, v = _padded(["bcg", "normand1999", "hackshaw1998"])
     _quiet(leave1out, y, v, method="REML")
     # the full fit, then the whole (3 x 37) batch of leave-one-out subsets at once

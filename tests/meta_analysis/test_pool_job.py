@@ -291,7 +291,7 @@ BAD_INPUT = [
     ("colfmt", GOOD, ["--measure", "RR", "--col", "ai"], "--col expects ARG=COLUMN"),
     ("rawbad", "ai,bi,ci,di\n1,2,3,4\n-1,2,3,4\n", ["--measure", "RR"], "escalc(measure='RR'): `ai` (column 'ai')"),
     ("measure", GOOD, ["--measure", "SMG"], "--measure 'SMG' is not a known effect size; use one of RR, OR"),
-    ("method", GOOD, ["--method", "REMLL"], "--method 'REMLL' is not known; use one of FE"),
+    ("method", GOOD, ["--method", "REMLL"], "--method must be one of 'FE', 'EE', 'CE', 'DL'"),
     ("test", GOOD, ["--test", "t"], "--test must be 'z' (normal) or 'knha'"),
     ("level", GOOD, ["--level", "0"], "--level must be a confidence level in percent"),
     ("label", GOOD, ["--label", "trial"], "--label names column 'trial', which '{csv}' does not have"),

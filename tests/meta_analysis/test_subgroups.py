@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from spatialmeta.meta_analysis import fitted
 from spatialmeta.meta_analysis.pool import PoolResult, pool
 from spatialmeta.meta_analysis.subgroups import SubgroupResult, subgroups
 from spatialmeta.tasks.estimates import Estimates
@@ -192,6 +193,7 @@ def test_one_pool_call_for_all_subgroups(monkeypatch):
         return real(yi, vi, **kw)
 
     monkeypatch.setattr(subgroups_module, "pool", counting)
+    monkeypatch.setattr(fitted, "pool", counting)  # the overall fit of raw arrays
     yi, vi = _data("bcg")
     groups = _entry("bcg", "alloc", "REML", "z")["groups"]
     subgroups(np.stack([yi] * 4), np.stack([vi] * 4), groups, method="REML")

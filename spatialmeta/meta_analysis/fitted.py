@@ -1,0 +1,105 @@
+"""Fitted-first: every analysis that refits a model starts from a fitted result.
+
+``leave1out(res)``, ``cumul(res)``, ``influence(res)``, ``subgroups(res, groups)``,
+``trimfill(res)`` and the others take a :class:`~spatialmeta.meta_analysis.pool.PoolResult`
+and refit with *its* estimator, test and level, as metafor's methods on an ``rma`` object
+do. The raw-array form (``leave1out(yi, vi, method="DL")``) stays as a convenience that
+builds the fit first. :func:`as_fit` is the one place both forms meet: settings given next
+to a fitted result must agree with it (an analysis never silently refits with another
+estimator), and parts of a fit an analysis cannot carry into its refits (moderators, user
+weights) are refused by name instead of dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from spatialmeta.meta_analysis.pool import PoolResult, pool
+from spatialmeta.meta_analysis.spec import FitSpec
+
+__all__ = ["as_fit", "fit_spec"]
+
+
+def fit_spec(obj: Any, method=None, test=None, level=None, *, what: str) -> FitSpec:
+    """The settings of an analysis of ``obj``: a fitted result's own (a setting given as
+    well must agree with it), else the given ones (defaults REML, z, 95)."""
+    prefix = f"{what}: "
+    if not isinstance(obj, PoolResult):
+        return FitSpec.make(method, test, level, prefix=prefix)
+    own = FitSpec.of(obj)
+    given = FitSpec.make(
+        own.method if method is None else method,
+        own.test if test is None else test,
+        own.level if level is None else level,
+        prefix=prefix,
+    )
+    for name in ("method", "test", "level"):
+        mine, theirs = getattr(given, name), getattr(own, name)
+        if mine != theirs:
+            raise ValueError(
+                f"{what}: `{name}={mine!r}` differs from the fitted result's {name} {theirs!r}. "
+                f"An analysis of a fitted result refits with the fit's own settings (as "
+                f"metafor's {what}(res)); leave `{name}` out, or refit first: "
+                f"pool(yi, vi, {name}={mine!r})."
+            )
+    return own
+
+
+def as_fit(
+    obj: Any,
+    vi=None,
+    *,
+    what: str,
+    method=None,
+    test=None,
+    level=None,
+    labels=None,
+    mods: bool = False,
+    weights: bool = False,
+) -> PoolResult:
+    """The fitted model an analysis named ``what`` works on.
+
+    ``obj`` a :class:`PoolResult`: returned as it is, after checking that ``vi``/``labels``
+    are not given too, that ``method``/``test``/``level`` (when given) agree with it, and
+    that it has no moderators (unless ``mods``) and no user weights (unless ``weights``),
+    since the analysis would drop them. Otherwise ``obj``/``vi`` are effect sizes (or an
+    object with ``.estimates()``), fitted by :func:`pool` with the given settings.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> yi, vi = np.array([0.1, 0.5, 0.3, 0.9]), np.array([0.02, 0.05, 0.03, 0.04])
+    >>> fit = pool(yi, vi, method="DL")
+    >>> as_fit(fit, what="leave1out") is fit
+    True
+    >>> as_fit(yi, vi, what="leave1out", method="pm").method
+    'PM'
+    """
+    spec = fit_spec(obj, method, test, level, what=what)
+    if not isinstance(obj, PoolResult):
+        return pool(obj, vi, labels=labels, **spec.kwargs())
+    for name, value in (("vi", vi), ("labels", labels)):
+        if value is not None:
+            raise TypeError(
+                f"{what}(res) takes the studies and labels of the fitted model; do not pass "
+                f"`{name}` with a PoolResult (refit with pool(..., {name}=...) to change it)."
+            )
+    if obj.yi is None or obj.vi is None:
+        raise ValueError(
+            f"{what}: this PoolResult does not keep its studies (yi/vi), as a dask-backed fit "
+            "does not; pass the effect sizes and sampling variances instead."
+        )
+    if obj.has_mods and not mods:
+        names = ", ".join(n for n in obj.coef_names if n != "intrcpt")
+        raise ValueError(
+            f"{what} refits intercept-only models, but this fit is a meta-regression on "
+            f"{names}; its moderators would be dropped from every refit (metafor's {what} "
+            "stops here too). Pass a fit without `mods`, or a subgroup's fit."
+        )
+    if obj.user_weights and not weights:
+        raise ValueError(
+            f"{what} refits with inverse-variance weights, but this fit was made with user "
+            "`weights`, which would be dropped from every refit. Pass a fit without "
+            "`weights`."
+        )
+    return obj
