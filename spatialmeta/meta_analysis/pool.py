@@ -415,9 +415,14 @@ def pool(
 
     Notes
     -----
-    All rows are iterated together; a row that has not converged after 100
-    Fisher-scoring steps is flagged in ``converged`` (metafor would stop with
-    an error). Where metafor stops because the PM root exceeds ``tau2.max =
+    All rows are iterated together. Where ML, REML or EB Fisher scoring has
+    not converged after 100 steps (about 0.5 % of random k = 20 analyses; metafor
+    stops there with an error), the same likelihood equation is solved by a
+    bracketed one-dimensional search (:func:`~spatialmeta.meta_analysis.
+    estimators.rescue_tau2`; it agrees with metafor's damped iteration,
+    ``control = list(stepadj = 0.5)``); ``iterations`` stays at 101 there;
+    a row is flagged in ``converged`` only if that fails too (meta-regressions
+    keep the plain flag). Where metafor stops because the PM root exceeds ``tau2.max =
     max(100, 10 mad(yi)^2)``, the bracket is widened instead.
 
     With moderators every estimator uses metafor's residual-based formulas

@@ -369,6 +369,36 @@ def _fisher_scoring(Q, yc, v, m, k, p, method, tau2):
     return tau2, converged, iterations
 
 
+def _rescue(Q, yc, v, m, k, p, method, tau2, converged):
+    """Where Fisher scoring failed, the bracketed solve of the same likelihood equation
+    (:func:`~spatialmeta.meta_analysis.estimators.solve_likelihood`), as without moderators.
+    """
+    bad = np.flatnonzero(~converged & (k > p))
+    if bad.size == 0:
+        return tau2, converged
+    Qb, yb, vb, mb = Q[bad], yc[bad], v[bad], m[bad]
+    kb = k[bad].astype(float)
+
+    def score(x, sel):
+        w = est._inv(vb[sel], mb[sel], x[sel])
+        _, _, e, c = _proj(Qb[sel], w, yb[sel], leverage=method == "REML")
+        if method == "EB":  # k/(k-p) Q = k, i.e. Q = k - p
+            return (w * e * e).sum(axis=-1) - (kb[sel] - p)
+        yppy = (w * w * e * e).sum(axis=-1)
+        if method == "ML":
+            return yppy - w.sum(axis=-1)
+        return yppy - (w.sum(axis=-1) - (w * w * c).sum(axis=-1))  # - tr P
+
+    def loglik(x):
+        return _loglik(Qb, yb, vb, mb, kb, p, x, method == "REML")
+
+    root, ok = est.solve_likelihood(score, loglik, est.tau2_max(yb, mb, k[bad]), method)
+    tau2, converged = tau2.copy(), converged.copy()
+    tau2[bad[ok]] = np.maximum(0.0, root[ok])
+    converged[bad[ok]] = True
+    return tau2, converged
+
+
 def _paule_mandel(Q, yc, v, m, k, p, upper0):
     """PM: root of Q(tau2) = k - p on [0, tau2.max] by Brent's method, as metafor."""
     target = k - float(p)
@@ -432,6 +462,7 @@ def estimate_tau2_mods(Q, y, v, m, k, method) -> Tau2Fit:
             tau2_he, _, _ = _he(Q, yc, v, m, ones, vv, dfr)
             start = np.maximum(0.0, tau2_he)
             tau2, converged, iterations = _fisher_scoring(Q, yc, v, m, kf, p, method, start)
+            tau2, converged = _rescue(Q, yc, v, m, k, p, method, tau2, converged)
             if method in ("ML", "REML"):
                 reml = method == "REML"
                 ll0 = _loglik(Q, yc, v, m, kf, p, 0.0, reml)

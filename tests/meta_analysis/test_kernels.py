@@ -57,14 +57,14 @@ def test_tau2_kernel_matches_numpy_path(method, monkeypatch):
 
     np.testing.assert_array_equal(got.converged, ref.converged)
     np.testing.assert_array_equal(got.iterations, ref.iterations)
-    ok = ref.converged
-    assert (~ok).any() and (ref.iterations[~ok] == MAXITER + 1).all()  # non-convergence
-    assert (ref.tau2[ok] == 0.0).any() and (ref.tau2[ok] > 0.0).any()
+    # Fisher scoring fails on some rows (MAXITER + 1 steps of an oscillation); both paths
+    # then rescue them with the same bracketed solve, so every row converges
+    rescued = ref.iterations == MAXITER + 1
+    assert rescued.any() and ref.converged.all()
+    assert (ref.tau2 == 0.0).any() and (ref.tau2 > 0.0).any()
     np.testing.assert_array_equal(got.tau2[ref.tau2 == 0.0], 0.0)  # the boundary, exactly
-    np.testing.assert_allclose(got.tau2[ok], ref.tau2[ok], rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(got.se_tau2[ok], ref.se_tau2[ok], rtol=1e-10)
-    # unconverged rows stop after MAXITER + 1 steps of an oscillation: same place, loosely
-    np.testing.assert_allclose(got.tau2[~ok], ref.tau2[~ok], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got.tau2, ref.tau2, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(got.se_tau2, ref.se_tau2, rtol=1e-10)
     assert (got.tau2[50:60] == 0.0).all() and got.converged[50:60].all()  # identical effects
 
 

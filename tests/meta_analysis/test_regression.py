@@ -286,8 +286,9 @@ def test_thousands_of_meta_regressions_iterate_together(method, monkeypatch):
     counter = _Counter(regression._proj)
     monkeypatch.setattr(regression_module, "_proj", counter)
     res = _quiet(yi, vi, mods=x, method=method)
-    # Rows looped in Python would call _proj thousands of times.
-    assert counter.calls <= estimators.MAXITER + 12
+    # Rows looped in Python would call _proj thousands of times (Fisher scoring's steps,
+    # then the rescue's grid and Brent steps on the rows it failed on, all rows at once)
+    assert counter.calls <= 2 * estimators.MAXITER + estimators.GRID + 12
     monkeypatch.undo()
     assert res.beta.shape == (n, 3) and res.converged.mean() > 0.99
     for i in rng.choice(n, 4, replace=False):
