@@ -26,8 +26,10 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
+# the main job as its Prefect flow (a temporary local server; no telemetry: offline machines)
 demo: install
-	$(VENV)/bin/spatialmeta demo --out $(OUT)
+	DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false \
+	PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120 $(PY) -m flows.pipeline --out $(OUT)
 
 lint: install-dev
 	$(VENV)/bin/ruff check spatialmeta flows tests benchmarks

@@ -41,8 +41,8 @@ def main(argv=None) -> None:
     import pandas as pd
     from scipy import stats
 
+    from spatialmeta.jobs.forecast import forecast_job
     from spatialmeta.learn import LearnConfig
-    from spatialmeta.learn.job import forecast_job
     from spatialmeta.raster.aggregate import aggregate
 
     files = sorted((SHARED / "trefht_ccsm_ensemble").glob("TREFHT.B06.*.nc"))

@@ -1,4 +1,4 @@
-"""The ``spatialmeta`` command line: a typer app over the library and the flows.
+"""The ``spatialmeta`` command line: a typer app over the jobs (:mod:`spatialmeta.jobs`).
 
 Heavy imports (torch, Prefect, the geo stack) happen inside the commands, so ``--help``
 answers at once.
@@ -32,6 +32,40 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+# The jobs' and engines' errors name arguments in backticks (`holdout`); a command words
+# them as its own flags. One table per command, the only place the mapping lives.
+FLAGS = {
+    "forecast": {
+        "series": "--series", "var": "--var", "regions": "--regions",
+        "region_id": "--region-id", "holdout": "--holdout", "support": "--support",
+        "test_start": "--test-start", "horizon": "--horizon", "member": "--member",
+        "lags": "--lags", "learner": "--learner", "episodes": "--episodes", "shots": "--shots",
+    },
+    "pool": {"method": "--method", "test": "--test", "level": "--level", "measure": "--measure"},
+    "aggregate": {"regions": "--regions", "id_column": "--id-column", "tiles": "--tiles",
+                  "min_coverage": "--min-coverage", "assume_crs": "--assume-crs"},
+}  # fmt: skip
+
+
+def as_flags(message: str, command: str) -> str:
+    """``message`` with the argument names of ``command`` (in backticks) as its flags.
+
+    >>> as_flags("`holdout` '0.x' is neither a fraction nor a file", "forecast")
+    "--holdout '0.x' is neither a fraction nor a file"
+    """
+    for name, flag in FLAGS.get(command, {}).items():
+        message = message.replace(f"`{name}`", flag)
+    return message
+
+
+def _fail_with(exc: BaseException, command: str, code: int = 1) -> None:
+    """The first line of an error, in the command's flags (a traceback with SPATIALMETA_DEBUG)."""
+    if os.environ.get(_DEBUG_ENV):
+        raise exc
+    text = str(exc).strip("'\"") if isinstance(exc, KeyError) else str(exc)
+    _fail(as_flags(text.splitlines()[0], command) if text else type(exc).__name__, code)
+
+
 def _known_errors():
     from spatialmeta._io import OutputError
 
@@ -54,7 +88,10 @@ def demo(
     seed: int = typer.Option(0, help="Seed for data, hold-out and training."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
-    """Run the main job end to end on the embedded synthetic data (a Prefect flow, no server needed).
+    """Run the main job end to end on the embedded synthetic data.
+
+    The same stages as the Prefect flow flows/pipeline.py (`make demo` runs that flow);
+    here they run directly, without Prefect.
 
     Writes forecasts (Zarr, GeoParquet), skill tables (CSV), a skill map and a forest plot (PNG)
     and a Markdown summary into OUT, and prints the summary.
@@ -67,30 +104,21 @@ def demo(
         ensure_writable_dir(out)
     except _known_errors() as exc:
         _fail(str(exc), 2)
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    try:
-        from flows.pipeline import demo_pipeline
+    from spatialmeta.jobs.demo import demo_job
 
-        result = demo_pipeline(
-            out=str(out),
-            years=years,
-            resolution=resolution,
-            n_regions=regions,
-            holdout=holdout,
-            support=support,
-            episodes=episodes,
-            seed=seed,
-            progress=progress,
-        )
+    try:
+        result = demo_job(
+            out, years=years, resolution=resolution, n_regions=regions, holdout=holdout,
+            support=support, episodes=episodes, seed=seed, progress=progress,
+            log=lambda line: typer.echo(line, err=True),
+        )  # fmt: skip
     except _known_errors() as exc:
-        if os.environ.get(_DEBUG_ENV):
-            raise
-        _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        _fail_with(exc, "demo")
     from rich.console import Console
     from rich.markdown import Markdown
 
     console = Console()
-    console.print(Markdown(result["summary"]))
+    console.print(Markdown(result.summary))
     console.print(f"\nOutputs are in [bold]{out.resolve()}[/bold] (summary: {out / 'summary.md'})")
 
 
@@ -163,31 +191,20 @@ def aggregate(
     """
     import warnings
 
-    from spatialmeta._io import ensure_writable_dir
-    from spatialmeta.raster.aggregate import aggregate as run_aggregate
-    from spatialmeta.raster.aggregate import dask_client, read_regions
+    from spatialmeta.jobs.aggregate import aggregate_job
     from spatialmeta.raster.io import RasterError
 
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     try:
-        ensure_writable_dir(out.parent if str(out.parent) else Path("."))
-        polys = read_regions(regions, id_column=id_column) if regions is not None else None
-        opts = dict(
-            regions=polys, id_column=id_column, tile_size=tiles, variables=var or None,
-            stats=tuple(s.strip() for s in stats.split(",") if s.strip()), weights_path=weights,
-            min_coverage=min_coverage, assume_crs=assume_crs, combine=combine, progress=progress,
+        result = aggregate_job(
+            rasters, out, regions=regions, id_column=id_column, tiles=tiles,
+            stats=[s.strip() for s in stats.split(",") if s.strip()], variables=var or None,
+            weights=weights, min_coverage=min_coverage, assume_crs=assume_crs, combine=combine,
+            scheduler_address=scheduler_address, workers=workers, memory_limit=memory_limit,
+            local_threads=local_threads, progress=progress,
         )  # fmt: skip
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
-            if local_threads:
-                result = run_aggregate(rasters, out, **opts)
-            else:
-                with dask_client(scheduler_address, n_workers=workers, memory_limit=memory_limit):
-                    result = run_aggregate(rasters, out, **opts)
     except (RasterError, *_known_errors()) as exc:
-        if os.environ.get(_DEBUG_ENV):
-            raise
-        _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        _fail_with(exc, "aggregate")
     typer.echo(f"wrote {result.store} ({result.n_regions} regions)")
     if result.regions:
         typer.echo(f"tile polygons (GeoParquet, id column region_id): {result.regions}")
@@ -252,9 +269,9 @@ def forecast(
 
     Example: spatialmeta forecast --series outputs/demo/series.zarr --var tas --regions outputs/demo/data/regions.gpkg --test-start 2016-01 --shots 6,12,24,48 --out outputs/forecast
     """
+    from spatialmeta.jobs.forecast import forecast_job
     from spatialmeta.learn.algorithms import learner_entry
     from spatialmeta.learn.config import LearnConfig
-    from spatialmeta.learn.job import forecast_job
     from spatialmeta.raster.aggregate import read_regions
 
     try:
@@ -278,9 +295,7 @@ def forecast(
             progress=progress, threads=threads,
         )  # fmt: skip
     except _known_errors() as exc:
-        if os.environ.get(_DEBUG_ENV):
-            raise
-        _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        _fail_with(exc, "forecast")
     table = result.evaluation.table[["method", "rmse", "mae", "crps", "bias"]]
     typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if result.n_missing:
@@ -326,7 +341,7 @@ def pool_command(
 
     Example: spatialmeta pool bcg.csv --measure RR --col ai=tpos --col bi=tneg --col ci=cpos --col di=cneg --label trial --mods ablat --subgroup alloc --out outputs/bcg
     """
-    from spatialmeta.meta_analysis.job import pool_job
+    from spatialmeta.jobs.pool import pool_job
 
     try:
         result = pool_job(
@@ -334,9 +349,7 @@ def pool_command(
             subgroup=subgroup, label=label, yi=yi, vi=vi, columns=col or None, progress=progress,
         )  # fmt: skip
     except _known_errors() as exc:
-        if os.environ.get(_DEBUG_ENV):
-            raise
-        _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 2)
+        _fail_with(exc, "pool", 2)
     typer.echo(result.summary.rstrip("\n"))
 
 

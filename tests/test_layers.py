@@ -1,5 +1,6 @@
 """The house's import rules: packages and the modules of ``spatialmeta.learn`` import in one
-direction, and library code never imports Prefect or the CLI.
+direction (engines below the jobs, the jobs below the CLI), and library code never imports
+Prefect, the CLI or the ``flows`` package.
 
 Every import statement is read from the source (also those inside functions, which a
 runtime check of ``sys.modules`` would miss), resolved to the spatialmeta module it
@@ -23,9 +24,13 @@ PACKAGE_LAYERS = [
     {"meta_analysis", "raster", "regions", "viz", "report"},
     {"tasks"},
     {"data", "learn"},
+    # the application layer: the commands' work as stage functions (no engine imports it)
+    {"jobs"},
     {"__init__"},
     {"cli"},
 ]
+# the layers that compute; a job is above all of them
+ENGINES = {"_io", "meta_analysis", "raster", "regions", "viz", "report", "tasks", "data", "learn"}
 
 # the modules of spatialmeta.learn, lowest first (docs/architecture.md, "Learning, as built")
 LEARN_LAYERS = [
@@ -41,8 +46,8 @@ LEARN_LAYERS = [
     {"train", "forecast"},
     # scoring and comparing methods
     {"evaluate", "compare"},
-    # outputs and the job
-    {"output", "publish", "job"},
+    # outputs (the forecast job is spatialmeta.jobs.forecast)
+    {"output", "publish"},
     {"__init__"},
 ]
 
@@ -120,6 +125,10 @@ def test_packages_import_downward_and_never_prefect(path):
     for m in sorted(imports_of(path)):
         top = m.split(".")[0]
         assert top != "prefect", f"{this} imports {m}: library code never imports Prefect"
+        assert top != "flows", (
+            f"{this} imports {m}: the flows wrap spatialmeta, never the other way round (the "
+            "CLI calls spatialmeta.jobs)"
+        )
         if top != "spatialmeta" or m == "spatialmeta":
             continue
         other = _unit(m, 1)
@@ -180,3 +189,33 @@ def test_learn_import_graph_has_no_cycle():
     for n in sorted(graph):
         if not state.get(n):
             visit(n)
+
+
+@pytest.mark.parametrize("path", _sources(), ids=lambda p: str(p.relative_to(ROOT.parent)))
+def test_engines_import_no_job(path):
+    this = _module_name(path)
+    unit = "__init__" if this == "spatialmeta" else _unit(this, 1)
+    if unit not in ENGINES:
+        return
+    jobs = sorted(m for m in imports_of(path) if m.startswith("spatialmeta.jobs"))
+    assert not jobs, f"{this} (an engine) imports {jobs}: engines never import a job"
+
+
+def test_cli_calls_jobs_not_flows():
+    found = imports_of(ROOT / "cli.py")
+    assert {m for m in found if m.startswith("spatialmeta.jobs.")} >= {
+        "spatialmeta.jobs.aggregate", "spatialmeta.jobs.demo", "spatialmeta.jobs.forecast",
+        "spatialmeta.jobs.pool",
+    }  # fmt: skip
+    assert not {m for m in found if m.split(".")[0] == "flows"}
+
+
+def test_flows_are_wiring_over_the_jobs():
+    flows = Path(__file__).resolve().parents[1] / "flows"
+    for path in sorted(flows.glob("*.py")):
+        for m in imports_of(path):
+            if m.startswith("spatialmeta.") and m != "spatialmeta":
+                assert m.startswith("spatialmeta.jobs"), (
+                    f"{path.name} imports {m}: a flow wraps the stage functions of "
+                    "spatialmeta.jobs, nothing below them"
+                )

@@ -1,6 +1,6 @@
 """Every output of a forecast run, for the analyst's tools: tables, forecasts, maps, summary.
 
-One function, used by ``spatialmeta forecast`` (:func:`~spatialmeta.learn.job.forecast_job`)
+One function, used by ``spatialmeta forecast`` (:func:`~spatialmeta.jobs.forecast.forecast_job`)
 and by the demo flow alike, so that both runs report the same way.
 """
 
@@ -183,7 +183,15 @@ def publish_report(
     outputs: dict[str, str] = {"summary": str(out / "summary.md")}
     write_csv(evaluation.table, out / "skill.csv")
     write_csv(evaluation.by_region, out / "skill_by_region.csv")
-    zarr_path, parquet_path = write_forecasts(forecast_dataset(tasks, forecasts[0]), ordered, out)
+    # the forecasts written out are those of the evaluated method, found by name (not by
+    # their place in the list)
+    main = next((f for f in forecasts if f.method == evaluation.method), None)
+    if main is None:
+        raise ValueError(
+            f"the evaluation scores method {evaluation.method!r}, but no forecast of that name "
+            f"was given (methods: {[f.method for f in forecasts]}); pass its forecasts too."
+        )
+    zarr_path, parquet_path = write_forecasts(forecast_dataset(tasks, main), ordered, out)
     outputs["forecasts (Zarr)"] = str(zarr_path)
     outputs["forecasts (GeoParquet)"] = str(parquet_path)
     outputs["skill table"] = str(out / "skill.csv")
@@ -210,7 +218,7 @@ def publish_report(
     if split is not None:  # regions with no known neighbour, support gaps, short supports
         from spatialmeta.learn.references import heldout_notes
 
-        notes += heldout_notes(tasks, split, horizon or forecasts[0].mean.shape[-1])
+        notes += heldout_notes(tasks, split, horizon or main.mean.shape[-1])
     if evaluation.pit is not None:
         write_csv(evaluation.pit, out / "pit.csv")
         plot_pit(evaluation.pit, out / "pit.png")

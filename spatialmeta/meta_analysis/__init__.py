@@ -26,7 +26,6 @@ from spatialmeta.meta_analysis.diagnostics import (
 from spatialmeta.meta_analysis.effect_sizes import MEASURES, escalc
 from spatialmeta.meta_analysis.estimators import FIXED_METHODS, METHODS, RANDOM_METHODS
 from spatialmeta.meta_analysis.gridded import pool_gridded
-from spatialmeta.meta_analysis.job import PoolJobResult, pool_job
 from spatialmeta.meta_analysis.pool import PoolResult, pool
 from spatialmeta.meta_analysis.profile import Tau2Interval, confint_tau2
 from spatialmeta.meta_analysis.regtest import PetPeeseResult, RegtestResult, pet_peese, regtest
@@ -36,7 +35,7 @@ from spatialmeta.meta_analysis.subgroups import SubgroupResult, subgroups
 __all__ = [
     "FIXED_METHODS", "MEASURES", "METHODS", "RANDOM_METHODS", "FitSpec", "PoolResult", "escalc",
     "pool",
-    "pool_gridded", "PoolJobResult", "pool_job", "Tau2Interval", "confint_tau2",
+    "pool_gridded", "Tau2Interval", "confint_tau2",
     "CumulResult", "InfluenceResult", "LeaveOneOutResult", "ResidualResult", "cumul", "influence",
     "leave1out", "rstandard", "rstudent", "SubgroupResult", "subgroups",
     "PetPeeseResult", "RegtestResult", "pet_peese", "regtest",

@@ -9,8 +9,8 @@ import pytest
 import xarray as xr
 
 from spatialmeta.data import synthetic_regions
+from spatialmeta.jobs.forecast import forecast_job
 from spatialmeta.learn import LearnConfig
-from spatialmeta.learn.job import forecast_job
 from spatialmeta.raster import write_zarr
 
 
@@ -72,7 +72,7 @@ def test_forecast_job_writes_outputs_and_masks_gaps(store, tmp_path):
 
 
 def test_holdout_from_a_file_of_ids(store, tmp_path):
-    from spatialmeta.learn.job import read_holdout
+    from spatialmeta.jobs.forecast import read_holdout
 
     d, regions = store
     ids = regions.region_id.to_numpy()
@@ -90,7 +90,7 @@ BAD_INPUT = [
     (["--test-start", "2008-01", "--region-id", "name"], "has no region"),
     (["--test-start", "2008-01", "--shots", "6,200"], "support of 200 steps does not fit"),
     (["--test-start", "2008-01", "--shots", "6,a"], "--shots must be comma-separated integers"),
-    (["--test-start", "2008-01", "--learner", "maml2"], "`learner` must be one of"),
+    (["--test-start", "2008-01", "--learner", "maml2"], "--learner must be one of"),
 ]
 
 

@@ -39,8 +39,8 @@ BASELINES = (
 
 
 def _job(store, var, regions, region_id, out, *, member=None, seed, **kw):
+    from spatialmeta.jobs.forecast import forecast_job
     from spatialmeta.learn import LearnConfig
-    from spatialmeta.learn.job import forecast_job
 
     size = {
         k: kw.pop(k)

@@ -18,8 +18,8 @@ import pytest
 from typer.testing import CliRunner
 
 from spatialmeta.cli import app
-from spatialmeta.meta_analysis import job as job_module
-from spatialmeta.meta_analysis.job import StudyTableError, parse_columns, pool_job
+from spatialmeta.jobs import pool as job_module
+from spatialmeta.jobs.pool import StudyTableError, parse_columns, pool_job
 
 REF = Path(__file__).resolve().parents[1] / "reference"
 METAFOR = json.loads((REF / "metafor_reference.json").read_text())

@@ -160,11 +160,8 @@ def _check_options(measure, method, test, level) -> tuple[str | None, str, str, 
         measure = canon
     try:
         spec = FitSpec.make(method, test, level)
-    except ValueError as err:  # the engine names its arguments; this job's user typed flags
-        msg = str(err)
-        for name in ("method", "test", "level"):
-            msg = msg.replace(f"`{name}`", f"--{name}")
-        raise StudyTableError(msg) from None
+    except ValueError as err:  # naming the argument; the CLI words it as its flag
+        raise StudyTableError(str(err)) from None
     return measure, spec.method, spec.test, spec.level
 
 

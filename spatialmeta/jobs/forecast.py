@@ -1,4 +1,10 @@
-"""The batch forecast job: a (region, time) series store + polygons → forecasts and skill tables."""
+"""The batch forecast job: a (region, time) series store + polygons → forecasts and skill tables.
+
+Stages: read the series (:func:`read_series`), build the region tasks and the split, train
+(:func:`~spatialmeta.jobs.stages.train_methods`), forecast and score every method, the
+shots curve, and the report (:func:`~spatialmeta.learn.publish.publish_report`). Errors
+name the argument (``holdout``, ``member``); the CLI words them as its flags.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +18,11 @@ import pandas as pd
 import xarray as xr
 
 from spatialmeta._io import ensure_writable_dir
-from spatialmeta.learn.compare import forecast_methods, shots_curve, with_support
+from spatialmeta.jobs.stages import forecast_all, train_methods, training_words
+from spatialmeta.learn.compare import shots_curve, with_support
 from spatialmeta.learn.config import LearnConfig
 from spatialmeta.learn.evaluate import ForecastEvaluation, evaluate
 from spatialmeta.learn.publish import publish_report
-from spatialmeta.learn.train import global_train, meta_train
 
 __all__ = ["ForecastJobResult", "forecast_job", "read_holdout"]
 
@@ -46,7 +52,7 @@ def read_holdout(spec: str, region_ids: np.ndarray, *, seed: int = 0) -> np.ndar
     path = Path(spec)
     if not path.exists():
         raise FileNotFoundError(
-            f"--holdout '{spec}' is neither a fraction nor an existing file of region ids."
+            f"`holdout` '{spec}' is neither a fraction nor an existing file of region ids."
         )
     wanted = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     ids = region_ids.astype(str)
@@ -72,6 +78,7 @@ def forecast_job(
     shots: Sequence[int] | None = None,
     progress: bool = True,
     threads: int | None = None,
+    stage=None,
 ) -> ForecastJobResult:
     """Meta-train on the training regions, forecast the held-out ones, score every method.
 
@@ -94,6 +101,7 @@ def forecast_job(
 
     ``threads`` sets torch's intra-op threads for the job (restored after; None: as they
     are). One thread suits these small networks, and does not spin against other work.
+    ``stage`` wraps each stage (a Prefect flow passes a task decorator; None: plain calls).
     """
     import torch
 
@@ -104,7 +112,7 @@ def forecast_job(
         return _forecast_job(
             series, var, regions, out, region_id=region_id, holdout=holdout, support=support,
             test_start=test_start, horizon=horizon, member=member, config=config, shots=shots,
-            progress=progress,
+            progress=progress, stage=stage,
         )  # fmt: skip
     finally:
         torch.set_num_threads(before)
@@ -112,15 +120,58 @@ def forecast_job(
 
 def _forecast_job(
     series, var, regions, out, *, region_id, holdout, support, test_start, horizon, member,
-    config, shots, progress,
+    config, shots, progress, stage,
 ) -> ForecastJobResult:  # fmt: skip
     from spatialmeta.regions.graph import contiguity_graph
     from spatialmeta.tasks.region import RegionTaskSet
 
+    run = stage or (lambda fn: fn)
     out = ensure_writable_dir(out)
     path = Path(series)
+    da = run(read_series)(path, var, member)
+    graph = contiguity_graph(regions, id_column=region_id)
+    cfg = config or LearnConfig()
+    # regions with no value at all (land-only tiles of an ocean field) are dropped, named in
+    # a warning; regions with some values keep their gaps, masked
+    tasks = RegionTaskSet.from_dataarray(da.load(), graph, on_invalid="drop")
+    held = read_holdout(holdout, tasks.region_ids, seed=cfg.seed)
+    split = tasks.split(held_out=held, test_start=test_start, support=support)
+    cfg = LearnConfig(**{**cfg.to_dict(), "horizon": horizon})
+    # "max": the longest support the record allows (everything before test_start)
+    t0 = split.test_start
+    shots = None if shots is None else [t0 if str(n) == "max" else int(n) for n in shots]
+    for n in shots or ():  # bad shots fail before any training
+        with_support(tasks, split, n)
+    trained = train_methods(tasks, split, cfg, out, progress=progress, stage=stage)
+    forecasts = run(forecast_all)(trained, tasks, split)
+    evaluation = run(evaluate)(tasks, forecasts)
+    curve = None
+    if shots:
+        curve = run(shots_curve)(tasks, split, cfg, shots, meta=trained.meta, global_=trained.glob)
+    setup = {
+        "series": f"{path} ({var!r}{f', member {member}' if member is not None else ''}; "
+        f"{tasks.n_regions} regions × {tasks.n_time} steps, {tasks.time[0]:%Y-%m-%d} to "
+        f"{tasks.time[-1]:%Y-%m-%d})",
+        "held-out regions": f"{int(split.held_out.sum())} (--holdout {holdout}); the other "
+        f"{int((~split.held_out).sum())} train with their full record",
+        "support": f"{support} steps before {tasks.time[t0]:%Y-%m-%d} for held-out regions",
+        "test period": f"{tasks.time[t0]:%Y-%m-%d} to {tasks.time[-1]:%Y-%m-%d}, horizons "
+        f"1–{horizon}; every origin uses only data observed before it",
+        "training": training_words(trained),
+    }
+    report = run(publish_report)(
+        tasks, forecasts, evaluation, regions, out, title=f"spatialmeta forecast: {var}",
+        setup=setup, region_id=region_id, shots=curve, split=split, horizon=horizon,
+    )  # fmt: skip
+    return ForecastJobResult(
+        out, evaluation, int(np.isnan(tasks.series).sum()), curve, report.summary, report.outputs
+    )
+
+
+def read_series(path: Path, var: str, member: str | None = None) -> xr.DataArray:
+    """The ``(region, time)`` series ``var`` of a Zarr or NetCDF store (one ``member``)."""
     if not path.exists():
-        raise FileNotFoundError(f"series store '{path}' does not exist; check --series.")
+        raise FileNotFoundError(f"series store '{path}' does not exist; check `series`.")
     try:
         ds = (
             xr.open_zarr(path) if path.is_dir() or path.suffix == ".zarr" else xr.open_dataset(path)
@@ -143,53 +194,4 @@ def _forecast_job(
         raise ValueError(
             f"'{var}' has dims {list(da.dims)}; expected (region, time) (extra: {extra})."
         )
-    graph = contiguity_graph(regions, id_column=region_id)
-    cfg = config or LearnConfig()
-    # regions with no value at all (land-only tiles of an ocean field) are dropped, named in
-    # a warning; regions with some values keep their gaps, masked
-    tasks = RegionTaskSet.from_dataarray(da.load(), graph, on_invalid="drop")
-    held = read_holdout(holdout, tasks.region_ids, seed=cfg.seed)
-    split = tasks.split(held_out=held, test_start=test_start, support=support)
-    cfg = LearnConfig(**{**cfg.to_dict(), "horizon": horizon})
-    # "max": the longest support the record allows (everything before test_start)
-    t0 = split.test_start
-    shots = None if shots is None else [t0 if str(n) == "max" else int(n) for n in shots]
-    for n in shots or ():  # bad shots fail before any training
-        with_support(tasks, split, n)
-    glob = global_train(
-        tasks, split, cfg, checkpoint_dir=out / "checkpoint_global", progress=progress
-    )
-    meta = meta_train(
-        tasks,
-        split,
-        cfg,
-        init=glob if cfg.pretrain else None,
-        checkpoint_dir=out / "checkpoint",
-        progress=progress,
-    )
-    forecasts = forecast_methods(tasks, split, cfg, meta=meta, global_=glob)
-    evaluation = evaluate(tasks, forecasts)
-    curve = None
-    if shots:
-        curve = shots_curve(tasks, split, cfg, shots, meta=meta, global_=glob)
-    t0 = split.test_start
-    setup = {
-        "series": f"{path} ({var!r}{f', member {member}' if member is not None else ''}; "
-        f"{tasks.n_regions} regions × {tasks.n_time} steps, {tasks.time[0]:%Y-%m-%d} to "
-        f"{tasks.time[-1]:%Y-%m-%d})",
-        "held-out regions": f"{int(split.held_out.sum())} (--holdout {holdout}); the other "
-        f"{int((~split.held_out).sum())} train with their full record",
-        "support": f"{support} steps before {tasks.time[t0]:%Y-%m-%d} for held-out regions",
-        "test period": f"{tasks.time[t0]:%Y-%m-%d} to {tasks.time[-1]:%Y-%m-%d}, horizons "
-        f"1–{horizon}; every origin uses only data observed before it",
-        "training": f"global network {len(glob.history)} steps (best at {glob.best_episode}); "
-        f"{cfg.learner} meta-learner {len(meta.history)} episodes (best at "
-        f"{meta.best_episode}); {cfg.conv} graph layer, lags {cfg.lags}, seed {cfg.seed}",
-    }
-    report = publish_report(
-        tasks, forecasts, evaluation, regions, out, title=f"spatialmeta forecast: {var}",
-        setup=setup, region_id=region_id, shots=curve, split=split, horizon=horizon,
-    )  # fmt: skip
-    return ForecastJobResult(
-        out, evaluation, int(np.isnan(tasks.series).sum()), curve, report.summary, report.outputs
-    )
+    return da
