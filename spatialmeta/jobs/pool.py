@@ -37,6 +37,7 @@ from spatialmeta.meta_analysis.estimators import FIXED_METHODS
 from spatialmeta.meta_analysis.pool import PoolResult, pool
 from spatialmeta.meta_analysis.profile import confint_tau2
 from spatialmeta.meta_analysis.regtest import pet_peese, regtest
+from spatialmeta.meta_analysis.results import fmt_num, fmt_p
 from spatialmeta.meta_analysis.spec import FitSpec
 from spatialmeta.meta_analysis.subgroups import subgroups as subgroup_fit
 
@@ -499,27 +500,16 @@ def _plain(value: Any) -> Any:
 
 
 def _f(x, digits: int = 4) -> str:
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return "NA"
-    return "NA" if not math.isfinite(x) else f"{x:.{digits}f}"
+    return fmt_num(x, digits)
 
 
 def _p(p) -> str:
-    try:
-        p = float(p)
-    except (TypeError, ValueError):
-        return "NA"
-    if not math.isfinite(p):
-        return "NA"
-    return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
+    return fmt_p(p, style="report")
 
 
 def _peq(p) -> str:
     """``= 0.0123`` or ``< 0.0001``, to follow "p"."""
-    text = _p(p)
-    return text if text.startswith("<") else f"= {text}"
+    return fmt_p(p, eq=True, style="report")
 
 
 def _md_table(head: list[str], rows: list[list[str]], align: str | None = None) -> str:

@@ -47,6 +47,7 @@ from spatialmeta.meta_analysis.fitted import as_fit, fit_spec
 from spatialmeta.meta_analysis.pool import PoolResult, pool
 from spatialmeta.meta_analysis.regression import _proj as _wls
 from spatialmeta.meta_analysis.regression import check_design, estimate_tau2_mods
+from spatialmeta.meta_analysis.results import Result
 
 __all__ = [
     "BaujatResult", "FsnResult", "RankTestResult", "TrimFillResult",
@@ -167,7 +168,7 @@ def _wmean(y: np.ndarray, w: np.ndarray, m: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True, eq=False)
-class RankTestResult:
+class RankTestResult(Result):
     """Result of :func:`ranktest` (metafor's ``ranktest`` object).
 
     ``tau`` is Kendall's tau-b between the standardized effects and the
@@ -180,10 +181,6 @@ class RankTestResult:
     pval: Any
     k: Any
     exact: Any
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain Python values (lists for batches)."""
-        return {f: np.asarray(getattr(self, f)).tolist() for f in ("tau", "pval", "k", "exact")}
 
     def summary(self) -> str:
         """Reads like metafor's ``print.ranktest`` (single meta-analysis)."""
@@ -387,7 +384,7 @@ def _sei_regression(y, v, m, k, method, shape=None):
 
 
 @dataclass(frozen=True, eq=False)
-class TrimFillResult:
+class TrimFillResult(Result):
     """Result of :func:`trimfill` (metafor's ``rma.uni.trimfill`` object).
 
     ``k0`` (estimated number of missing studies), ``se_k0``, ``side``
@@ -399,6 +396,11 @@ class TrimFillResult:
     True), NaN padding elsewhere. ``result`` is :func:`pool` on the augmented
     data (the original fit where ``k0 = 0``).
     """
+
+    _dict_fields = (
+        "k0", "se_k0", "side", "p_k0", "converged", "iterations", "estimator", "method", "yi",
+        "vi", "fill", "result",
+    )  # fmt: skip
 
     k0: Any
     se_k0: Any
@@ -460,19 +462,6 @@ class TrimFillResult:
             result=self.result.row(index),
             method=self.method,
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain Python values; the pooled result under ``"result"``."""
-        out = {
-            f: np.asarray(getattr(self, f)).tolist()
-            for f in ("k0", "se_k0", "side", "p_k0", "converged", "iterations")
-        }
-        out.update(estimator=self.estimator, method=self.method)
-        out["yi"] = np.where(np.isnan(self.yi), None, self.yi).tolist()
-        out["vi"] = np.where(np.isnan(self.vi), None, self.vi).tolist()
-        out["fill"] = np.asarray(self.fill).tolist()
-        out["result"] = self.result.to_dict()
-        return out
 
     def summary(self) -> str:
         """Reads like metafor's ``print.rma.uni.trimfill``."""
@@ -750,7 +739,7 @@ def trimfill(
 
 
 @dataclass(frozen=True, eq=False)
-class FsnResult:
+class FsnResult(Result):
     """Result of :func:`fsn` (metafor's ``fsn`` object).
 
     ``fsnum`` is the fail-safe N (a whole number stored as float; ``inf``
@@ -762,6 +751,8 @@ class FsnResult:
     (NaN otherwise).
     """
 
+    _dict_fields = ("type", "alpha", "fsnum", "pval", "meanes", "target", "k")
+
     type: str
     fsnum: Any
     alpha: float
@@ -769,14 +760,6 @@ class FsnResult:
     meanes: Any
     target: Any
     k: Any
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain Python values (lists for batches; NaN becomes None)."""
-        out: dict[str, Any] = {"type": self.type, "alpha": self.alpha}
-        for f in ("fsnum", "pval", "meanes", "target", "k"):
-            a = np.asarray(getattr(self, f), dtype=float)
-            out[f] = np.where(np.isnan(a), None, a).tolist()
-        return out
 
     def summary(self) -> str:
         """Reads like metafor's ``print.fsn`` (single meta-analysis)."""
@@ -927,7 +910,7 @@ def fsn(
 
 
 @dataclass(frozen=True, eq=False)
-class BaujatResult:
+class BaujatResult(Result):
     """Result of :func:`baujat`: per-study coordinates of the Baujat plot.
 
     ``x`` (contribution to the heterogeneity statistic, the squared Pearson
@@ -939,6 +922,12 @@ class BaujatResult:
     y: np.ndarray
     result: PoolResult
     labels: np.ndarray | None = None
+
+    def summary(self) -> str:
+        """The coordinates as metafor's ``baujat`` returns them (a table per study)."""
+        if np.ndim(self.x) != 1:
+            return f"Baujat coordinates of {int(np.prod(np.shape(self.x)[:-1]))} meta-analyses"
+        return self.to_frame().to_string(index=False)
 
     def to_frame(self):
         """Single meta-analysis: one row per study (``x``, ``y``, ``label``)."""

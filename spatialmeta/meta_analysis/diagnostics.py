@@ -25,17 +25,17 @@ Clinical Epidemiology*, 48(1), 45-57. doi:10.1016/0895-4356(94)00106-Z
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from spatialmeta.meta_analysis._common import plain
 from spatialmeta.meta_analysis.estimators import FIXED_METHODS
 from spatialmeta.meta_analysis.fitted import as_fit
 from spatialmeta.meta_analysis.pool import PoolResult, pool
+from spatialmeta.meta_analysis.results import Result
 
 __all__ = [
     "CumulResult",
@@ -59,12 +59,8 @@ _POOL_NAMES = {"Q": "QE", "Qp": "QEp"}
 # --------------------------------------------------------------------------- results
 
 
-def _plain(value: Any) -> Any:
-    return plain(value, nested=(PoolResult,))
-
-
-class _PerStudy:
-    """Shared table/dict export of results with one value per study (or step)."""
+class _PerStudy(Result):
+    """Shared table export of results with one value per study (or step)."""
 
     _columns: ClassVar[tuple[str, ...]] = ()
 
@@ -103,15 +99,8 @@ class _PerStudy:
             )
         return frame
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain Python values (floats, ints, bools, nested lists); NaN becomes None."""
-        out: dict[str, Any] = {}
-        for f in fields(self):  # type: ignore[arg-type]
-            name = "tval" if (f.name == "zval" and getattr(self, "test", "z") == "knha") else f.name
-            out[name] = _plain(getattr(self, f.name))
-        return out
-
-    def __str__(self) -> str:
+    def summary(self) -> str:
+        """The table of :meth:`to_frame`, as metafor prints these results."""
         return self.to_frame().to_string()
 
 

@@ -17,6 +17,7 @@ from scipy import stats
 from spatialmeta._io import atomic_path
 from spatialmeta.meta_analysis.estimators import FIXED_METHODS
 from spatialmeta.meta_analysis.pool import PoolResult, pool
+from spatialmeta.meta_analysis.results import fmt_p
 
 __all__ = ["forest_plot"]
 
@@ -54,7 +55,7 @@ def _num(x: float) -> str:
 
 
 def _pv(p: float) -> str:
-    return "NA" if not np.isfinite(p) else ("< 0.0001" if p < 1e-4 else f"= {p:.3g}")
+    return fmt_p(p, eq=True, style="report")
 
 
 def _label_list(result: PoolResult, labels, k: int) -> list[str]:

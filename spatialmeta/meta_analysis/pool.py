@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,7 +16,6 @@ from spatialmeta.meta_analysis import regression
 from spatialmeta.meta_analysis._common import (
     check_labels,
     check_studies,
-    plain,
 )
 from spatialmeta.meta_analysis._common import first as _first
 from spatialmeta.meta_analysis._common import read_inputs as _read_inputs
@@ -28,6 +27,7 @@ from spatialmeta.meta_analysis.estimators import (
     _wdot,
     estimate_tau2,
 )
+from spatialmeta.meta_analysis.results import Prediction, Result, fmt_num, fmt_p
 from spatialmeta.meta_analysis.spec import FitSpec
 
 __all__ = ["PoolResult", "pool"]
@@ -43,7 +43,7 @@ _COEF_FIELDS = ("estimate", "se", "zval", "pval", "ci_lb", "ci_ub")
 
 
 @dataclass(frozen=True, eq=False)
-class PoolResult:
+class PoolResult(Result):
     """Result of :func:`pool`; field names follow metafor's ``rma.uni`` object.
 
     Every per-meta-analysis field is a Python scalar when ``pool`` got one
@@ -156,7 +156,7 @@ class PoolResult:
             user_weights=self.user_weights,
         )
 
-    def predict(self, newmods=None, *, intercept: bool = True) -> dict[str, Any]:
+    def predict(self, newmods=None, *, intercept: bool = True) -> Prediction:
         """Predicted effects with confidence and prediction intervals (metafor's ``predict``).
 
         Parameters
@@ -173,9 +173,10 @@ class PoolResult:
 
         Returns
         -------
-        dict
+        Prediction
             ``pred, se, ci_lb, ci_ub, pi_lb, pi_ub``; each with the batch shape
-            followed by the ``q`` points. The prediction interval is
+            followed by the ``q`` points (an intercept-only model: its pooled
+            estimate, with the batch shape). The prediction interval is
             ``pred +- crit * sqrt(se^2 + tau2)`` (crit from z, or t on ``k - p``
             df with ``test="knha"``), NaN for common-effect models.
         """
@@ -185,9 +186,9 @@ class PoolResult:
                     "this model has no moderators, so `newmods` cannot be used; call "
                     "predict() without arguments, or refit with pool(..., mods=...)."
                 )
-            return {
-                f: getattr(self, f) for f in ("estimate", "se", "ci_lb", "ci_ub", "pi_lb", "pi_ub")
-            }
+            return Prediction(
+                self.estimate, self.se, self.ci_lb, self.ci_ub, self.pi_lb, self.pi_ub, self.level
+            )
         alpha = 1.0 - self.level / 100.0
         df = np.asarray(self.df, dtype=float)
         if self.test == "knha":
@@ -208,16 +209,7 @@ class PoolResult:
         if newmods is None:
             keep = ~np.isnan(np.asarray(self.yi))
             out = {f: np.where(keep, val, np.nan) for f, val in out.items()}
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain Python values (floats, ints, bools, nested lists); NaN becomes None."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            name = "tval" if (f.name == "zval" and self.test == "knha") else f.name
-            out[name] = plain(value, tuples=True)
-        return out
+        return Prediction(**out, level=self.level)
 
     def to_frame(self) -> pd.DataFrame:
         """One row per meta-analysis (a single row when unbatched).
@@ -904,15 +896,11 @@ def _compute(y, v, m, k, tau2, method, test, level, a, pct=None) -> dict[str, np
 
 
 def _fmt(x: float, digits: int = 4) -> str:
-    return "NA" if x is None or np.isnan(x) else f"{x:.{digits}f}"
+    return fmt_num(x, digits)
 
 
 def _pval(p: float, showeq: bool = False) -> str:
-    if p is None or np.isnan(p):
-        return ("= " if showeq else "") + "NA"
-    if p >= 1e-4:
-        return ("= " if showeq else "") + f"{p:.4f}"
-    return "< .0001" if showeq else "<.0001"
+    return fmt_p(p, eq=showeq)
 
 
 def _stars(p: float) -> str:

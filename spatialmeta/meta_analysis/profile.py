@@ -27,6 +27,7 @@ from spatialmeta.meta_analysis import estimators as est
 from spatialmeta.meta_analysis import regression
 from spatialmeta.meta_analysis.estimators import FIXED_METHODS
 from spatialmeta.meta_analysis.pool import PoolResult, pool
+from spatialmeta.meta_analysis.results import Result
 from spatialmeta.meta_analysis.spec import FitSpec
 
 __all__ = ["Tau2Interval", "confint_tau2"]
@@ -37,7 +38,7 @@ _LABELS = {"tau2": "tau^2", "tau": "tau", "I2": "I^2(%)", "H2": "H^2"}
 
 
 @dataclass(frozen=True, eq=False)
-class Tau2Interval:
+class Tau2Interval(Result):
     """Q-profile intervals (metafor's ``confint(res)$random``) for each meta-analysis.
 
     Fields are Python scalars for a single meta-analysis and arrays of the
@@ -74,16 +75,6 @@ class Tau2Interval:
         """Shape of the batch; ``()`` for a single meta-analysis."""
         return np.shape(self.tau2)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain Python values (NaN becomes None)."""
-        out = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, np.ndarray):
-                value = value.tolist()
-            out[f.name] = _none_nan(value)
-        return out
-
     def to_frame(self) -> pd.DataFrame:
         """One row per meta-analysis."""
         cols = {
@@ -118,14 +109,6 @@ class Tau2Interval:
 
     def __str__(self) -> str:
         return self.summary()
-
-
-def _none_nan(value):
-    if isinstance(value, float) and np.isnan(value):
-        return None
-    if isinstance(value, list):
-        return [_none_nan(v) for v in value]
-    return value
 
 
 def _item(value, index):

@@ -23,16 +23,16 @@ doi:10.1002/jrsm.1095
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from spatialmeta.meta_analysis._common import plain as _plain
 from spatialmeta.meta_analysis._common import read_inputs as _read_inputs
 from spatialmeta.meta_analysis.fitted import fit_spec
 from spatialmeta.meta_analysis.pool import PoolResult, pool
+from spatialmeta.meta_analysis.results import Result, fmt_p
 
 __all__ = ["PetPeeseResult", "RegtestResult", "pet_peese", "regtest"]
 
@@ -56,7 +56,7 @@ _LIMIT_TEXT = {
 
 
 @dataclass(frozen=True, eq=False)
-class RegtestResult:
+class RegtestResult(Result):
     """Result of :func:`regtest`; names follow metafor's ``regtest`` object.
 
     ``zval``/``pval`` test the predictor's coefficient (funnel-plot
@@ -68,6 +68,8 @@ class RegtestResult:
     limit at infinite precision (``ni``, ``sqrtni``). ``fit`` is the
     underlying meta-regression.
     """
+
+    _dict_skip = ("fit",)
 
     zval: Any
     pval: Any
@@ -93,10 +95,6 @@ class RegtestResult:
     @property
     def batch_shape(self) -> tuple[int, ...]:
         return np.shape(self.zval)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain Python values (NaN becomes None); the fit is left out."""
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name != "fit"}
 
     def to_frame(self) -> pd.DataFrame:
         """One row per meta-analysis."""
@@ -126,13 +124,15 @@ class RegtestResult:
 
 
 @dataclass(frozen=True, eq=False)
-class PetPeeseResult:
+class PetPeeseResult(Result):
     """Result of :func:`pet_peese`: the conditional estimate and both regressions.
 
     ``estimate``, ``ci_lb``, ``ci_ub`` and ``pval`` are PEESE's limit estimate
     where ``use_peese`` is True and PET's elsewhere; ``pet`` and ``peese``
     hold the two :class:`RegtestResult`.
     """
+
+    _dict_fields = ("estimate", "ci_lb", "ci_ub", "pval", "use_peese", "alpha", "pet", "peese")
 
     estimate: Any
     ci_lb: Any
@@ -148,12 +148,6 @@ class PetPeeseResult:
         """``"PEESE"`` or ``"PET"`` for each meta-analysis."""
         out = np.where(self.use_peese, "PEESE", "PET")
         return str(out) if out.ndim == 0 else out
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {f: _plain(getattr(self, f)) for f in ("estimate", "ci_lb", "ci_ub", "pval")}
-        out.update(use_peese=_plain(self.use_peese), alpha=self.alpha)
-        out.update(pet=self.pet.to_dict(), peese=self.peese.to_dict())
-        return out
 
     def summary(self) -> str:
         """The PET and PEESE tests and the estimate chosen by the conditional rule."""
@@ -194,9 +188,7 @@ class PetPeeseResult:
 
 
 def _fmt_p(p: float) -> str:
-    if p is None or np.isnan(p):
-        return "p = NA"
-    return f"p = {p:.4f}" if p >= 1e-4 else "p < .0001"
+    return "p " + fmt_p(p, eq=True)
 
 
 def _summary_one(r: RegtestResult, zval, pval, dfs, est, ci_lb, ci_ub) -> str:

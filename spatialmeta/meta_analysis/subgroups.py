@@ -29,17 +29,17 @@ package. *Journal of Statistical Software*, 36(3). doi:10.18637/jss.v036.i03
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from spatialmeta.meta_analysis._common import plain
 from spatialmeta.meta_analysis.estimators import FIXED_METHODS
 from spatialmeta.meta_analysis.fitted import as_fit
 from spatialmeta.meta_analysis.pool import PoolResult, pool
+from spatialmeta.meta_analysis.results import Result, fmt_p
 
 __all__ = ["SubgroupResult", "subgroups"]
 
@@ -51,12 +51,8 @@ _FLOAT_FIELDS = _GROUP_FIELDS[1:-1]
 _SINGLE = ("error", "fixed")
 
 
-def _plain(value: Any) -> Any:
-    return plain(value, nested=(PoolResult,))
-
-
 @dataclass(frozen=True, eq=False)
-class SubgroupResult:
+class SubgroupResult(Result):
     """Result of :func:`subgroups`.
 
     ``levels`` names the G subgroups (sorted, as R's ``factor``, unless
@@ -173,14 +169,6 @@ class SubgroupResult:
             frame.index = pd.MultiIndex.from_tuples(tuples, names=names)
         return frame
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain Python values (floats, ints, bools, nested lists); NaN becomes None."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            name = "tval" if (f.name == "zval" and self.test == "knha") else f.name
-            out[name] = _plain(getattr(self, f.name))
-        return out
-
     def _rows(self):
         if not self.batch_shape:
             yield None, self
@@ -226,7 +214,7 @@ class SubgroupResult:
 
         kf, n_groups = at(np.asarray(self.k).sum(axis=-1)), len(self.levels)
         pe = at(m.QEp)
-        pv = "< .0001" if pe < 1e-4 else f"= {pe:.4f}"
+        pv = fmt_p(pe, eq=True)
         tau = "R" if self.method in FIXED_METHODS else f"Common tau^2 = {at(m.tau2):.4f}, r"
         return (
             f"{tau}esidual heterogeneity QE(df = {kf - n_groups:g}) = "
@@ -296,9 +284,7 @@ def _f(x: float, digits: int) -> str:
 
 
 def _p(p: float) -> str:
-    if p is None or np.isnan(p):
-        return "NA"
-    return "<.0001" if p < 1e-4 else f"{p:.4f}"
+    return fmt_p(p)
 
 
 def _qb_line(qb: float, df: int, p: float, ddf: float = np.nan) -> str:
@@ -306,8 +292,7 @@ def _qb_line(qb: float, df: int, p: float, ddf: float = np.nan) -> str:
     dfs = f"df = {df}" if np.isnan(ddf) else f"df1 = {df}, df2 = {ddf:g}"
     if np.isnan(qb):
         return f"{name}({dfs}) = NA (fewer than two subgroups with studies)"
-    pv = "< .0001" if p < 1e-4 else f"= {p:.4f}"
-    return f"{name}({dfs}) = {qb:.4f}, p-val {pv}"
+    return f"{name}({dfs}) = {qb:.4f}, p-val {fmt_p(p, eq=True)}"
 
 
 # --------------------------------------------------------------------------- inputs

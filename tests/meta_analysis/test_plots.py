@@ -147,7 +147,7 @@ def test_subgroups_rows_diamonds_and_test_in_footer(tmp_path):
     notes = [t for t in ticks if t.startswith("\u03c4")]
     assert notes[1].startswith("\u03c4\u00b2 = 0.393; Q(6) = 110.21, p < 0.0001; I\u00b2 = 89.9%")
     (foot,) = [t for t in fig.texts if t.get_gid() == "subgroup-test"]
-    assert foot.get_text() == "Test for subgroup differences: QM(df = 2) = 1.86, p = 0.394"
+    assert foot.get_text() == "Test for subgroup differences: QM(df = 2) = 1.86, p = 0.3943"
     np.testing.assert_allclose(ref["Qb"], 1.8614461412312022)
     xt = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert "0.5" in xt and "1" in xt  # plain numbers on the log axis

@@ -98,9 +98,9 @@ def test_matches_metafor(fit):
     got = res.predict(np.array(pr["newmods"]))
     for name in ("pred", "se", "ci_lb", "ci_ub", "pi_lb", "pi_ub"):
         if fit["method"] == "EE" and name.startswith("pi"):
-            assert np.isnan(got[name]).all()  # as pool(): no prediction interval for EE
+            assert np.isnan(getattr(got, name)).all()  # as pool(): no prediction interval for EE
             continue
-        _close(got[name], pr[name], f"predict {name}")
+        _close(getattr(got, name), pr[name], f"predict {name}")
     if "confint" in fit:
         from spatialmeta.meta_analysis.profile import confint_tau2
 
@@ -240,7 +240,7 @@ def test_batched_rows_equal_single_fits(method, test):
         assert isinstance(row.QMdf, tuple) and len(row.QMdf) == 2
         assert "Mixed-Effects" in row.summary() or "Fixed-Effects" in row.summary()
         np.testing.assert_allclose(
-            batch.predict([[30.0, 1.0]])["pred"][i], single.predict([[30.0, 1.0]])["pred"]
+            batch.predict([[30.0, 1.0]]).pred[i], single.predict([[30.0, 1.0]]).pred
         )
 
 
@@ -337,7 +337,7 @@ def test_to_dict_is_json_and_intercept_only_results_keep_scalars():
     plain = pool(yi, vi)
     assert isinstance(plain.estimate, float) and plain.R2 is None and not plain.has_mods
     assert plain.beta.shape == (1,) and plain.QM == pytest.approx(plain.zval**2)
-    assert plain.predict()["estimate"] == plain.estimate
+    assert plain.predict().pred == plain.estimate
     with pytest.raises(ValueError, match="no moderators"):
         plain.predict([1.0])
 
@@ -345,10 +345,10 @@ def test_to_dict_is_json_and_intercept_only_results_keep_scalars():
 def test_predict_without_newmods_gives_fitted_values():
     yi, vi, frame, _ = _inputs("bcg_ablat")
     res = pool(yi, vi, mods=frame)
-    fitted = res.predict()["pred"]
+    fitted = res.predict().pred
     np.testing.assert_allclose(fitted, res.beta[0] + res.beta[1] * frame["ablat"], rtol=1e-12)
-    full = res.predict(np.array([[1.0, 20.0]]), intercept=False)["pred"]
-    np.testing.assert_allclose(full, res.predict([20.0])["pred"])
+    full = res.predict(np.array([[1.0, 20.0]]), intercept=False).pred
+    np.testing.assert_allclose(full, res.predict([20.0]).pred)
     with pytest.raises(ValueError, match=r"`newmods` has 3 columns but the model has 2"):
         res.predict(np.ones((2, 3)))
 
