@@ -33,7 +33,7 @@ import pandas as pd
 from scipy import stats
 
 from spatialmeta.meta_analysis.estimators import FIXED_METHODS
-from spatialmeta.meta_analysis.fitted import as_fit
+from spatialmeta.meta_analysis.fitted import analysis
 from spatialmeta.meta_analysis.pool import PoolResult, pool
 from spatialmeta.meta_analysis.results import Result
 
@@ -379,32 +379,13 @@ def _leave_one_out_fits(y, v, method, test, level):
 # --------------------------------------------------------------------------- public API
 
 
-def leave1out(
-    yi,
-    vi=None,
-    *,
-    method: str | None = None,
-    test: str | None = None,
-    level: float | None = None,
-    labels=None,
-) -> LeaveOneOutResult:
+@analysis("leave1out")
+def leave1out(full: PoolResult) -> LeaveOneOutResult:
     """Leave-one-out analysis: the model refitted without each study, as ``metafor::leave1out``.
 
     Parameters
     ----------
-    yi : PoolResult, array_like or object with ``.estimates()``
-        A fitted model (metafor's ``leave1out(res)``: every refit uses its estimator,
-        test and level), or effect sizes, shape ``(..., k)``; leading axes are a batch of separate
-        meta-analyses and NaN marks a missing study (see :func:`pool`).
-    vi : array_like, optional
-        Sampling variances, same shape as ``yi``.
-    method, test, level
-        As for :func:`~spatialmeta.meta_analysis.pool.pool` (default REML, z, 95) when
-        ``yi`` holds effect sizes; with a fitted result they default to the fit's and,
-        when given, must agree with it.
-    labels : array_like, optional
-        Study labels, shape ``(k,)`` or that of ``yi`` (used as the index of
-        :meth:`~LeaveOneOutResult.to_frame`).
+    {fit_parameters}
 
     Returns
     -------
@@ -438,7 +419,6 @@ def leave1out(
     >>> res.to_frame().columns.tolist()[:4]
     ['estimate', 'se', 'zval', 'pval']
     """
-    full = as_fit(yi, vi, what="leave1out", method=method, test=test, level=level, labels=labels)
     y, v = _studies(full)
     _check_k(y, full.method, "leave1out")
     out, obs = _leave_one_out_fits(y, v, full.method, full.test, full.level)
@@ -491,36 +471,18 @@ def _check_order(order, kmax: int) -> np.ndarray:
     return arr
 
 
-def cumul(
-    yi,
-    vi=None,
-    *,
-    order=None,
-    method: str | None = None,
-    test: str | None = None,
-    level: float | None = None,
-    labels=None,
-) -> CumulResult:
+@analysis("cumul")
+def cumul(full: PoolResult, *, order=None) -> CumulResult:
     """Cumulative meta-analysis: studies added one at a time, as ``metafor::cumul``.
 
     Parameters
     ----------
-    yi : PoolResult, array_like or object with ``.estimates()``
-        A fitted model (its estimator, test and level are used), or effect sizes,
-        shape ``(..., k)`` (NaN = missing study), see :func:`pool`.
-    vi : array_like, optional
-        Sampling variances, same shape as ``yi``.
+    {fit_parameters}
     order : array_like of int, optional
         The order in which studies enter: a permutation of ``0..k-1`` (study
         positions along the last axis), the same for every row. Default: the
         input order. To sort by a variable ``x`` (metafor 3's ``order=x``),
         pass ``np.argsort(x, kind="stable")``.
-    method, test, level
-        As for :func:`~spatialmeta.meta_analysis.pool.pool` (default REML, z, 95) when
-        ``yi`` holds effect sizes; with a fitted result they default to the fit's and,
-        when given, must agree with it.
-    labels : array_like, optional
-        Study labels, shape ``(k,)`` or that of ``yi``.
 
     Returns
     -------
@@ -552,7 +514,6 @@ def cumul(
     >>> res.k.tolist()
     [1, 2, 3, 4, 5, 6, 7]
     """
-    full = as_fit(yi, vi, what="cumul", method=method, test=test, level=level, labels=labels)
     y, v = _studies(full)
     kmax = y.shape[-1]
     perm = np.arange(kmax) if order is None else _check_order(order, kmax)
@@ -610,30 +571,13 @@ def _sum_w_del(v, obs, tau2_del):
     return out.reshape(shape)
 
 
-def influence(
-    yi,
-    vi=None,
-    *,
-    method: str | None = None,
-    test: str | None = None,
-    level: float | None = None,
-    labels=None,
-) -> InfluenceResult:
+@analysis("influence")
+def influence(full: PoolResult) -> InfluenceResult:
     """Outlier and influence diagnostics, as ``metafor::influence`` on an ``rma.uni`` fit.
 
     Parameters
     ----------
-    yi : PoolResult, array_like or object with ``.estimates()``
-        A fitted model (its estimator, test and level are used), or effect sizes,
-        shape ``(..., k)`` (NaN = missing study), see :func:`pool`.
-    vi : array_like, optional
-        Sampling variances, same shape as ``yi``.
-    method, test, level
-        As for :func:`~spatialmeta.meta_analysis.pool.pool` (default REML, z, 95) when
-        ``yi`` holds effect sizes; with a fitted result they default to the fit's and,
-        when given, must agree with it.
-    labels : array_like, optional
-        Study labels, shape ``(k,)`` or that of ``yi``.
+    {fit_parameters}
 
     Returns
     -------
@@ -677,7 +621,6 @@ def influence(
     >>> inf.inf.tolist()
     ['', '', '', '*', '', '', '']
     """
-    full = as_fit(yi, vi, what="influence", method=method, test=test, level=level, labels=labels)
     y, v = _studies(full)
     _check_k(y, full.method, "influence")
     method, test = full.method, full.test
@@ -753,15 +696,8 @@ def influence(
     )
 
 
-def rstudent(
-    yi,
-    vi=None,
-    *,
-    method: str | None = None,
-    test: str | None = None,
-    level: float | None = None,
-    labels=None,
-) -> ResidualResult:
+@analysis("rstudent")
+def rstudent(full: PoolResult) -> ResidualResult:
     """Externally standardized (deleted) residuals, as ``metafor::rstudent`` on ``rma.uni``.
 
     ``resid`` is ``y_i`` minus the estimate of the fit without study ``i``,
@@ -776,7 +712,6 @@ def rstudent(
     >>> np.round(rstudent(yi, vi, method="DL").z, 3).tolist()
     [-0.076, -1.188, -0.644, -1.525, 1.2, 0.092, 1.76]
     """
-    full = as_fit(yi, vi, what="rstudent", method=method, test=test, level=level, labels=labels)
     inf = influence(full)
     return ResidualResult(
         resid=inf.resid,
@@ -788,34 +723,20 @@ def rstudent(
     )
 
 
-def rstandard(
-    yi,
-    vi=None,
-    *,
-    method: str | None = None,
-    type: str = "marginal",
-    labels=None,
-) -> ResidualResult:
+@analysis("rstandard")
+def rstandard(full: PoolResult, *, type: str = "marginal") -> ResidualResult:  # noqa: A002
     """Internally standardized residuals, as ``metafor::rstandard`` on an ``rma.uni`` fit.
 
     Parameters
     ----------
-    yi : PoolResult, array_like or object with ``.estimates()``
-        A fitted model (its estimator, test and level are used), or effect sizes,
-        shape ``(..., k)`` (NaN = missing study), see :func:`pool`.
-    vi : array_like, optional
-        Sampling variances, same shape as ``yi``.
-    method : str
-        tau^2 estimator or ``"FE"``, as for :func:`pool`. (The test, z or
-        Knapp-Hartung, does not enter these residuals.)
+    {fit_parameters}
+        (The test, z or Knapp-Hartung, does not enter these residuals.)
     type : {"marginal", "conditional"}
         ``"marginal"``: ``resid = y_i - b`` with ``se = sqrt(v_i + tau2 -
         1/sum(w))``, the diagonal of ``(I - H) M (I - H)'``. ``"conditional"``:
         residuals from the best linear unbiased predictions of the study
         effects, ``resid = (1 - l_i)(y_i - b)`` with ``l_i = tau2/(tau2 +
         v_i)`` and ``se = sqrt(v_i^2 / (v_i + tau2) (1 - h_i))``.
-    labels : array_like, optional
-        Study labels, shape ``(k,)`` or that of ``yi``.
 
     Returns
     -------
@@ -832,7 +753,6 @@ def rstandard(
     """
     if type not in ("marginal", "conditional"):
         raise ValueError(f"`type` must be 'marginal' or 'conditional'; got {type!r}.")
-    full = as_fit(yi, vi, what="rstandard", method=method, labels=labels)
     y, v = _studies(full)
     obs = ~np.isnan(y)
     tau2 = np.asarray(full.tau2, dtype=float)[..., None]

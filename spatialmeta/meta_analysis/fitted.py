@@ -12,12 +12,31 @@ weights) are refused by name instead of dropped.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any
 
 from spatialmeta.meta_analysis.pool import PoolResult, pool
 from spatialmeta.meta_analysis.spec import FitSpec
 
-__all__ = ["as_fit", "fit_spec"]
+__all__ = ["FIT_PARAMETERS", "analysis", "as_fit", "fit_spec"]
+
+# The parameters every fitted-first analysis takes, documented once: the decorator puts
+# them where an analysis's docstring says {fit_parameters}.
+FIT_PARAMETERS = """yi : PoolResult, array_like or object with ``.estimates()``
+        A fitted model (its estimator, test and level are used, as metafor's methods on
+        an ``rma`` object), or effect sizes, shape ``(..., k)``: leading axes are a batch
+        of separate meta-analyses and NaN marks a missing study (see :func:`pool`).
+    vi : array_like, optional
+        Sampling variances, same shape as ``yi`` (with effect sizes only).
+    method, test, level
+        As for :func:`~spatialmeta.meta_analysis.pool.pool` (default REML, z, 95) when
+        ``yi`` holds effect sizes; with a fitted result they default to the fit's and,
+        when given, must agree with it.
+    labels : array_like, optional
+        Study labels, shape ``(k,)`` or that of ``yi`` (with effect sizes only)."""
+
+_SETTINGS = ("method", "test", "level", "labels")
 
 
 def fit_spec(obj: Any, method=None, test=None, level=None, *, what: str) -> FitSpec:
@@ -103,3 +122,40 @@ def as_fit(
             "`weights`."
         )
     return obj
+
+
+def analysis(what: str, *, mods: bool = False, weights: bool = False):
+    """Make ``fn(fit, *options)`` a fitted-first analysis named ``what``.
+
+    The decorated function takes ``(yi, vi=None, *options, method=None, test=None,
+    level=None, labels=None)``: a fitted result, or effect sizes that are fitted first,
+    through :func:`as_fit`; ``fn`` itself always receives the fit (also reachable as
+    ``.fitted``). The signature and the ``{fit_parameters}`` of ``fn``'s docstring are
+    filled in, so that the common arguments are stated and documented once.
+    """
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def run(yi, vi=None, *args, method=None, test=None, level=None, labels=None, **options):
+            fit = as_fit(yi, vi, what=what, method=method, test=test, level=level,
+                         labels=labels, mods=mods, weights=weights)  # fmt: skip
+            return fn(fit, *args, **options)
+
+        sig = inspect.signature(fn)
+        own = list(sig.parameters.values())[1:]
+        pos = [p for p in own if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+        kw = [p for p in own if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        common = [
+            inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None) for n in _SETTINGS
+        ]
+        head = [
+            inspect.Parameter("yi", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+            inspect.Parameter("vi", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None),
+        ]
+        run.__signature__ = sig.replace(parameters=head + pos + kw + common)
+        if fn.__doc__:
+            run.__doc__ = fn.__doc__.replace("{fit_parameters}", FIT_PARAMETERS)
+        run.fitted = fn
+        return run
+
+    return wrap

@@ -27,7 +27,7 @@ from spatialmeta.meta_analysis.estimators import (
     _wdot,
     estimate_tau2,
 )
-from spatialmeta.meta_analysis.results import Prediction, Result, fmt_num, fmt_p
+from spatialmeta.meta_analysis.results import Pooled, Prediction, fmt_num, fmt_p
 from spatialmeta.meta_analysis.spec import FitSpec
 
 __all__ = ["PoolResult", "pool"]
@@ -43,7 +43,7 @@ _COEF_FIELDS = ("estimate", "se", "zval", "pval", "ci_lb", "ci_ub")
 
 
 @dataclass(frozen=True, eq=False)
-class PoolResult(Result):
+class PoolResult(Pooled):
     """Result of :func:`pool`; field names follow metafor's ``rma.uni`` object.
 
     Every per-meta-analysis field is a Python scalar when ``pool`` got one
@@ -67,22 +67,6 @@ class PoolResult(Result):
     ``QMp``, ``QMdf`` and ``vt``; their ``R2`` is None (metafor: NULL).
     """
 
-    estimate: Any
-    se: Any
-    zval: Any
-    pval: Any
-    ci_lb: Any
-    ci_ub: Any
-    tau2: Any
-    se_tau2: Any
-    I2: Any
-    H2: Any
-    QE: Any
-    QEp: Any
-    pi_lb: Any
-    pi_ub: Any
-    k: Any
-    converged: Any
     method: str
     test: str
     level: float
@@ -321,6 +305,21 @@ def _options(method, test, level):
     return spec.method, spec.test, spec.level
 
 
+def _flat_rows(y, v, obs):
+    """``(n, kmax)`` effects, variances, observed mask and study counts of the batch; a row
+    with no observed study is an error that names it."""
+    shape, kmax = y.shape[:-1], y.shape[-1]
+    m = obs.reshape(-1, kmax)
+    k = m.sum(axis=-1)
+    if (k == 0).any():
+        idx = np.unravel_index(int(np.argmax(k == 0)), shape) if shape else ()
+        raise ValueError(
+            f"`yi` row {_where(idx)} has no observed studies (all NaN); drop that row or "
+            "give it at least one study."
+        )
+    return y.reshape(-1, kmax), v.reshape(-1, kmax), m, k
+
+
 def pool(
     yi,
     vi=None,
@@ -483,16 +482,7 @@ def pool(
 
     shape = y.shape[:-1]
     kmax = y.shape[-1]
-    y2 = y.reshape(-1, kmax)
-    v2 = v.reshape(-1, kmax)
-    m = obs.reshape(-1, kmax)
-    k = m.sum(axis=-1)
-    if (k == 0).any():
-        idx = np.unravel_index(int(np.argmax(k == 0)), shape) if shape else ()
-        raise ValueError(
-            f"`yi` row {_where(idx)} has no observed studies (all NaN); drop that row or "
-            "give it at least one study."
-        )
+    y2, v2, m, k = _flat_rows(y, v, obs)
     fixed = method in FIXED_METHODS
     if not fixed and (k == 1).any():
         idx = np.unravel_index(int(np.argmax(k == 1)), shape) if shape else ()
@@ -717,16 +707,7 @@ def _pool_mods(y, v, obs, a, labels, measure, mods, intercept, method, test, lev
     arr, names = regression.read_mods(mods, y.shape)
     X, names, int_incl = regression.build_design(arr, names, bool(intercept), obs)
     p = X.shape[-1]
-    y2 = y.reshape(-1, kmax)
-    v2 = v.reshape(-1, kmax)
-    m = obs.reshape(-1, kmax)
-    k = m.sum(axis=-1)
-    if (k == 0).any():
-        idx = np.unravel_index(int(np.argmax(k == 0)), shape) if shape else ()
-        raise ValueError(
-            f"`yi` row {_where(idx)} has no observed studies (all NaN); drop that row or "
-            "give it at least one study."
-        )
+    y2, v2, m, k = _flat_rows(y, v, obs)
     fixed = method in FIXED_METHODS
     X2 = X.reshape(-1, kmax, p)
     Q, T = regression.check_design(X2, m, k, names, fixed, shape)

@@ -18,7 +18,7 @@ import numpy as np
 
 from spatialmeta.meta_analysis._common import plain
 
-__all__ = ["Prediction", "Result", "fmt_num", "fmt_p"]
+__all__ = ["Pooled", "Prediction", "Result", "fmt_num", "fmt_p"]
 
 
 def _float(x: Any) -> float:
@@ -127,3 +127,32 @@ class Prediction(Result):
         for row in frame.itertuples(index=False):
             lines.append(" ".join(f"{fmt_num(v):>8}" for v in row))
         return "\n".join(lines)
+
+
+@dataclass(frozen=True, eq=False)
+class Pooled(Result):
+    """The fields of a pooled estimate, shared by every result that pools.
+
+    :class:`~spatialmeta.meta_analysis.pool.PoolResult` (one per meta-analysis) and
+    :class:`~spatialmeta.meta_analysis.subgroups.SubgroupResult` (one per subgroup) both
+    carry them, in metafor's names: the estimate with ``se``, its test (``zval`` is a t
+    value under Knapp-Hartung) and interval, ``tau2`` with ``se_tau2``, ``I2``, ``H2``,
+    Cochran's ``QE`` with ``QEp``, the prediction interval, ``k`` and ``converged``.
+    """
+
+    estimate: Any
+    se: Any
+    zval: Any
+    pval: Any
+    ci_lb: Any
+    ci_ub: Any
+    tau2: Any
+    se_tau2: Any
+    I2: Any
+    H2: Any
+    QE: Any
+    QEp: Any
+    pi_lb: Any
+    pi_ub: Any
+    k: Any
+    converged: Any

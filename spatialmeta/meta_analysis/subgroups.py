@@ -39,7 +39,7 @@ from scipy import stats
 from spatialmeta.meta_analysis.estimators import FIXED_METHODS
 from spatialmeta.meta_analysis.fitted import as_fit
 from spatialmeta.meta_analysis.pool import PoolResult, pool
-from spatialmeta.meta_analysis.results import Result, fmt_p
+from spatialmeta.meta_analysis.results import Pooled, fmt_p
 
 __all__ = ["SubgroupResult", "subgroups"]
 
@@ -52,7 +52,7 @@ _SINGLE = ("error", "fixed")
 
 
 @dataclass(frozen=True, eq=False)
-class SubgroupResult(Result):
+class SubgroupResult(Pooled):
     """Result of :func:`subgroups`.
 
     ``levels`` names the G subgroups (sorted, as R's ``factor``, unless
@@ -74,22 +74,6 @@ class SubgroupResult(Result):
     """
 
     levels: list
-    k: Any
-    estimate: Any
-    se: Any
-    zval: Any
-    pval: Any
-    ci_lb: Any
-    ci_ub: Any
-    tau2: Any
-    se_tau2: Any
-    I2: Any
-    H2: Any
-    QE: Any
-    QEp: Any
-    pi_lb: Any
-    pi_ub: Any
-    converged: Any
     Qb: Any
     Qb_df: Any
     Qb_pval: Any
