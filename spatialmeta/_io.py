@@ -33,7 +33,7 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise OutputError(
-            f"cannot write outputs to '{out}': {reason}. Choose a writable folder with --out."
+            f"cannot write outputs to '{out}': {reason}. Choose a writable folder for `out`."
         ) from None
     return out
 

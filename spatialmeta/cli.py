@@ -43,8 +43,10 @@ FLAGS = {
     },
     "pool": {"method": "--method", "test": "--test", "level": "--level", "measure": "--measure"},
     "aggregate": {"regions": "--regions", "id_column": "--id-column", "tiles": "--tiles",
-                  "min_coverage": "--min-coverage", "assume_crs": "--assume-crs"},
+                  "variables": "--var", "min_coverage": "--min-coverage",
+                  "assume_crs": "--assume-crs"},
 }  # fmt: skip
+COMMON_FLAGS = {"out": "--out"}  # every command writes into --out
 
 
 def as_flags(message: str, command: str) -> str:
@@ -53,7 +55,7 @@ def as_flags(message: str, command: str) -> str:
     >>> as_flags("`holdout` '0.x' is neither a fraction nor a file", "forecast")
     "--holdout '0.x' is neither a fraction nor a file"
     """
-    for name, flag in FLAGS.get(command, {}).items():
+    for name, flag in {**COMMON_FLAGS, **FLAGS.get(command, {})}.items():
         message = message.replace(f"`{name}`", flag)
     return message
 
@@ -103,7 +105,7 @@ def demo(
     try:
         ensure_writable_dir(out)
     except _known_errors() as exc:
-        _fail(str(exc), 2)
+        _fail_with(exc, "demo", 2)
     from spatialmeta.jobs.demo import demo_job
 
     try:
@@ -143,7 +145,7 @@ def synth(
             out, years=years, resolution=resolution, n_regions=regions, seed=seed
         )
     except _known_errors() as exc:
-        _fail(str(exc))
+        _fail_with(exc, "synth")
     for name, p in vars(paths).items():
         typer.echo(f"{name}: {p}")
 

@@ -12,6 +12,7 @@ never one above; and the import graph of ``spatialmeta.learn`` has no cycle.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -219,3 +220,35 @@ def test_flows_are_wiring_over_the_jobs():
                     f"{path.name} imports {m}: a flow wraps the stage functions of "
                     "spatialmeta.jobs, nothing below them"
                 )
+
+
+_FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]+")
+
+
+def _docstrings(tree) -> set[int]:
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                out.add(id(body[0].value))
+    return out
+
+
+@pytest.mark.parametrize("path", _sources(), ids=lambda p: str(p.relative_to(ROOT.parent)))
+def test_engine_messages_name_arguments_not_cli_flags(path):
+    # an engine's error names the argument (`test_start`); the CLI words it as its flag
+    # (--test-start) in one table, spatialmeta.cli.FLAGS
+    this = _module_name(path)
+    unit = "__init__" if this == "spatialmeta" else _unit(this, 1)
+    if unit not in ENGINES:
+        return
+    tree = ast.parse(path.read_text(), filename=str(path))
+    docs = _docstrings(tree)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+            found = _FLAG.findall(node.value)
+            assert not found, (
+                f"{this}:{node.lineno} names the CLI flag(s) {found} in a message; name the "
+                "argument in backticks and map it in spatialmeta.cli.FLAGS"
+            )

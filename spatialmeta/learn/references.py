@@ -328,7 +328,7 @@ def pseudo_protocol(
     if span < 1:
         raise ValueError(
             f"no room before test_start ({t0} steps) to fit the references on training "
-            f"regions with horizon {horizon}; move --test-start later."
+            f"regions with horizon {horizon}; move `test_start` later."
         )
     s = t0 - span - horizon + 1
     train = split.training

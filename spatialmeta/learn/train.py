@@ -68,7 +68,7 @@ def _prepare(tasks: RegionTaskSet, split: RegionSplit, config: LearnConfig) -> _
     if S < L + H:
         raise ValueError(
             f"support window ({S} steps) must hold at least lags + horizon = {L + H} steps; "
-            "lengthen --support or shorten the lags."
+            "lengthen `support` or shorten the lags."
         )
     t0 = split.test_start
     span = config.query_span

@@ -36,7 +36,7 @@ def read_regions(path: str | os.PathLike, *, id_column: str) -> gpd.GeoDataFrame
     """Read polygons (GeoPackage, Shapefile, GeoJSON, GeoParquet), checking the id column."""
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"regions file '{p}' does not exist; check --regions.")
+        raise FileNotFoundError(f"regions file '{p}' does not exist; check `regions`.")
     try:
         frame = (
             gpd.read_parquet(p)
@@ -48,7 +48,7 @@ def read_regions(path: str | os.PathLike, *, id_column: str) -> gpd.GeoDataFrame
     if id_column not in frame.columns:
         raise KeyError(
             f"regions '{p}' have no column {id_column!r} (columns: "
-            f"{[c for c in frame.columns if c != 'geometry']}); pass --id-column."
+            f"{[c for c in frame.columns if c != 'geometry']}); pass `id_column`."
         )
     return frame
 
@@ -124,13 +124,11 @@ def aggregate(
         missing = [v for v in variables if v not in ds.data_vars]
         if missing:
             raise KeyError(
-                f"variables {missing} are not in the raster (has {list(ds.data_vars)}); check --var."
+                f"variables {missing} are not in the raster (has {list(ds.data_vars)}); check `variables`."
             )
         ds = ds[variables]
     if (regions is None) == (tile_size is None):
-        raise ValueError(
-            "give either regions (--regions) or a tile size (--tiles), not both or neither."
-        )
+        raise ValueError("give either `regions` or a tile size (`tiles`), not both or neither.")
     if tile_size is not None:
         from spatialmeta.raster.tiles import tile
 

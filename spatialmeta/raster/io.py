@@ -444,7 +444,7 @@ def normalize(
             crs = "EPSG:4326"  # CF lat/lon without a grid mapping is geographic WGS 84
         else:
             raise RasterError(
-                f"'{source}' has no CRS and its coordinates are not degrees; pass --assume-crs "
+                f"'{source}' has no CRS and its coordinates are not degrees; pass `assume_crs` "
                 "(assume_crs=...) with its EPSG code."
             )
     ds = ds.rio.set_spatial_dims(x_dim=lon, y_dim=lat).rio.write_crs(crs)

@@ -237,7 +237,7 @@ class RegionTaskSet:
             missing = graph.region_ids[order < 0][:5]
             raise ValueError(
                 f"the series store has no region {list(missing)} of the graph (ids are matched "
-                f"as strings; the store has e.g. {list(da.region.values[:3])}); check --region-id."
+                f"as strings; the store has e.g. {list(da.region.values[:3])}); check `region_id`."
             )
         values = np.asarray(da.values, dtype=np.float32)[order]
         counts = np.isfinite(values).sum(axis=1)

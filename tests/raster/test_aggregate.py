@@ -193,6 +193,17 @@ def test_cli_aggregate_tiles_and_errors(tmp_path, grid):
     assert proc.returncode != 0
     assert proc.stderr.strip().startswith("error: cannot read raster") and "bad.nc" in proc.stderr
     assert "Traceback" not in proc.stderr
+    # the library names its arguments; the command words them as its flags
+    from spatialmeta.jobs.aggregate import aggregate_job
+
+    with pytest.raises(ValueError, match=r"give either `regions` or a tile size \(`tiles`\)"):
+        aggregate_job([str(p)], tmp_path / "y.zarr", local_threads=True, progress=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "spatialmeta.cli", "aggregate", str(p), "--out",
+         str(tmp_path / "y.zarr"), "--local-threads"], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "give either --regions or a tile size (--tiles)" in proc.stderr, proc.stderr
 
 
 def test_weighted_quantiles_match_brute_force(grid):

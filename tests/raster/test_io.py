@@ -57,7 +57,7 @@ def test_missing_and_unknown_and_corrupt_files(tmp_path):
 
 def test_projected_without_crs_needs_assume_crs():
     ds = _grid(np.arange(0.0, 5e5, 1e5), np.arange(0.0, 4e5, 1e5), "x", "y")
-    with pytest.raises(RasterError, match="--assume-crs"):
+    with pytest.raises(RasterError, match="`assume_crs`"):
         normalize(ds)
     out = normalize(ds, assume_crs="EPSG:3035")
     assert out.rio.crs.to_epsg() == 3035 and "x" in out.dims

@@ -553,7 +553,7 @@ class HierarchicalLearner(Learner):
         if room < 2:
             raise ValueError(
                 f"no room before test_start ({t0} steps) for training episodes of {span} "
-                f"origins and horizon {H}; move --test-start later."
+                f"origins and horizon {H}; move `test_start` later."
             )
         lengths = support_lengths(split, H, period, room - 1)
         tt = np.arange(tasks.n_time)[None, :]
