@@ -26,14 +26,15 @@ from spatialmeta.meta_analysis.diagnostics import (
 from spatialmeta.meta_analysis.effect_sizes import MEASURES, escalc
 from spatialmeta.meta_analysis.estimators import FIXED_METHODS, METHODS, RANDOM_METHODS
 from spatialmeta.meta_analysis.gridded import pool_gridded
-from spatialmeta.meta_analysis.pool import PoolResult, pool
+from spatialmeta.meta_analysis.pool import MetaRegressionResult, PoolResult, pool
 from spatialmeta.meta_analysis.profile import Tau2Interval, confint_tau2
 from spatialmeta.meta_analysis.regtest import PetPeeseResult, RegtestResult, pet_peese, regtest
 from spatialmeta.meta_analysis.spec import FitSpec
 from spatialmeta.meta_analysis.subgroups import SubgroupResult, subgroups
 
 __all__ = [
-    "FIXED_METHODS", "MEASURES", "METHODS", "RANDOM_METHODS", "FitSpec", "PoolResult", "escalc",
+    "FIXED_METHODS", "MEASURES", "METHODS", "RANDOM_METHODS", "FitSpec", "MetaRegressionResult",
+    "PoolResult", "escalc",
     "pool",
     "pool_gridded", "Tau2Interval", "confint_tau2",
     "CumulResult", "InfluenceResult", "LeaveOneOutResult", "ResidualResult", "cumul", "influence",

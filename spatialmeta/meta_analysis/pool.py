@@ -27,10 +27,10 @@ from spatialmeta.meta_analysis.estimators import (
     _wdot,
     estimate_tau2,
 )
-from spatialmeta.meta_analysis.results import Pooled, Prediction, fmt_num, fmt_p
+from spatialmeta.meta_analysis.results import Count, Pooled, Prediction, Value, fmt_num, fmt_p
 from spatialmeta.meta_analysis.spec import FitSpec
 
-__all__ = ["PoolResult", "pool"]
+__all__ = ["MetaRegressionResult", "PoolResult", "pool"]
 
 _ROW_FIELDS = (
     "estimate", "se", "zval", "df", "pval", "ci_lb", "ci_ub", "tau2", "se_tau2",
@@ -71,20 +71,20 @@ class PoolResult(Pooled):
     test: str
     level: float
     labels: np.ndarray | None = None
-    df: Any = None
-    iterations: Any = None
+    df: Value | None = None
+    iterations: Count | None = None
     weights: np.ndarray | None = None
     yi: np.ndarray | None = None
     vi: np.ndarray | None = None
     measure: str = "effect"
-    beta: Any = None
-    vb: Any = None
+    beta: np.ndarray | None = None
+    vb: np.ndarray | None = None
     coef_names: tuple[str, ...] = ("intrcpt",)
-    QM: Any = None
-    QMp: Any = None
-    QMdf: Any = None
-    R2: Any = None
-    vt: Any = None
+    QM: Value | None = None
+    QMp: Value | None = None
+    QMdf: tuple | np.ndarray | None = None
+    R2: Value | None = None
+    vt: Value | None = None
     p: int = 1
     X: np.ndarray | None = None
     int_incl: bool = True
@@ -126,7 +126,7 @@ class PoolResult(Pooled):
             lab = np.asarray(self.labels)
             labels = (lab[index] if lab.ndim == np.ndim(self.yi) else lab)[keep]
         X = None if self.X is None else np.asarray(self.X)[index][keep]
-        return PoolResult(
+        return type(self)(
             **values,
             method=self.method,
             test=self.test,
@@ -164,36 +164,14 @@ class PoolResult(Pooled):
             ``pred +- crit * sqrt(se^2 + tau2)`` (crit from z, or t on ``k - p``
             df with ``test="knha"``), NaN for common-effect models.
         """
-        if not self.has_mods:
-            if newmods is not None:
-                raise ValueError(
-                    "this model has no moderators, so `newmods` cannot be used; call "
-                    "predict() without arguments, or refit with pool(..., mods=...)."
-                )
-            return Prediction(
-                self.estimate, self.se, self.ci_lb, self.ci_ub, self.pi_lb, self.pi_ub, self.level
+        if newmods is not None:
+            raise ValueError(
+                "this model has no moderators, so `newmods` cannot be used; call "
+                "predict() without arguments, or refit with pool(..., mods=...)."
             )
-        alpha = 1.0 - self.level / 100.0
-        df = np.asarray(self.df, dtype=float)
-        if self.test == "knha":
-            with np.errstate(invalid="ignore"):
-                crit = np.where(df > 0, stats.t.isf(alpha / 2.0, np.where(df > 0, df, 1.0)), np.nan)
-        else:
-            crit = np.full(np.shape(df), stats.norm.isf(alpha / 2.0))
-        if newmods is None:
-            newx = np.nan_to_num(np.asarray(self.X, dtype=float))
-        else:
-            newx = _new_design(newmods, self.p, self.int_incl and intercept, self.coef_names)
-        out = regression.predict_mods(
-            np.asarray(self.beta), np.asarray(self.vb), self.tau2, crit, newx
+        return Prediction(
+            self.estimate, self.se, self.ci_lb, self.ci_ub, self.pi_lb, self.pi_ub, self.level
         )
-        if self.method in FIXED_METHODS:
-            out["pi_lb"] = np.full(np.shape(out["pred"]), np.nan)
-            out["pi_ub"] = np.full(np.shape(out["pred"]), np.nan)
-        if newmods is None:
-            keep = ~np.isnan(np.asarray(self.yi))
-            out = {f: np.where(keep, val, np.nan) for f, val in out.items()}
-        return Prediction(**out, level=self.level)
 
     def to_frame(self) -> pd.DataFrame:
         """One row per meta-analysis (a single row when unbatched).
@@ -222,9 +200,12 @@ class PoolResult(Pooled):
             frame.index = pd.MultiIndex.from_tuples(list(np.ndindex(*shape)))
         return frame
 
+    def _summary_row(self, r) -> str:
+        return _summary_one(r)
+
     def summary(self) -> str:
         """A report that reads like metafor's ``print.rma`` (one block per row)."""
-        one = _summary_mods if self.has_mods else _summary_one
+        one = self._summary_row
         if not self.batch_shape:
             return one(self)
         blocks = []
@@ -235,6 +216,46 @@ class PoolResult(Pooled):
 
     def __str__(self) -> str:
         return self.summary()
+
+
+@dataclass(frozen=True, eq=False)
+class MetaRegressionResult(PoolResult):
+    """Result of :func:`pool` with ``mods``: a (mixed-effects) meta-regression.
+
+    A :class:`PoolResult` (every analysis that takes one takes this, or refuses it by
+    name where it would drop the moderators) whose coefficient fields have a trailing
+    axis of length ``p`` (``coef_names``), with ``QM``/``QMp``/``QMdf``, ``R2`` and the
+    design ``X``; :meth:`predict` takes new moderator values; the summary reads like
+    metafor's ``print.rma`` of a model with moderators.
+    """
+
+    def predict(self, newmods=None, *, intercept: bool = True) -> Prediction:
+        """Predicted effects at ``newmods`` (see :meth:`PoolResult.predict`); without them
+        the fitted value of every study."""
+        alpha = 1.0 - self.level / 100.0
+        df = np.asarray(self.df, dtype=float)
+        if self.test == "knha":
+            with np.errstate(invalid="ignore"):
+                crit = np.where(df > 0, stats.t.isf(alpha / 2.0, np.where(df > 0, df, 1.0)), np.nan)
+        else:
+            crit = np.full(np.shape(df), stats.norm.isf(alpha / 2.0))
+        if newmods is None:
+            newx = np.nan_to_num(np.asarray(self.X, dtype=float))
+        else:
+            newx = _new_design(newmods, self.p, self.int_incl and intercept, self.coef_names)
+        out = regression.predict_mods(
+            np.asarray(self.beta), np.asarray(self.vb), self.tau2, crit, newx
+        )
+        if self.method in FIXED_METHODS:
+            out["pi_lb"] = np.full(np.shape(out["pred"]), np.nan)
+            out["pi_ub"] = np.full(np.shape(out["pred"]), np.nan)
+        if newmods is None:
+            keep = ~np.isnan(np.asarray(self.yi))
+            out = {f: np.where(keep, val, np.nan) for f, val in out.items()}
+        return Prediction(**out, level=self.level)
+
+    def _summary_row(self, r) -> str:
+        return _summary_mods(r)
 
 
 def _scalar(x: Any) -> Any:
@@ -744,7 +765,7 @@ def _pool_mods(y, v, obs, a, labels, measure, mods, intercept, method, test, lev
         pi_ub=np.full(k.size, np.nan),
     )
     pct = out.pop("weights_pct")
-    return PoolResult(
+    return MetaRegressionResult(
         **_shaped(out, shape),
         method=method,
         test=test,

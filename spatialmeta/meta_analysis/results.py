@@ -18,7 +18,13 @@ import numpy as np
 
 from spatialmeta.meta_analysis._common import plain
 
-__all__ = ["Pooled", "Prediction", "Result", "fmt_num", "fmt_p"]
+__all__ = ["Count", "Flag", "Pooled", "Prediction", "Result", "Value", "fmt_num", "fmt_p"]
+
+# A per-meta-analysis field: a Python scalar for one meta-analysis, an array of the batch
+# shape (with a trailing coefficient or point axis where the field has one) otherwise.
+Value = float | np.ndarray
+Count = int | np.ndarray
+Flag = bool | np.ndarray
 
 
 def _float(x: Any) -> float:
@@ -104,12 +110,12 @@ class Prediction(Result):
     for common-effect models.
     """
 
-    pred: Any
-    se: Any
-    ci_lb: Any
-    ci_ub: Any
-    pi_lb: Any
-    pi_ub: Any
+    pred: Value
+    se: Value
+    ci_lb: Value
+    ci_ub: Value
+    pi_lb: Value
+    pi_ub: Value
     level: float = 95.0
 
     def to_frame(self):
@@ -140,19 +146,19 @@ class Pooled(Result):
     Cochran's ``QE`` with ``QEp``, the prediction interval, ``k`` and ``converged``.
     """
 
-    estimate: Any
-    se: Any
-    zval: Any
-    pval: Any
-    ci_lb: Any
-    ci_ub: Any
-    tau2: Any
-    se_tau2: Any
-    I2: Any
-    H2: Any
-    QE: Any
-    QEp: Any
-    pi_lb: Any
-    pi_ub: Any
-    k: Any
-    converged: Any
+    estimate: Value
+    se: Value
+    zval: Value
+    pval: Value
+    ci_lb: Value
+    ci_ub: Value
+    tau2: Value
+    se_tau2: Value
+    I2: Value
+    H2: Value
+    QE: Value
+    QEp: Value
+    pi_lb: Value
+    pi_ub: Value
+    k: Count
+    converged: Flag

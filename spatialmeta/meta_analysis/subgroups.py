@@ -39,7 +39,7 @@ from scipy import stats
 from spatialmeta.meta_analysis.estimators import FIXED_METHODS
 from spatialmeta.meta_analysis.fitted import as_fit
 from spatialmeta.meta_analysis.pool import PoolResult, pool
-from spatialmeta.meta_analysis.results import Pooled, fmt_p
+from spatialmeta.meta_analysis.results import Count, Pooled, Value, fmt_p
 
 __all__ = ["SubgroupResult", "subgroups"]
 
@@ -74,10 +74,10 @@ class SubgroupResult(Pooled):
     """
 
     levels: list
-    Qb: Any
-    Qb_df: Any
-    Qb_pval: Any
-    Qb_ddf: Any
+    Qb: Value
+    Qb_df: Count
+    Qb_pval: Value
+    Qb_ddf: Value
     method: str
     test: str
     level: float

@@ -112,3 +112,17 @@ def test_one_formatter_for_numbers_and_p_values():
     assert "p-val <.0001" in str(pool(YI, VI, method="DL")) or "<.0001" in str(
         pool(YI * 10, VI, method="DL")
     )
+
+
+def test_a_meta_regression_is_its_own_type():
+    from spatialmeta.meta_analysis import MetaRegressionResult, PoolResult
+
+    plain, reg = pool(YI, VI), pool(YI, VI, mods={"x": np.arange(13.0)})
+    assert type(plain) is PoolResult and not plain.has_mods
+    assert type(reg) is MetaRegressionResult and isinstance(reg, PoolResult) and reg.has_mods
+    assert "Test of Moderators" in reg.summary() and "Test of Moderators" not in plain.summary()
+    with pytest.raises(ValueError, match="no moderators, so `newmods` cannot be used"):
+        plain.predict([1.0])
+    batch = pool(np.stack([YI, YI]), np.stack([VI, VI]), mods={"x": np.arange(13.0)})
+    assert type(batch.row(1)) is MetaRegressionResult
+    np.testing.assert_allclose(batch.row(1).beta, reg.beta)
