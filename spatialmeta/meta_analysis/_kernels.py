@@ -164,13 +164,13 @@ def _ll_drop(yb, vb, k, t, reml):
 
 
 @_jit
-def _fisher(yb, vb, k, t, method):
+def _fisher(yb, vb, k, t, method, threshold, maxiter, stepadj):
     """Fisher scoring from t as metafor iterates it: (tau2, converged, iterations)."""
     conv = False
     it = 0
-    for it in range(1, MAXITER + 2):
+    for it in range(1, maxiter + 2):
         adj = _step(yb, vb, k, t, method)
-        adj = 0.0 if math.isnan(adj) else adj * STEPADJ
+        adj = 0.0 if math.isnan(adj) else adj * stepadj
         # metafor halves the step until tau2 stays >= 0; from exactly 0 a negative step
         # underflows to -0.0, i.e. no move
         if t == 0.0 and adj < 0.0:
@@ -180,10 +180,10 @@ def _fisher(yb, vb, k, t, method):
                 break
             adj /= 2.0
         new = t + adj
-        small = abs(t - new) <= THRESHOLD
+        small = abs(t - new) <= threshold
         t = new
         if small:
-            conv = it <= MAXITER
+            conv = it <= maxiter
             break
     return t, conv, it
 
@@ -202,7 +202,7 @@ def _se_tau2(yb, vb, k, t, method):
 
 
 @_jit
-def _tau2_rows(y, v, m, method, tau2, se, converged, iterations):
+def _tau2_rows(y, v, m, method, tau2, se, converged, iterations, threshold, maxiter, stepadj):
     """HE start, Fisher scoring, the loglik(0) check and SE(tau2) for every row."""
     n, kmax = y.shape
     yb = np.empty(kmax)
@@ -221,8 +221,8 @@ def _tau2_rows(y, v, m, method, tau2, se, converged, iterations):
         conv = False
         it = 0
         if math.isfinite(t):  # a NaN start is not iterated (nor flagged converged)
-            t, conv, it = _fisher(yb, vb, k, t, method)
-            if method != _EB and conv and t > THRESHOLD:
+            t, conv, it = _fisher(yb, vb, k, t, method, threshold, maxiter, stepadj)
+            if method != _EB and conv and t > threshold:
                 if _ll_drop(yb, vb, k, t, method == _REML) > LL_TOL:
                     t = 0.0
         if t < 0.0:
@@ -304,7 +304,10 @@ def _as_rows(y, v, m):
     )
 
 
-def tau2_iterative(y, v, m, method: str):
+def tau2_iterative(
+    y, v, m, method: str, threshold: float = THRESHOLD, maxiter: int = MAXITER,
+    stepadj: float = STEPADJ,
+):  # fmt: skip
     """ML, REML or EB tau^2 of every row of a padded batch, as ``estimators.estimate_tau2``.
 
     ``y``, ``v``: (n, kmax) effects and variances (raw, not centred; values outside the
@@ -314,7 +317,10 @@ def tau2_iterative(y, v, m, method: str):
     n = y.shape[0]
     tau2, se = np.empty(n), np.empty(n)
     converged, iterations = np.empty(n, dtype=np.bool_), np.empty(n, dtype=np.int64)
-    _tau2_rows(y, v, m, METHOD_CODES[method], tau2, se, converged, iterations)
+    _tau2_rows(
+        y, v, m, METHOD_CODES[method], tau2, se, converged, iterations, float(threshold),
+        int(maxiter), float(stepadj),
+    )  # fmt: skip
     return tau2, se, converged, iterations
 
 

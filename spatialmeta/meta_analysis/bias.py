@@ -132,7 +132,7 @@ def _chunks(n: int, kmax: int):
         yield slice(lo, min(n, lo + step))
 
 
-def _wmean_fit(y, v, m, k, method) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _wmean_fit(y, v, m, k, method, control=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Intercept-only ``rma.uni`` fit per row: tau2, estimate and convergence.
 
     Rows with one study get tau2 = 0 (metafor's ``k1`` rule).
@@ -143,7 +143,7 @@ def _wmean_fit(y, v, m, k, method) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     fixed = method in FIXED_METHODS
     multi = k >= 2
     if not fixed and multi.any():
-        fit = estimate_tau2(y[multi], v[multi], m[multi], k[multi], method)
+        fit = estimate_tau2(y[multi], v[multi], m[multi], k[multi], method, control=control)
         tau2[multi] = fit.tau2
         conv[multi] = fit.converged
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -344,7 +344,7 @@ def ranktest(yi, vi=None, *, exact: bool = True) -> RankTestResult:
 # --------------------------------------------------------------------------- trim and fill
 
 
-def _sei_regression(y, v, m, k, method, shape=None):
+def _sei_regression(y, v, m, k, method, shape=None, control=None):
     """tau2, slope and convergence of ``rma.uni(yi, vi, mods = sqrt(vi), method)`` per row.
 
     This is the regression ``metafor::trimfill`` uses to choose the side
@@ -375,7 +375,7 @@ def _sei_regression(y, v, m, k, method, shape=None):
     # then give a slope of exactly 0, hence side "left", not a sign of rounding noise.
     ref = np.take_along_axis(y, np.argmax(m, axis=-1)[:, None], axis=-1)
     yd = np.where(m, y - ref, np.nan)
-    fit = estimate_tau2_mods(Q, yd, v, m, k, method)
+    fit = estimate_tau2_mods(Q, yd, v, m, k, method, control=control)
     # Only the slope is needed (fit_mods would add tests and heterogeneity): the weighted
     # LS coefficients in the basis Q, mapped back through the upper-triangular T (X = Q T).
     w = _inv(np.where(m, v, 1.0), m, fit.tau2)
@@ -503,6 +503,7 @@ def trimfill(
     maxiter: int = 100,
     ilim: tuple[float, float] | None = None,
     labels=None,
+    control=None,
 ) -> TrimFillResult:
     """Duval and Tweedie's trim-and-fill method, as ``metafor::trimfill``.
 
@@ -539,6 +540,8 @@ def trimfill(
         Limits for the imputed effects (values outside are set to the limit).
     labels : array_like, optional
         Labels of the original studies (passed on to the final fit).
+    control : dict or Control, optional
+        Fisher scoring's settings of every fit (as for :func:`pool`); a PoolResult's own.
 
     Returns
     -------
@@ -591,14 +594,14 @@ def trimfill(
         raise ValueError(
             f"trimfill: `side` must be 'left', 'right' or None (automatic); got {side!r}."
         )
-    spec = fit_spec(yi, method, test, level, what="trimfill")
+    spec = fit_spec(yi, method, test, level, what="trimfill", control=control)
     method, test, level = spec.method, spec.test, spec.level
     b = _inputs("trimfill", yi, vi, min_k=3, labels=labels)
     y, v, m, k = b.y, b.v, b.m, b.k
     n, kmax = y.shape
 
     if side is None:
-        _, slope, side_conv = _sei_regression(y, v, m, k, method, b.shape)
+        _, slope, side_conv = _sei_regression(y, v, m, k, method, b.shape, spec.control)
         right = slope < 0
     else:
         right = np.full(n, side == "right")
@@ -629,7 +632,7 @@ def trimfill(
         a = active
         kt = k[a] - k0[a]
         mt = pos < kt[:, None]
-        _, bt, ok = _wmean_fit(ys[a], vs[a], mt, kt, method)
+        _, bt, ok = _wmean_fit(ys[a], vs[a], mt, kt, method, spec.control)
         beta[a] = bt
         fit_ok[a] &= ok
         iterations[a] = it
@@ -714,6 +717,7 @@ def trimfill(
         method=method,
         test=test,
         level=level,
+        control=spec.control,
         labels=lab,
     )
     if b.measure != "effect":
@@ -941,8 +945,9 @@ class BaujatResult(Result):
 
 
 def baujat(
-    yi, vi=None, *, method: str | None = None, test: str | None = None, labels=None
-) -> BaujatResult:
+    yi, vi=None, *, method: str | None = None, test: str | None = None, labels=None,
+    control=None,
+) -> BaujatResult:  # fmt: skip
     """Baujat coordinates of every study, as the data frame ``metafor::baujat`` returns.
 
     ``x_i = (y_i - mu)^2 / (v_i + tau^2)`` from the full fit and
@@ -966,6 +971,8 @@ def baujat(
         default the PoolResult's, else ``"z"``.
     labels : array_like, optional
         Study labels, kept on the result.
+    control : dict or Control, optional
+        Fisher scoring's settings of every fit (as for :func:`pool`); a PoolResult's own.
 
     Returns
     -------
@@ -998,7 +1005,7 @@ def baujat(
     >>> np.round(bj.y, 3).tolist()
     [0.0, 0.077, 0.007, 5.728, 0.921, 0.489, 1.161]
     """
-    spec = fit_spec(yi, method, test, None, what="baujat")
+    spec = fit_spec(yi, method, test, None, what="baujat", control=control)
     method, test = spec.method, spec.test
     knha = test == "knha"
     b = _inputs("baujat", yi, vi, min_k=2, labels=labels)
@@ -1007,8 +1014,9 @@ def baujat(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         full = pool(
-            y.reshape(b.shape + (kmax,)), v.reshape(b.shape + (kmax,)), method=method, test=test
-        )
+            y.reshape(b.shape + (kmax,)), v.reshape(b.shape + (kmax,)), method=method,
+            test=test, control=spec.control,
+        )  # fmt: skip
     mu = np.asarray(full.estimate, dtype=float).reshape(n)
     tau2 = np.asarray(full.tau2, dtype=float).reshape(n)
     bx = np.where(m, (y - mu[:, None]) ** 2 / (v + tau2[:, None]), np.nan)
@@ -1023,7 +1031,7 @@ def baujat(
         vl = np.broadcast_to(v[r][:, None, :], (r.size, kmax, kmax)).reshape(-1, kmax)
         kl = ml.sum(-1)
         use = m[r].reshape(-1) & (kl >= 1)
-        t2, bl, ok = _wmean_fit(yl[use], vl[use], ml[use], kl[use], method)
+        t2, bl, ok = _wmean_fit(yl[use], vl[use], ml[use], kl[use], method, spec.control)
         with np.errstate(divide="ignore", invalid="ignore"):
             w = np.where(ml[use], 1.0 / (np.where(ml[use], vl[use], 1.0) + t2[:, None]), 0.0)
             vb = 1.0 / w.sum(-1)

@@ -295,7 +295,9 @@ def _check_k(y: np.ndarray, method: str, what: str) -> None:
 # --------------------------------------------------------------------------- subset fits
 
 
-def _fit_subsets(y2, v2, obs2, include, wanted, method, test, level) -> dict[str, np.ndarray]:
+def _fit_subsets(
+    y2, v2, obs2, include, wanted, method, test, level, control=None
+) -> dict[str, np.ndarray]:
     """Fit many study subsets of every row with batched pool() calls.
 
     ``y2, v2, obs2`` have shape ``(n, k)``; ``include(obs)`` maps a block of
@@ -330,7 +332,7 @@ def _fit_subsets(y2, v2, obs2, include, wanted, method, test, level) -> dict[str
                 continue
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                fit = pool(yy[sel], vv[sel], method=meth, test=tst, level=level)
+                fit = pool(yy[sel], vv[sel], method=meth, test=tst, level=level, control=control)
             for f in _FIT_FIELDS:
                 res[f][sel] = np.asarray(getattr(fit, _POOL_NAMES.get(f, f)), dtype=float)
             res["converged"][sel] = np.asarray(fit.converged)
@@ -361,7 +363,7 @@ def _warn_unconverged(converged, wanted, method, what, labels) -> None:
     )
 
 
-def _leave_one_out_fits(y, v, method, test, level):
+def _leave_one_out_fits(y, v, method, test, level, control=None):
     """Leave-one-out fits of every row: dict of ``(..., k)`` arrays."""
     shape = y.shape
     kmax = shape[-1]
@@ -372,7 +374,7 @@ def _leave_one_out_fits(y, v, method, test, level):
     def include(obs):
         return obs[:, None, :] & ~eye
 
-    out = _fit_subsets(y2, v2, obs2, include, obs2, method, test, level)
+    out = _fit_subsets(y2, v2, obs2, include, obs2, method, test, level, control)
     return {f: a.reshape(shape) for f, a in out.items()}, obs2.reshape(shape)
 
 
@@ -421,7 +423,7 @@ def leave1out(full: PoolResult) -> LeaveOneOutResult:
     """
     y, v = _studies(full)
     _check_k(y, full.method, "leave1out")
-    out, obs = _leave_one_out_fits(y, v, full.method, full.test, full.level)
+    out, obs = _leave_one_out_fits(y, v, full.method, full.test, full.level, full.control)
     _warn_unconverged(out["converged"], obs, full.method, "leave-one-out", full.labels)
     return LeaveOneOutResult(
         **out,
@@ -529,7 +531,9 @@ def cumul(full: PoolResult, *, order=None) -> CumulResult:
     def include(obs):
         return obs[:, None, :] & tri
 
-    out = _fit_subsets(y2, v2, obs2, include, obs2, full.method, full.test, full.level)
+    out = _fit_subsets(
+        y2, v2, obs2, include, obs2, full.method, full.test, full.level, full.control
+    )
     out = {f: a.reshape(shape) for f, a in out.items()}
     _warn_unconverged(out["converged"], obs2.reshape(shape), full.method, "cumulative", lab)
     return CumulResult(
@@ -631,7 +635,7 @@ def influence(full: PoolResult) -> InfluenceResult:
     vb = np.asarray(full.se, dtype=float) ** 2  # Var(b), with the knha scale
     hat = w / s[..., None]
 
-    fits, _ = _leave_one_out_fits(y, v, method, test, full.level)
+    fits, _ = _leave_one_out_fits(y, v, method, test, full.level, full.control)
     tau2_del = fits["tau2"]
     b_del = fits["estimate"]
     vb_del = fits["se"] ** 2

@@ -124,7 +124,9 @@ def _he(y, v, m, k):
     return (rss - trpv) / (k - 1.0), ones, s, trpv
 
 
-def _fisher_scoring(y, v, m, k, method, tau2):
+def _fisher_scoring(
+    y, v, m, k, method, tau2, threshold=THRESHOLD, maxiter=MAXITER, stepadj=STEPADJ
+):
     """Fisher scoring for ML, REML or EB exactly as metafor iterates it.
 
     Each step works only on the rows still iterating, so a few slow rows do not make the
@@ -150,7 +152,7 @@ def _fisher_scoring(y, v, m, k, method, tau2):
     ones = np.ones(ys.shape[0])
     wbuf, w2buf = np.empty(ys.shape), np.empty(ys.shape)
     live = np.ones(rows.size, dtype=bool)  # held rows still iterating
-    for it in range(1, MAXITER + 2):
+    for it in range(1, maxiter + 2):
         n_live = int(live.sum())
         if n_live == 0:
             break
@@ -185,7 +187,7 @@ def _fisher_scoring(y, v, m, k, method, tau2):
                     tr_pp = sw2 - 2.0 * np.einsum("ij,ij->j", w2, w) / s + q * q
                     adj = (yppy - (s - q)) / tr_pp
         adj[np.isnan(adj)] = 0.0
-        adj *= STEPADJ
+        adj *= stepadj
         # metafor halves the step until tau2 stays >= 0 (tau2.min); from exactly 0 a
         # negative step underflows to -0.0, i.e. no move, which is what we set.
         adj[(t == 0.0) & (adj < 0.0)] = 0.0
@@ -199,10 +201,10 @@ def _fisher_scoring(y, v, m, k, method, tau2):
                 a_[over] /= 2.0
             adj[neg] = a_
         new = t + adj
-        small = np.abs(t - new) <= THRESHOLD
+        small = np.abs(t - new) <= threshold
         tc = np.where(live, new, tc)  # finished rows keep their value
         itc[live] = it
-        if it <= MAXITER:
+        if it <= maxiter:
             converged[rows[live & small]] = True
         live &= ~small
     tau2[rows], iterations[rows] = tc, itc
@@ -521,8 +523,15 @@ def _pm_root(f, n: int, upper0: np.ndarray, tol: float = UNIROOT_TOL):
     return tau2, converged, iterations
 
 
+def _control(control) -> tuple[float, int, float]:
+    """``(threshold, maxiter, stepadj)`` of a Control (None: metafor's defaults)."""
+    if control is None:
+        return THRESHOLD, MAXITER, STEPADJ
+    return float(control.threshold), int(control.maxiter), float(control.stepadj)
+
+
 def estimate_tau2(
-    y: np.ndarray, v: np.ndarray, m: np.ndarray, k: np.ndarray, method: str
+    y: np.ndarray, v: np.ndarray, m: np.ndarray, k: np.ndarray, method: str, control=None
 ) -> Tau2Fit:
     """Estimate tau^2 for every row of a padded batch.
 
@@ -538,6 +547,8 @@ def estimate_tau2(
         random-effects methods.
     method : str
         One of :data:`METHODS` (upper case).
+    control : Control, optional
+        Fisher scoring's threshold, maxiter and stepadj (ML, REML, EB); default metafor's.
 
     Returns
     -------
@@ -559,7 +570,9 @@ def estimate_tau2(
     if _COMPILED and method in ("ML", "REML", "EB"):
         from spatialmeta.meta_analysis import _kernels  # imports numba on first use
 
-        tau2, se, converged, iterations = _kernels.tau2_iterative(y, v, m, method)
+        tau2, se, converged, iterations = _kernels.tau2_iterative(
+            y, v, m, method, *_control(control)
+        )
         if not converged.all():  # Fisher scoring failed on a few rows: solve them directly
             fixed = ~converged
             tau2, converged, iterations = rescue_tau2(
@@ -621,13 +634,15 @@ def estimate_tau2(
             )
         elif method in ("ML", "REML", "EB"):
             he, *_ = _he(yc, v, m, kf)
-            tau2, converged, iterations = _fisher_scoring(yc, v, m, kf, method, np.maximum(0.0, he))
+            tau2, converged, iterations = _fisher_scoring(
+                yc, v, m, kf, method, np.maximum(0.0, he), *_control(control)
+            )
             tau2, converged, iterations = rescue_tau2(
                 yc, v, m, k, method, tau2, converged, iterations
             )
             if method in ("ML", "REML"):
                 # metafor's check that the root beats tau2 = 0, on the rows where it can bite
-                cand = np.flatnonzero(converged & (tau2 > THRESHOLD))
+                cand = np.flatnonzero(converged & (tau2 > _control(control)[0]))
                 if cand.size:
                     reml = method == "REML"
                     yk, vk, mk, kk = yc[cand], v[cand], m[cand], kf[cand]

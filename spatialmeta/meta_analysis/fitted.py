@@ -34,25 +34,28 @@ FIT_PARAMETERS = """yi : PoolResult, array_like or object with ``.estimates()``
         ``yi`` holds effect sizes; with a fitted result they default to the fit's and,
         when given, must agree with it.
     labels : array_like, optional
-        Study labels, shape ``(k,)`` or that of ``yi`` (with effect sizes only)."""
+        Study labels, shape ``(k,)`` or that of ``yi`` (with effect sizes only).
+    control : dict or Control, optional
+        Fisher scoring's settings (as for :func:`pool`); with a fitted result, the fit's."""
 
-_SETTINGS = ("method", "test", "level", "labels")
+_SETTINGS = ("method", "test", "level", "labels", "control")
 
 
-def fit_spec(obj: Any, method=None, test=None, level=None, *, what: str) -> FitSpec:
+def fit_spec(obj: Any, method=None, test=None, level=None, *, what: str, control=None) -> FitSpec:
     """The settings of an analysis of ``obj``: a fitted result's own (a setting given as
     well must agree with it), else the given ones (defaults REML, z, 95)."""
     prefix = f"{what}: "
     if not isinstance(obj, PoolResult):
-        return FitSpec.make(method, test, level, prefix=prefix)
+        return FitSpec.make(method, test, level, control=control, prefix=prefix)
     own = FitSpec.of(obj)
     given = FitSpec.make(
         own.method if method is None else method,
         own.test if test is None else test,
         own.level if level is None else level,
+        control=own.control if control is None else control,
         prefix=prefix,
     )
-    for name in ("method", "test", "level"):
+    for name in ("method", "test", "level", "control"):
         mine, theirs = getattr(given, name), getattr(own, name)
         if mine != theirs:
             raise ValueError(
@@ -75,6 +78,7 @@ def as_fit(
     labels=None,
     mods: bool = False,
     weights: bool = False,
+    control=None,
 ) -> PoolResult:
     """The fitted model an analysis named ``what`` works on.
 
@@ -94,7 +98,7 @@ def as_fit(
     >>> as_fit(yi, vi, what="leave1out", method="pm").method
     'PM'
     """
-    spec = fit_spec(obj, method, test, level, what=what)
+    spec = fit_spec(obj, method, test, level, what=what, control=control)
     if not isinstance(obj, PoolResult):
         return pool(obj, vi, labels=labels, **spec.kwargs())
     for name, value in (("vi", vi), ("labels", labels)):
@@ -136,9 +140,12 @@ def analysis(what: str, *, mods: bool = False, weights: bool = False):
 
     def wrap(fn):
         @functools.wraps(fn)
-        def run(yi, vi=None, *args, method=None, test=None, level=None, labels=None, **options):
+        def run(
+            yi, vi=None, *args, method=None, test=None, level=None, labels=None, control=None,
+            **options,
+        ):  # fmt: skip
             fit = as_fit(yi, vi, what=what, method=method, test=test, level=level,
-                         labels=labels, mods=mods, weights=weights)  # fmt: skip
+                         labels=labels, mods=mods, weights=weights, control=control)  # fmt: skip
             return fn(fit, *args, **options)
 
         sig = inspect.signature(fn)

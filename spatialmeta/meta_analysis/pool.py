@@ -28,7 +28,7 @@ from spatialmeta.meta_analysis.estimators import (
     estimate_tau2,
 )
 from spatialmeta.meta_analysis.results import Count, Pooled, Prediction, Value, fmt_num, fmt_p
-from spatialmeta.meta_analysis.spec import FitSpec
+from spatialmeta.meta_analysis.spec import Control, FitSpec
 
 __all__ = ["MetaRegressionResult", "PoolResult", "pool"]
 
@@ -89,6 +89,9 @@ class PoolResult(Pooled):
     X: np.ndarray | None = None
     int_incl: bool = True
     user_weights: bool = False
+    control: Control = Control()
+
+    _dict_skip = ("control",)  # the fit's settings, not a result (as metafor prints it)
 
     @property
     def has_mods(self) -> bool:
@@ -138,6 +141,7 @@ class PoolResult(Pooled):
             X=X,
             int_incl=self.int_incl,
             user_weights=self.user_weights,
+            control=self.control,
         )
 
     def predict(self, newmods=None, *, intercept: bool = True) -> Prediction:
@@ -321,11 +325,6 @@ def _validate(y, v, weights, labels):
     return obs, a, labels
 
 
-def _options(method, test, level):
-    spec = FitSpec.make(method, test, level)
-    return spec.method, spec.test, spec.level
-
-
 def _flat_rows(y, v, obs):
     """``(n, kmax)`` effects, variances, observed mask and study counts of the batch; a row
     with no observed study is an error that names it."""
@@ -352,6 +351,7 @@ def pool(
     level: float = 95,
     weights=None,
     labels=None,
+    control=None,
 ) -> PoolResult:
     """Pool effect sizes with a common- or random-effects model, as ``metafor::rma``.
 
@@ -402,6 +402,10 @@ def pool(
         User weights (metafor's ``weights=``) instead of inverse-variance ones.
     labels : array_like, optional
         Study labels, shape ``(k,)`` or that of ``yi``.
+    control : dict or Control, optional
+        Fisher scoring's ``threshold`` (1e-5), ``maxiter`` (100) and ``stepadj`` (1), as
+        metafor's ``control`` (:class:`~spatialmeta.meta_analysis.spec.Control`); kept on
+        the result, and every analysis of it refits with them.
 
     Returns
     -------
@@ -493,13 +497,18 @@ def pool(
                 "dask inputs are pooled block by block without moderators or user weights; "
                 "compute the arrays first (or pool row blocks yourself) to use mods/weights."
             )
-        return _pool_dask(yi, vi, method=method, test=test, level=level, labels=labels)
+        return _pool_dask(
+            yi, vi, method=method, test=test, level=level, labels=labels, control=control
+        )
     y, v, labels, measure, est_mods = _read_inputs(yi, vi, labels)
-    method, test, level = _options(method, test, level)
+    spec = FitSpec.make(method, test, level, control=control)
+    method, test, level, control = spec.method, spec.test, spec.level, spec.control
     obs, a, labels = _validate(y, v, weights, labels)
     if mods is not None:
         mods = _named_mods(mods, est_mods)
-        return _pool_mods(y, v, obs, a, labels, measure, mods, intercept, method, test, level)
+        return _pool_mods(
+            y, v, obs, a, labels, measure, mods, intercept, method, test, level, control
+        )
 
     shape = y.shape[:-1]
     kmax = y.shape[-1]
@@ -519,7 +528,7 @@ def pool(
         )
 
     a2 = None if a is None else a.reshape(-1, kmax)
-    out = _fit_rows(y2, v2, m, k, method, test, level, a2)
+    out = _fit_rows(y2, v2, m, k, method, test, level, a2, control=control)
     if not out["converged"].all():
         warnings.warn(
             f"tau^2 estimation ({method}) did not converge for "
@@ -549,6 +558,7 @@ def pool(
         vi=v,
         measure=str(measure),
         user_weights=a is not None,
+        control=control,
     )
 
 
@@ -559,7 +569,7 @@ def _is_dask(x) -> bool:
 _PER_ROW = _ROW_FIELDS + _EXTRA_FIELDS  # R2 is None without moderators: skipped
 
 
-def _pool_dask(yi, vi, *, method, test, level, labels) -> PoolResult:
+def _pool_dask(yi, vi, *, method, test, level, labels, control=None) -> PoolResult:
     """Pool dask arrays out of core: one block of rows in memory at a time.
 
     The study axis is made one chunk; each block of rows is read, pooled by the batched
@@ -589,7 +599,9 @@ def _pool_dask(yi, vi, *, method, test, level, labels) -> PoolResult:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # summed up below
-                part = pool(yb, vb, method=method, test=test, level=level, labels=labels)
+                part = pool(
+                    yb, vb, method=method, test=test, level=level, labels=labels, control=control
+                )
         except ValueError as err:
             raise ValueError(f"rows {start}-{stop - 1} of the flattened batch: {err}") from err
         unconverged += int((~np.asarray(part.converged)).sum())
@@ -613,6 +625,7 @@ def _pool_dask(yi, vi, *, method, test, level, labels) -> PoolResult:
     return PoolResult(
         **fields, method=first.method, test=first.test, level=first.level,
         labels=first.labels, yi=y, vi=v, weights=None, measure=first.measure,
+        control=first.control,
     )  # fmt: skip
 
 
@@ -627,15 +640,15 @@ def _blas_controller():
     return ThreadpoolController()
 
 
-def _fit_block(y, v, m, k, method, test, level, a, pct=None) -> dict[str, np.ndarray]:
+def _fit_block(y, v, m, k, method, test, level, a, pct=None, control=None) -> dict[str, np.ndarray]:
     """tau^2 and the model fit of a block of rows (percent weights into ``pct`` if given)."""
-    fit = estimate_tau2(y, v, m, k, method)
+    fit = estimate_tau2(y, v, m, k, method, control=control)
     out = _compute(y, v, m, k, fit.tau2, method, test, level, a, pct)
     out.update(se_tau2=fit.se_tau2, converged=fit.converged, iterations=fit.iterations, k=k)
     return out
 
 
-def _fit_rows(y, v, m, k, method, test, level, a, workers: int | None = None):
+def _fit_rows(y, v, m, k, method, test, level, a, workers: int | None = None, control=None):
     """Fit every row; a large batch in blocks of rows, spread over a thread per core.
 
     Blocks keep each temporary at 4 MB or less: larger arrays are fresh ``mmap``s that
@@ -652,7 +665,7 @@ def _fit_rows(y, v, m, k, method, test, level, a, workers: int | None = None):
 
     n, kmax = y.shape
     if n * kmax < 8192:  # OpenBLAS runs products this small on one thread anyway
-        return _fit_block(y, v, m, k, method, test, level, a)
+        return _fit_block(y, v, m, k, method, test, level, a, control=control)
     workers = workers or os.cpu_count() or 1
     # blocks of at most _BLOCK_VALUES values, one per worker at least, of even sizes and
     # never of one row (that would take the single-analysis path, with other rounding)
@@ -665,7 +678,7 @@ def _fit_rows(y, v, m, k, method, test, level, a, workers: int | None = None):
         sl = slice(bounds[b], bounds[b + 1])
         part = _fit_block(
             y[sl], v[sl], m[sl], k[sl], method, test, level, None if a is None else a[sl],
-            out["weights_pct"][sl],
+            out["weights_pct"][sl], control=control,
         )  # fmt: skip
         with made:  # the first block to finish allocates the per-row outputs
             for key, val in part.items():
@@ -721,7 +734,7 @@ def _named_mods(mods, est_mods):
     return est_mods[names]
 
 
-def _pool_mods(y, v, obs, a, labels, measure, mods, intercept, method, test, level):
+def _pool_mods(y, v, obs, a, labels, measure, mods, intercept, method, test, level, control):
     """The meta-regression branch of :func:`pool`."""
     shape = y.shape[:-1]
     kmax = y.shape[-1]
@@ -738,7 +751,7 @@ def _pool_mods(y, v, obs, a, labels, measure, mods, intercept, method, test, lev
             UserWarning,
             stacklevel=3,
         )
-    fit = regression.estimate_tau2_mods(Q, y2, v2, m, k, method)
+    fit = regression.estimate_tau2_mods(Q, y2, v2, m, k, method, control=control)
     if not fit.converged.all():
         warnings.warn(
             f"tau^2 estimation ({method}) did not converge for {int((~fit.converged).sum())} "
@@ -780,6 +793,7 @@ def _pool_mods(y, v, obs, a, labels, measure, mods, intercept, method, test, lev
         X=X,
         int_incl=int_incl,
         user_weights=a is not None,
+        control=control,
     )
 
 

@@ -326,17 +326,18 @@ def _loglik(Q, yc, v, m, k, p, tau2, reml):
 # --------------------------------------------------------------- tau^2 -------
 
 
-def _fisher_scoring(Q, yc, v, m, k, p, method, tau2):
+def _fisher_scoring(Q, yc, v, m, k, p, method, tau2, control=None):
     """Fisher scoring for ML, REML or EB with moderators, as metafor iterates it.
 
     Only the rows still iterating are computed at each step.
     """
+    threshold, maxiter, stepadj = est._control(control)
     tau2 = tau2.copy()
     n = yc.shape[0]
     converged = np.zeros(n, dtype=bool)
     iterations = np.zeros(n, dtype=int)
     idx = np.flatnonzero(np.isfinite(tau2))
-    for it in range(1, est.MAXITER + 2):
+    for it in range(1, maxiter + 2):
         if idx.size == 0:
             break
         t, ys, vs, ms, ks, Qs = tau2[idx], yc[idx], v[idx], m[idx], k[idx], Q[idx]
@@ -350,7 +351,7 @@ def _fisher_scoring(Q, yc, v, m, k, p, method, tau2):
                 adj = ((w * w * e * e).sum(axis=-1) - trp) / _sum_p2(Qs, w, c, Gi)
             else:  # EB
                 adj = ((w * e * e).sum(axis=-1) * ks / (ks - p) - ks) / w.sum(axis=-1)
-        adj = np.where(np.isnan(adj), 0.0, adj) * est.STEPADJ
+        adj = np.where(np.isnan(adj), 0.0, adj) * stepadj
         # Step halving until tau2 stays >= 0; from exactly 0 a negative step ends as -0.0.
         adj = np.where((t == 0.0) & (adj < 0.0), 0.0, adj)
         neg = t + adj < 0.0
@@ -360,10 +361,10 @@ def _fisher_scoring(Q, yc, v, m, k, p, method, tau2):
             adj = np.where(neg, adj / 2.0, adj)
             neg &= t + adj < 0.0
         new = t + adj
-        small = np.abs(t - new) <= est.THRESHOLD
+        small = np.abs(t - new) <= threshold
         tau2[idx] = new
         iterations[idx] = it
-        if it <= est.MAXITER:
+        if it <= maxiter:
             converged[idx[small]] = True
         idx = idx[~small]
     return tau2, converged, iterations
@@ -409,7 +410,7 @@ def _paule_mandel(Q, yc, v, m, k, p, upper0):
     return est._pm_root(f, yc.shape[0], upper0)
 
 
-def estimate_tau2_mods(Q, y, v, m, k, method) -> Tau2Fit:
+def estimate_tau2_mods(Q, y, v, m, k, method, control=None) -> Tau2Fit:
     """tau^2 of a meta-regression for every row, with metafor's residual-based formulas."""
     n, _, p = Q.shape
     kf = k.astype(float)
@@ -461,13 +462,16 @@ def estimate_tau2_mods(Q, y, v, m, k, method) -> Tau2Fit:
         elif method in ("ML", "REML", "EB"):
             tau2_he, _, _ = _he(Q, yc, v, m, ones, vv, dfr)
             start = np.maximum(0.0, tau2_he)
-            tau2, converged, iterations = _fisher_scoring(Q, yc, v, m, kf, p, method, start)
+            tau2, converged, iterations = _fisher_scoring(
+                Q, yc, v, m, kf, p, method, start, control
+            )
             tau2, converged = _rescue(Q, yc, v, m, k, p, method, tau2, converged)
             if method in ("ML", "REML"):
                 reml = method == "REML"
                 ll0 = _loglik(Q, yc, v, m, kf, p, 0.0, reml)
                 ll = _loglik(Q, yc, v, m, kf, p, tau2, reml)
-                stuck = converged & (ll0 - ll > est.LL_TOL) & (tau2 > est.THRESHOLD)
+                threshold = est._control(control)[0]
+                stuck = converged & (ll0 - ll > est.LL_TOL) & (tau2 > threshold)
                 tau2 = np.where(stuck, 0.0, tau2)
             tau2 = np.maximum(0.0, tau2)
             w = est._inv(v, m, tau2)

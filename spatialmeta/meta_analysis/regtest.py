@@ -227,6 +227,7 @@ def regtest(
     test: str | None = None,
     level: float | None = None,
     weights=None,
+    control=None,
 ) -> RegtestResult:
     """Egger's regression test for funnel-plot asymmetry, as ``metafor::regtest``.
 
@@ -250,7 +251,7 @@ def regtest(
         ``1/sqrt(ni)``.
     ni : array_like, optional
         Sample sizes, same shape as ``yi``, for the sample-size predictors.
-    method, test, level, weights
+    method, test, level, weights, control
         As in :func:`~spatialmeta.meta_analysis.pool` for ``model="rma"`` (default
         REML, z, 95).
 
@@ -294,7 +295,7 @@ def regtest(
             f"`predictor` must be one of {', '.join(repr(p) for p in _PREDICTORS)}; "
             f"got {predictor!r}."
         )
-    spec = fit_spec(yi, method, test, level, what="regtest")
+    spec = fit_spec(yi, method, test, level, what="regtest", control=control)
     method, test, level = spec.method, spec.test, spec.level
     if isinstance(yi, PoolResult):
         if vi is not None or weights is not None:
@@ -326,6 +327,7 @@ def regtest(
         intercept = False
     if model == "rma":
         fit = pool(y, v, mods=mods, intercept=intercept, method=method, test=test, level=level,
+                   control=spec.control,
                    weights=weights)  # fmt: skip
         dfs = fit.df
     else:

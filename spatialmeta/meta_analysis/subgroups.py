@@ -135,6 +135,7 @@ class SubgroupResult(Pooled):
                 test="z" if single else self.test,
                 level=self.level,
                 labels=lab,
+                control=None if self.overall is None else self.overall.control,
             )
 
     def to_frame(self) -> pd.DataFrame:
@@ -356,6 +357,7 @@ def subgroups(
     tau2: str = "separate",
     single_study: str = "error",
     labels=None,
+    control=None,
 ) -> SubgroupResult:
     """Subgroup analysis: a model per subgroup and the test for subgroup differences.
 
@@ -396,6 +398,8 @@ def subgroups(
         from all subgroups, so single-study subgroups need nothing special.)
     labels : array_like, optional
         Study labels, kept for :meth:`SubgroupResult.group`.
+    control : dict or Control, optional
+        Fisher scoring's settings (as for :func:`pool`); with a fitted ``yi``, the fit's.
 
     Returns
     -------
@@ -442,7 +446,8 @@ def subgroups(
         raise ValueError(f"`single_study` must be 'error' or 'fixed'; got {single_study!r}.")
     if isinstance(groups, str):
         groups = _mods_column(yi, groups)
-    overall = as_fit(yi, vi, what="subgroups", method=method, test=test, level=level, labels=labels)
+    overall = as_fit(yi, vi, what="subgroups", method=method, test=test, level=level,
+                     labels=labels, control=control)  # fmt: skip
     y, v = np.asarray(overall.yi, dtype=float), np.asarray(overall.vi, dtype=float)
     method, test, level = overall.method, overall.test, overall.level
     codes, levels = _codes(groups, y)
@@ -470,9 +475,13 @@ def subgroups(
         )
 
     if tau2 == "common":
-        out, qb, df, qp, ddf, model = _common_tau2(y, v, codes, member, kg, method, test, level)
+        out, qb, df, qp, ddf, model = _common_tau2(
+            y, v, codes, member, kg, method, test, level, overall.control
+        )
     else:
-        out, qb, df, qp = _separate_tau2(y, v, member, kg, levels, method, test, level)
+        out, qb, df, qp = _separate_tau2(
+            y, v, member, kg, levels, method, test, level, overall.control
+        )
         ddf, model = np.full(np.shape(qb), np.nan), None
     if not shape:
         qb, df, qp, ddf = float(qb), int(df), float(qp), float(ddf)
@@ -496,7 +505,7 @@ def subgroups(
     )
 
 
-def _fit_groups(yy, vv, kf, method, test, level) -> dict[str, np.ndarray]:
+def _fit_groups(yy, vv, kf, method, test, level, control=None) -> dict[str, np.ndarray]:
     """pool() on the flattened subgroup rows; one-study rows as metafor's k = 1 fit."""
     out = {f: np.full(kf.shape, np.nan) for f in _FLOAT_FIELDS}
     out["k"] = kf.astype(int)
@@ -506,7 +515,7 @@ def _fit_groups(yy, vv, kf, method, test, level) -> dict[str, np.ndarray]:
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fit = pool(yy[sel], vv[sel], method=meth, test=tst, level=level)
+            fit = pool(yy[sel], vv[sel], method=meth, test=tst, level=level, control=control)
         for f in _FLOAT_FIELDS:
             out[f][sel] = np.asarray(getattr(fit, f), dtype=float)
         out["converged"][sel] = np.asarray(fit.converged)
@@ -530,11 +539,11 @@ def _q_between(est, se, has):
     return np.where(ok, qb, np.nan), df, ok
 
 
-def _separate_tau2(y, v, member, kg, levels, method, test, level):
+def _separate_tau2(y, v, member, kg, levels, method, test, level, control=None):
     kmax = y.shape[-1]
     yy = np.where(member, y[..., None, :], np.nan).reshape(-1, kmax)
     vv = np.where(member, v[..., None, :], np.nan).reshape(-1, kmax)
-    out = _fit_groups(yy, vv, kg.reshape(-1), method, test, level)
+    out = _fit_groups(yy, vv, kg.reshape(-1), method, test, level, control)
     if not out["converged"].all():
         bad = np.argwhere(~out["converged"].reshape(kg.shape))[0]
         warnings.warn(
@@ -551,7 +560,7 @@ def _separate_tau2(y, v, member, kg, levels, method, test, level):
     return out, qb, df, qp
 
 
-def _common_tau2(y, v, codes, member, kg, method, test, level):
+def _common_tau2(y, v, codes, member, kg, method, test, level, control=None):
     """One tau^2 for all subgroups: the meta-regression on subgroup indicators (no intercept)."""
     n_groups = kg.shape[-1]
     if (kg == 0).any():
@@ -565,7 +574,10 @@ def _common_tau2(y, v, codes, member, kg, method, test, level):
     shared = bool((flat == flat[0]).all())  # one design for every row of the batch
     onehot = ((flat[0] if shared else codes)[..., None] == np.arange(n_groups)).astype(float)
     try:
-        model = pool(y, v, mods=onehot, intercept=False, method=method, test=test, level=level)
+        model = pool(
+            y, v, mods=onehot, intercept=False, method=method, test=test, level=level,
+            control=control,
+        )  # fmt: skip
     except TypeError as err:  # pragma: no cover - pool() without meta-regression
         raise NotImplementedError(
             'tau2="common" needs pool(..., mods=...) (meta-regression); use tau2="separate".'
