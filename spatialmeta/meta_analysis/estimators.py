@@ -312,15 +312,7 @@ def solve_likelihood(score, loglik, upper, method: str):
     root[zero], ok[zero] = 0.0, True
     brk = ~zero & (f_lo > 0.0) & (f_hi <= 0.0)
     if brk.any():
-        idx = np.flatnonzero(brk)
-
-        def f(x, sel):
-            full = np.zeros(n, dtype=bool)
-            full[idx[sel]] = True
-            xx = np.zeros(n)
-            xx[idx] = x
-            return score(xx, full)
-
+        f = _on_subset(score, np.flatnonzero(brk), n)
         r, o, _ = _zeroin(f, lo[brk], hi[brk], f_lo[brk], f_hi[brk], tol=RESCUE_TOL)
         root[brk], ok[brk] = r, o
     return root, ok
@@ -479,6 +471,20 @@ def _paule_mandel(y, v, m, k, upper0=None):
     return _pm_root(f, n, np.full(n, TAU2_MAX) if upper0 is None else upper0)
 
 
+def _on_subset(f, idx: np.ndarray, n: int):
+    """``f(x, rows)`` of ``n`` rows as a function of the rows ``idx`` only, for
+    :func:`_zeroin` (which iterates over its own rows)."""
+
+    def sub(x, rows):
+        full = np.zeros(n, dtype=bool)
+        full[idx[rows]] = True
+        xx = np.zeros(n)
+        xx[idx] = x
+        return f(xx, full)
+
+    return sub
+
+
 def _pm_root(f, n: int, upper0: np.ndarray, tol: float = UNIROOT_TOL):
     """Root of ``f(tau2, rows)`` (Q(tau2) minus its expectation) on [0, upper] per row.
 
@@ -508,14 +514,7 @@ def _pm_root(f, n: int, upper0: np.ndarray, tol: float = UNIROOT_TOL):
         need &= ~wide
     if need.any():
         idx = np.flatnonzero(need)
-
-        def fsub(x, rows):
-            full = np.zeros(n, dtype=bool)
-            full[idx[rows]] = True
-            xx = np.zeros(n)
-            xx[idx] = x
-            return f(xx, full)
-
+        fsub = _on_subset(f, idx, n)
         root, ok, its = _zeroin(fsub, lower[idx], upper[idx], f0[idx], fu[idx], tol=tol)
         tau2[idx] = root
         converged[idx] = ok
