@@ -74,10 +74,12 @@ def forecast_all(trained: Trained, tasks, split) -> list:
 def training_words(trained: Trained) -> str:
     """The summary's line on training: steps, best step, the learner in words, the model."""
     cfg, glob, meta = trained.config, trained.glob, trained.meta
+    members = len(getattr(meta, "members", None) or ()) or 1
+    ensemble = f", a seed ensemble of {members} (first member's steps)" if members > 1 else ""
     return (
         f"global network {len(glob.history)} steps (best at {glob.best_episode}); "
         f"meta-training {len(meta.history)} episodes (best at {meta.best_episode}): "
-        f"{LEARNER_WORDS.get(cfg.learner, cfg.learner)}; {cfg.conv} graph layer, lags "
+        f"{LEARNER_WORDS.get(cfg.learner, cfg.learner)}{ensemble}; {cfg.conv} graph layer, lags "
         f"{cfg.lags}, seed {cfg.seed}; early stopping on validation regions over the last "
         "steps before the test period"
     )

@@ -91,6 +91,12 @@ class LearnConfig:
         regions and period (:func:`~spatialmeta.learn.finetune.select_finetune`; the
         configured ``finetune_steps``/``finetune_lr`` are among the candidates) rather
         than take them as given.
+    members : int
+        Members of the ``hier`` learner's seed ensemble (a deep ensemble, Lakshminarayanan
+        et al. 2017): member ``j`` is trained with seed ``seed + 1000 j`` (its own
+        validation regions, episode pool and initialization), and the forecast is the
+        members' Gaussian mixture, moment-matched. 1 trains a single network. The
+        learners on a backbone train one network whatever this says.
     """
 
     lags: int = 12
@@ -118,6 +124,7 @@ class LearnConfig:
     pretrained_lr: float = 0.1
     prior_lr: float = 10.0
     finetune_select: bool = True
+    members: int = 3
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -51,6 +51,7 @@ class TrainResult:
     kind: str = "meta"
     initial_val_loss: float = float("nan")
     finetune: dict | None = None
+    members: list | None = None  # an ensemble's member results (hier with members > 1)
 
 
 def fit(

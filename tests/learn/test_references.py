@@ -295,3 +295,25 @@ def test_a_constant_record_leaves_skill_undefined_not_infinite():
     ]
     assert np.isnan(row["skill_vs_climatology"]).all()
     assert np.isfinite(ev.table[["rmse", "crps", "skill_vs_climatology"]].to_numpy()).all()
+
+
+def test_hier_seed_ensemble_is_the_moment_matched_mixture_of_its_members(hier, tmp_path):
+    tasks, split, cfg, res = hier
+    assert cfg.members == 3 and len(res.learner.nets) == 3 and len(res.members) == 3
+    mix = res.learner.forecast_split(tasks, split, cfg)
+    one = dataclasses.replace(cfg, members=1)
+    parts = [HierarchicalLearner(net).forecast_split(tasks, split, one) for net in res.learner.nets]
+    mean = np.mean([p.mean for p in parts], axis=0)
+    var = np.mean([p.std**2 for p in parts], axis=0) + np.var([p.mean for p in parts], axis=0)
+    np.testing.assert_allclose(mix.mean, mean, rtol=1e-10)
+    np.testing.assert_allclose(mix.std, np.sqrt(var), rtol=1e-10)
+    assert not np.allclose(parts[0].mean, parts[1].mean)  # the members differ (seeds)
+    # member j is the single run with seed + 1000 j, checkpointed in its own folder
+    alone = HierarchicalLearner.train_on(tasks, split, dataclasses.replace(one, seed=1000))
+    for a, b in zip(alone.learner.state_dict().values(), res.learner.nets[1].state_dict().values(),
+                    strict=True):  # fmt: skip
+        assert torch.equal(a, b)
+    HierarchicalLearner.train_on(tasks, split, cfg, checkpoint_dir=tmp_path)
+    assert (tmp_path / "model.pt").exists() and (tmp_path / "member2" / "model.pt").exists()
+    with pytest.raises(ValueError, match=r"`members` must be an integer >= 1"):
+        HierarchicalLearner.train_on(tasks, split, dataclasses.replace(cfg, members=0))

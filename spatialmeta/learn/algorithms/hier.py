@@ -42,7 +42,9 @@ doi:10.1145/3292500.3330884 (node-level parameters generated from node attribute
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -512,9 +514,14 @@ class HierarchicalLearner(Learner):
 
     needs_backbone = False
 
-    def __init__(self, net: HierarchicalForecaster):
+    def __init__(self, net: HierarchicalForecaster, *more: HierarchicalForecaster):
         super().__init__()
-        self.net = net
+        self.nets = nn.ModuleList([net, *more])
+
+    @property
+    def net(self) -> HierarchicalForecaster:
+        """The first member (the only one with ``members=1``)."""
+        return self.nets[0]
 
     @classmethod
     def train_on(
@@ -527,7 +534,44 @@ class HierarchicalLearner(Learner):
         resume: bool = False,
         progress: bool = False,
     ):
-        """Meta-train on the training regions (episodes replaying the protocol).
+        """Meta-train ``config.members`` members on the training regions.
+
+        Member ``j`` is :meth:`train_member` with seed ``config.seed + 1000 j`` (its
+        checkpoints under ``checkpoint_dir/member<j>`` for ``j >= 1``); the returned
+        result's learner holds them all and forecasts their mixture, its history is the
+        first member's and ``members`` holds every member's result.
+        """
+        m = config.members
+        if not isinstance(m, int) or isinstance(m, bool) or m < 1:
+            raise ValueError(f"`members` must be an integer >= 1 (1: one network); got {m!r}.")
+        results = []
+        for j in range(m):  # a handful of members, each a whole (batched) training run
+            cfg = dataclasses.replace(config, seed=config.seed + 1000 * j)
+            where = checkpoint_dir
+            if checkpoint_dir is not None and j:
+                where = Path(checkpoint_dir) / f"member{j}"
+            results.append(
+                cls.train_member(
+                    tasks, split, cfg, checkpoint_dir=where, resume=resume, progress=progress
+                )
+            )
+        if m == 1:
+            return results[0]
+        learner = cls(*[r.learner.net for r in results])
+        return dataclasses.replace(results[0], learner=learner, config=config, members=results)
+
+    @classmethod
+    def train_member(
+        cls,
+        tasks,
+        split,
+        config,
+        *,
+        checkpoint_dir=None,
+        resume: bool = False,
+        progress: bool = False,
+    ):
+        """Meta-train one network on the training regions (episodes replaying the protocol).
 
         A seeded pool of episodes (support lengths from :func:`support_lengths`, support
         ends drawn at random, every fitting region a task), validated on unseen training
@@ -633,23 +677,36 @@ class HierarchicalLearner(Learner):
         )  # fmt: skip
 
     def forecast_split(self, tasks, split, config, *, adapt: bool = True, method=None):
-        """Forecasts of every held-out region at every test origin (natural units)."""
+        """Forecasts of every held-out region at every test origin (natural units): the
+        members' equal-weight Gaussian mixture, moment-matched (one member: its Gaussian)."""
         device = next(self.parameters()).device
-        st, held = heldout_stats(
-            tasks, split, config.horizon, _covariates(tasks),
-            sigma_floor=float(self.net.sigma_floor), device=device,
-        )  # fmt: skip
+        cov = _covariates(tasks)
+        edge_index = tasks.graph.data.edge_index.to(device)
+        stats: dict = {}  # the held-out statistics per scale floor (members may differ)
         self.eval()
+        means, variances = [], []
         with torch.no_grad():
-            mean, var = self.net(st, tasks.graph.data.edge_index.to(device), adapt=adapt)
-            if adapt:  # the interval widths calibrated on the validation regions
-                var = var * self.net.var_scale
-        mu = st.mu.cpu().numpy()[:, None, None]
-        sd = st.sigma.cpu().numpy()[:, None, None]
+            for net in self.nets:  # the ensemble's members (a handful), each batched
+                floor = float(net.sigma_floor)
+                if floor not in stats:
+                    stats[floor] = heldout_stats(
+                        tasks, split, config.horizon, cov, sigma_floor=floor, device=device
+                    )
+                st, held = stats[floor]
+                mean, var = net(st, edge_index, adapt=adapt)
+                if adapt:  # the interval widths calibrated on the validation regions
+                    var = var * net.var_scale
+                mu = st.mu.cpu().numpy()[:, None, None]
+                sd = st.sigma.cpu().numpy()[:, None, None]
+                means.append(mean.cpu().numpy() * sd + mu)
+                variances.append(var.cpu().numpy() * sd * sd)
+        # the mixture's variance: the members' mean variance plus the spread of their means
+        # (no E[x^2] - E[x]^2 cancellation for values far from zero, e.g. kelvin)
+        mean = np.mean(means, axis=0)
+        spread = np.mean([(m - mean) ** 2 for m in means], axis=0)
+        var = np.mean(variances, axis=0) + spread
         name = method or ("meta" if adapt else "meta_noadapt")
-        return Forecast(
-            name, held, st.origins, mean.cpu().numpy() * sd + mu, np.sqrt(var.cpu().numpy()) * sd
-        )
+        return Forecast(name, held, st.origins, mean, np.sqrt(var))
 
 
 class _PoolCycle:
