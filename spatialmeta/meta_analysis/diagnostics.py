@@ -33,8 +33,8 @@ import pandas as pd
 from scipy import stats
 
 from spatialmeta.meta_analysis.estimators import FIXED_METHODS
-from spatialmeta.meta_analysis.fitted import analysis
-from spatialmeta.meta_analysis.pool import PoolResult, pool
+from spatialmeta.meta_analysis.fitted import analysis, fits_by_k
+from spatialmeta.meta_analysis.pool import PoolResult
 from spatialmeta.meta_analysis.results import Result
 
 __all__ = [
@@ -325,14 +325,7 @@ def _fit_subsets(
         res = {f: np.full(r * steps, np.nan) for f in _FIT_FIELDS}
         res["k"] = kf.astype(int)
         res["converged"] = np.ones(r * steps, dtype=bool)
-        one = want & (kf == 1)
-        many = want & (kf >= 2)
-        for sel, meth, tst in ((many, method, test), (one, "FE", "z")):
-            if not sel.any():
-                continue
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                fit = pool(yy[sel], vv[sel], method=meth, test=tst, level=level, control=control)
+        for sel, fit in fits_by_k(yy, vv, kf, method, test, level, control, want):
             for f in _FIT_FIELDS:
                 res[f][sel] = np.asarray(getattr(fit, _POOL_NAMES.get(f, f)), dtype=float)
             res["converged"][sel] = np.asarray(fit.converged)

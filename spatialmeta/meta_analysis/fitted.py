@@ -19,7 +19,7 @@ from typing import Any
 from spatialmeta.meta_analysis.pool import PoolResult, pool
 from spatialmeta.meta_analysis.spec import FitSpec
 
-__all__ = ["FIT_PARAMETERS", "analysis", "as_fit", "fit_spec"]
+__all__ = ["FIT_PARAMETERS", "analysis", "as_fit", "fit_spec", "fits_by_k"]
 
 # The parameters every fitted-first analysis takes, documented once: the decorator puts
 # them where an analysis's docstring says {fit_parameters}.
@@ -126,6 +126,21 @@ def as_fit(
             "`weights`."
         )
     return obj
+
+
+def fits_by_k(yy, vv, kf, method, test, level, control=None, want=None):
+    """Fit padded rows as metafor fits each: rows with k >= 2 with ``method`` and ``test``,
+    rows with one study as metafor's k = 1 fit (a common effect, z test). Yields ``(rows,
+    fit)`` pairs, one batched :func:`pool` call each; ``want`` limits the rows fitted."""
+    import warnings
+
+    want = kf >= 1 if want is None else want & (kf >= 1)
+    for sel, meth, tst in ((want & (kf >= 2), method, test), (want & (kf == 1), "FE", "z")):
+        if not sel.any():
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the callers report non-convergence themselves
+            yield sel, pool(yy[sel], vv[sel], method=meth, test=tst, level=level, control=control)
 
 
 def analysis(what: str, *, mods: bool = False, weights: bool = False):

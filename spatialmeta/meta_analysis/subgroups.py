@@ -37,7 +37,7 @@ import pandas as pd
 from scipy import stats
 
 from spatialmeta.meta_analysis.estimators import FIXED_METHODS
-from spatialmeta.meta_analysis.fitted import as_fit
+from spatialmeta.meta_analysis.fitted import as_fit, fits_by_k
 from spatialmeta.meta_analysis.pool import PoolResult, pool
 from spatialmeta.meta_analysis.results import Count, Pooled, Value, fmt_p
 
@@ -510,12 +510,7 @@ def _fit_groups(yy, vv, kf, method, test, level, control=None) -> dict[str, np.n
     out = {f: np.full(kf.shape, np.nan) for f in _FLOAT_FIELDS}
     out["k"] = kf.astype(int)
     out["converged"] = np.ones(kf.shape, dtype=bool)
-    for sel, meth, tst in ((kf >= 2, method, test), (kf == 1, "FE", "z")):
-        if not sel.any():
-            continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fit = pool(yy[sel], vv[sel], method=meth, test=tst, level=level, control=control)
+    for sel, fit in fits_by_k(yy, vv, kf, method, test, level, control):
         for f in _FLOAT_FIELDS:
             out[f][sel] = np.asarray(getattr(fit, f), dtype=float)
         out["converged"][sel] = np.asarray(fit.converged)

@@ -240,14 +240,15 @@ def test_cumul_permuted_order_in_a_batch():
 
 def test_one_pool_call_for_all_subsets(monkeypatch):
     calls = []
-    real = diagnostics.pool
+    real = fitted.pool
 
     def counting(yi, vi=None, **kw):
         calls.append(np.shape(yi))
         return real(yi, vi, **kw)
 
-    monkeypatch.setattr(diagnostics, "pool", counting)
-    monkeypatch.setattr(fitted, "pool", counting)  # the full fit of raw arrays
+    # every fit of the diagnostics goes through fitted: the full fit of raw arrays, and the
+    # subsets (fitted.fits_by_k)
+    monkeypatch.setattr(fitted, "pool", counting)
     y, v = _padded(["bcg", "normand1999", "hackshaw1998"])
     _quiet(leave1out, y, v, method="REML")
     # the full fit, then the whole (3 x 37) batch of leave-one-out subsets at once
