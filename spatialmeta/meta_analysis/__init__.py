@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from spatialmeta.meta_analysis.bayes import BayesPoolResult, bayes_pool
 from spatialmeta.meta_analysis.bias import (
     BaujatResult,
     FsnResult,
@@ -27,6 +28,7 @@ from spatialmeta.meta_analysis.effect_sizes import MEASURES, escalc
 from spatialmeta.meta_analysis.estimators import FIXED_METHODS, METHODS, RANDOM_METHODS
 from spatialmeta.meta_analysis.gridded import pool_gridded
 from spatialmeta.meta_analysis.pool import MetaRegressionResult, PoolResult, pool
+from spatialmeta.meta_analysis.priors import MuPrior, TauPrior, published_prior
 from spatialmeta.meta_analysis.profile import Tau2Interval, confint_tau2
 from spatialmeta.meta_analysis.regtest import PetPeeseResult, RegtestResult, pet_peese, regtest
 from spatialmeta.meta_analysis.spec import FitSpec
@@ -34,7 +36,8 @@ from spatialmeta.meta_analysis.subgroups import SubgroupResult, subgroups
 
 __all__ = [
     "FIXED_METHODS", "MEASURES", "METHODS", "RANDOM_METHODS", "FitSpec", "MetaRegressionResult",
-    "PoolResult", "escalc",
+    "PoolResult", "escalc", "BayesPoolResult", "bayes_pool", "MuPrior", "TauPrior",
+    "published_prior",
     "pool",
     "pool_gridded", "Tau2Interval", "confint_tau2",
     "CumulResult", "InfluenceResult", "LeaveOneOutResult", "ResidualResult", "cumul", "influence",
