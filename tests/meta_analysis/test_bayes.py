@@ -121,7 +121,15 @@ def _brute(yi, vi, tau_prior, mu_prior, level=95):
     lp = tau_prior.logpdf(tau)[None, :] + mu_prior.logpdf(mu)[:, None]
     for i in range(len(yi)):  # one study at a time over the whole grid
         lp = lp + stats.norm.logpdf(yi[i], mu[:, None], np.sqrt(vi[i] + tau[None, :] ** 2))
-    p = np.exp(lp - lp.max())
+    top = lp.max()
+    p = np.exp(lp - top)
+    # Bayes factor of tau = 0: p(y | tau = 0) / p(y), mu integrated under its prior in both
+    l0 = mu_prior.logpdf(mu) + sum(
+        stats.norm.logpdf(yi[i], mu, np.sqrt(vi[i])) for i in range(len(yi))
+    )
+    bf = integrate.trapezoid(np.exp(l0 - top), mu) / integrate.trapezoid(
+        integrate.trapezoid(p, tau, axis=1), mu
+    )
     pm = integrate.trapezoid(p, tau, axis=1)
     pt = integrate.trapezoid(p, mu, axis=0)
     pm, pt = pm / integrate.trapezoid(pm, mu), pt / integrate.trapezoid(pt, tau)
@@ -135,7 +143,7 @@ def _brute(yi, vi, tau_prior, mu_prior, level=95):
         "mu_mean": integrate.trapezoid(pm * mu, mu), "tau_mean": integrate.trapezoid(pt * tau, tau),
         "mu_median": quant(mu, pm, 0.5), "mu_lb": quant(mu, pm, a), "mu_ub": quant(mu, pm, 1 - a),
         "tau_median": quant(tau, pt, 0.5), "tau_lb": quant(tau, pt, a),
-        "tau_ub": quant(tau, pt, 1 - a),
+        "tau_ub": quant(tau, pt, 1 - a), "bf01_tau": bf,
     }  # fmt: skip
 
 
@@ -155,8 +163,10 @@ def test_posterior_summaries_match_brute_force(name, tau_prior, mu_prior, k):
     vi = np.array(DATA[name]["vi"], dtype=float)[:k]
     res = bayes_pool(yi, vi, tau_prior=tau_prior, mu_prior=mu_prior)
     ref = _brute(yi, vi, tau_prior, mu_prior)
+    bf = ref.pop("bf01_tau")
     for key, want in ref.items():
         assert getattr(res, key) == pytest.approx(want, abs=1e-4), key
+    assert res.bf01_tau == pytest.approx(bf, rel=1e-4)
 
 
 def test_batched_rows_equal_single_fits_and_shrinkage_is_between():
