@@ -13,6 +13,7 @@ from spatialmeta.meta_analysis.bias import (
     ranktest,
     trimfill,
 )
+from spatialmeta.meta_analysis.corpus import Corpus, load_corpus
 from spatialmeta.meta_analysis.diagnostics import (
     CumulResult,
     InfluenceResult,
@@ -38,7 +39,7 @@ from spatialmeta.meta_analysis.subgroups import SubgroupResult, subgroups
 __all__ = [
     "FIXED_METHODS", "MEASURES", "METHODS", "RANDOM_METHODS", "FitSpec", "MetaRegressionResult",
     "PoolResult", "escalc", "BayesPoolResult", "bayes_pool", "MuPrior", "TauPrior",
-    "published_prior", "LearnedPrior", "learn_tau_prior",
+    "published_prior", "LearnedPrior", "learn_tau_prior", "Corpus", "load_corpus",
     "pool",
     "pool_gridded", "Tau2Interval", "confint_tau2",
     "CumulResult", "InfluenceResult", "LeaveOneOutResult", "ResidualResult", "cumul", "influence",
