@@ -207,3 +207,39 @@ def test_bayes_factors_and_bad_input():
         )
     with pytest.raises(ValueError, match=r"`vi` must be > 0"):
         bayes_pool(same, np.zeros(5), tau_prior=hn)
+
+
+def test_posterior_matches_a_long_metropolis_run():
+    """A hand-written random-walk Metropolis sampler on (mu, log tau), 200,000 steps after
+    burn-in, for one case: posterior means and quantiles agree within Monte Carlo error."""
+    yi = np.array(DATA["bcg"]["yi"], dtype=float)[:4]
+    vi = np.array(DATA["bcg"]["vi"], dtype=float)[:4]
+    prior = published_prior("turner2015")
+    res = bayes_pool(yi, vi, tau_prior=prior)
+
+    m0, s0 = prior.params["mu"], prior.params["sigma"]
+
+    def logpost(mu, lt):  # flat mu; log tau^2 = 2 lt ~ N(m0, s0^2), so lt's density has a 2
+        s2 = vi + np.exp(2 * lt)
+        loglik = -0.5 * float(np.sum(np.log(s2) + (yi - mu) ** 2 / s2))
+        return loglik - 0.5 * ((2 * lt - m0) / s0) ** 2
+
+    rng = np.random.default_rng(11)
+    n, burn = 220_000, 20_000
+    x = np.array([yi.mean(), np.log(0.3)])
+    lp = logpost(*x)
+    steps = rng.normal(0, 1, (n, 2)) * np.array([0.35, 0.9])
+    accept = np.log(rng.uniform(size=n))
+    draws = np.empty((n, 2))
+    for i in range(n):  # the sampler is sequential by nature (the reference, not the method)
+        prop = x + steps[i]
+        lq = logpost(*prop)
+        if accept[i] < lq - lp:
+            x, lp = prop, lq
+        draws[i] = x
+    mu, tau = draws[burn:, 0], np.exp(draws[burn:, 1])
+    assert res.mu_mean == pytest.approx(mu.mean(), abs=0.01)
+    assert res.mu_lb == pytest.approx(np.quantile(mu, 0.025), abs=0.03)
+    assert res.mu_ub == pytest.approx(np.quantile(mu, 0.975), abs=0.03)
+    assert res.tau_median == pytest.approx(np.median(tau), abs=0.01)
+    assert res.tau_mean == pytest.approx(tau.mean(), abs=0.02)
