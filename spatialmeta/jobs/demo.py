@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spatialmeta._io import ensure_writable_dir
-from spatialmeta.jobs.stages import forecast_all, train_methods, training_words
+from spatialmeta.jobs.stages import as_is, forecast_all, train_methods, training_words
 from spatialmeta.learn.config import LearnConfig
 from spatialmeta.learn.evaluate import evaluate
 from spatialmeta.learn.publish import publish_report
@@ -128,7 +128,7 @@ def demo_job(
     try:
         return _demo(
             Path(out), years, resolution, n_regions, holdout, support, test_start, episodes,
-            seed, progress, stage or (lambda fn: fn), log or _log.info,
+            seed, progress, stage or as_is, log or _log.info,
         )  # fmt: skip
     finally:
         torch.set_num_threads(threads)

@@ -18,7 +18,7 @@ import pandas as pd
 import xarray as xr
 
 from spatialmeta._io import ensure_writable_dir
-from spatialmeta.jobs.stages import forecast_all, train_methods, training_words
+from spatialmeta.jobs.stages import as_is, forecast_all, train_methods, training_words
 from spatialmeta.learn.compare import shots_curve, with_support
 from spatialmeta.learn.config import LearnConfig
 from spatialmeta.learn.evaluate import ForecastEvaluation, evaluate
@@ -125,7 +125,7 @@ def _forecast_job(
     from spatialmeta.regions.graph import contiguity_graph
     from spatialmeta.tasks.region import RegionTaskSet
 
-    run = stage or (lambda fn: fn)
+    run = stage or as_is
     out = ensure_writable_dir(out)
     path = Path(series)
     da = run(read_series)(path, var, member)

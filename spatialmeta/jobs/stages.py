@@ -17,7 +17,9 @@ from spatialmeta.learn.compare import forecast_methods
 from spatialmeta.learn.config import LearnConfig
 from spatialmeta.learn.train import global_train, meta_train
 
-__all__ = ["LEARNER_WORDS", "Trained", "forecast_all", "train_methods", "training_words"]
+__all__ = [
+    "LEARNER_WORDS", "Trained", "as_is", "forecast_all", "train_methods", "training_words",
+]  # fmt: skip
 
 LEARNER_WORDS = {
     "hier": "hierarchical Bayes learner (prior from a graph network over the neighbours' "
@@ -40,7 +42,8 @@ class Trained:
     config: LearnConfig
 
 
-def _plain(fn: Callable) -> Callable:
+def as_is(fn: Callable) -> Callable:
+    """The ``stage`` wrapper of a plain run: the stage function itself."""
     return fn
 
 
@@ -50,7 +53,7 @@ def train_methods(tasks, split, config: LearnConfig, out, *, progress: bool = Tr
     ``stage`` wraps each training call (a Prefect flow passes a task decorator); None
     runs them as they are.
     """
-    run = stage or _plain
+    run = stage or as_is
     out = Path(out)
     glob = run(global_train)(
         tasks, split, config, checkpoint_dir=out / "checkpoint_global", progress=progress

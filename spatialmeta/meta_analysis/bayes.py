@@ -28,7 +28,7 @@ from spatialmeta.meta_analysis._common import check_labels, check_studies, read_
 from spatialmeta.meta_analysis.priors import MuPrior, TauPrior, check_scale
 from spatialmeta.meta_analysis.results import Count, Result, Value, fmt_num
 
-__all__ = ["BayesPoolResult", "bayes_pool"]
+__all__ = ["BayesPoolResult", "bayes_pool", "tau_likelihood"]
 
 GRID = 1600  # nodes of the log-tau grid (4e-5 of the brute-force summaries at k = 2 to 16)
 _BLOCK = 1 << 21  # rows x nodes x studies held at once
@@ -123,9 +123,10 @@ def _grid(y, v, m, prior: TauPrior) -> np.ndarray:
     return np.exp(np.log(bottom)[:, None] + u * (np.log(top) - np.log(bottom))[:, None])
 
 
-def _conditional(y, v, m, tau, mu_prior: MuPrior):
-    """Per (row, node): log marginal likelihood of tau (mu integrated out), mu's
-    conditional mean and precision. Shapes (b, G)."""
+def tau_likelihood(y, v, m, tau, mu_prior: MuPrior):
+    """Per (row, node): log marginal likelihood of tau (mu integrated out under
+    ``mu_prior``), mu's conditional mean and precision, shapes (b, G); shared with
+    :func:`~spatialmeta.meta_analysis.learned.learn_tau_prior`."""
     t2 = (tau * tau)[..., None]  # (b, G, 1)
     vt = np.where(m[:, None, :], v[:, None, :] + t2, 1.0)
     w = np.where(m[:, None, :], 1.0 / vt, 0.0)
@@ -197,7 +198,7 @@ def _grid_quantile(p, dens, tau):
 def _block(y, v, m, tau_prior, mu_prior, level):
     tau = _grid(y, v, m, tau_prior)  # (b, G)
     du = np.log(tau[:, 1]) - np.log(tau[:, 0])
-    loglik, mean, W = _conditional(y, v, m, tau, mu_prior)
+    loglik, mean, W = tau_likelihood(y, v, m, tau, mu_prior)
     # the posterior of tau on the grid: prior x likelihood x Jacobian (d tau = tau d log tau)
     trap = np.ones(GRID)
     trap[[0, -1]] = 0.5
@@ -223,7 +224,7 @@ def _block(y, v, m, tau_prior, mu_prior, level):
     theta = np.where(m, (wts[..., None] * th).sum(1), np.nan)
     # Bayes factors against the priors: tau = 0 (mu still integrated), and mu = 0
     zero = np.zeros((y.shape[0], 1))
-    ll0, _, _ = _conditional(y, v, m, zero, mu_prior)
+    ll0, _, _ = tau_likelihood(y, v, m, zero, mu_prior)
     bf_tau = np.exp(ll0[:, 0] - lognorm)
     if mu_prior.family == "normal":
         vt = np.where(m[:, None, :], v[:, None, :] + (tau * tau)[..., None], 1.0)

@@ -650,14 +650,7 @@ def estimate_tau2(
                     tau2 = tau2.copy()
                     tau2[cand[ll0 - ll > LL_TOL]] = 0.0
             tau2 = np.maximum(0.0, tau2)
-            w = _inv(v, m, tau2)
-            s = _rowsum(w)
-            if method == "ML":
-                se = np.sqrt(2.0 / _wdot(w, w))
-            elif method == "REML":
-                se = np.sqrt(2.0 / _sum_p2(w, s))
-            else:
-                se = np.sqrt(2.0 * kf**2 / (kf - 1.0) / s**2)
+            se = _se_iterative(yc, v, m, k, tau2, method)  # the formulas the rescue uses too
         elif method == "PM":
             upper = tau2_max(yc, m, k)
             tau2, converged, iterations = _paule_mandel(yc, v, m, kf, upper)

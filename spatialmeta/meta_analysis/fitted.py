@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import warnings
 from typing import Any
 
 from spatialmeta.meta_analysis.pool import PoolResult, pool
@@ -132,8 +133,6 @@ def fits_by_k(yy, vv, kf, method, test, level, control=None, want=None):
     """Fit padded rows as metafor fits each: rows with k >= 2 with ``method`` and ``test``,
     rows with one study as metafor's k = 1 fit (a common effect, z test). Yields ``(rows,
     fit)`` pairs, one batched :func:`pool` call each; ``want`` limits the rows fitted."""
-    import warnings
-
     want = kf >= 1 if want is None else want & (kf >= 1)
     for sel, meth, tst in ((want & (kf >= 2), method, test), (want & (kf == 1), "FE", "z")):
         if not sel.any():

@@ -27,7 +27,7 @@ import numpy as np
 from scipy import optimize, special
 
 from spatialmeta.meta_analysis._common import check_studies, read_inputs
-from spatialmeta.meta_analysis.bayes import _conditional
+from spatialmeta.meta_analysis.bayes import tau_likelihood
 from spatialmeta.meta_analysis.priors import MuPrior, TauPrior
 from spatialmeta.meta_analysis.results import Result
 
@@ -145,7 +145,7 @@ def learn_tau_prior(yi, vi=None, *, family: str = "lognormal_tau2", scale: str |
     for s in range(0, n, step):  # blocks of meta-analyses, each over the whole grid
         sl = slice(s, s + step)
         grid = np.broadcast_to(tau, (y[sl].shape[0], GRID))
-        loglik[sl] = _conditional(y[sl], v[sl], obs[sl], grid, MuPrior("flat"))[0]
+        loglik[sl] = tau_likelihood(y[sl], v[sl], obs[sl], grid, MuPrior("flat"))[0]
     base = loglik + np.log(tau) + np.log(trap) + math.log(du)  # (n, G)
 
     def total(x: np.ndarray) -> float:

@@ -181,7 +181,7 @@ def published_prior(name: str, **keys):
     ('invgamma_tau', {'shape': 1.71, 'scale': 0.4}, {'location': 0.0, 'scale': 0.43, 'df': 5.0})
     """
     if name == "turner2015":
-        head, rows = _read(name)
+        _, rows = _read(name)
         if not keys:
             return TauPrior("lognormal_tau2", {"mu": -2.56, "sigma": 1.74}, "logor",
                             "Turner et al. 2015, marginal (any outcome and comparison)")  # fmt: skip
@@ -190,7 +190,7 @@ def published_prior(name: str, **keys):
                         "logor", f"Turner et al. 2015, Table IV: {r['outcome_type']}; "
                         f"{r['comparison_type']}")  # fmt: skip
     if name == "rhodes2015":
-        head, rows = _read(name)
+        _, rows = _read(name)
         if not keys:
             return TauPrior("logt_tau2", {"location": -3.44, "scale": 2.59, "df": 5.0}, "smd",
                             "Rhodes et al. 2015, marginal")  # fmt: skip
