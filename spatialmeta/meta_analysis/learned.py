@@ -14,46 +14,128 @@ parameters by the delta method.
 
 A meta-analysis with one study has a likelihood of tau that is flat under a flat prior
 on mu: it carries no information on tau. It is kept (its term is constant in theta) and
-counted in the result (``n_single``), not dropped silently.
+counted in the result (``n_single``), not dropped silently. (Under a learned prior for mu,
+``learn_mu=True``, it does inform the mu prior and, through it, tau.)
+
+Covariates (Turner et al. 2015's outcome x comparison types, the measure, a field) move
+the prior's location: log(tau^2)'s mean for the log-normal and log-t families, log of the
+scale for the inverse-gamma, half-normal and half-t ones, as a linear function of an
+intercept and the covariates (categorical columns as indicators of every level but the
+first); the spread parameter is shared. A prior for mu, ``N(m, s^2)`` with ``m`` on the
+same covariates, is learned with it on request: given tau, the evidence under it is the
+flat-prior evidence times ``N(mu_hat(tau); m, 1/W(tau) + s^2)``, so the likelihoods on the
+grid still need computing once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy import optimize, special
 
 from spatialmeta.meta_analysis._common import check_studies, read_inputs
 from spatialmeta.meta_analysis.bayes import tau_likelihood
-from spatialmeta.meta_analysis.priors import MuPrior, TauPrior
+from spatialmeta.meta_analysis.priors import MuPrior, TauPrior, check_scale_name
 from spatialmeta.meta_analysis.results import Result
 
 __all__ = ["LearnedPrior", "learn_tau_prior"]
 
 GRID = 600
 WEAK = 20  # fewer meta-analyses than this make a weak prior (a warning says so)
-# each family's free parameters on the optimizer's scale: (name, to natural, start)
-_FREE = {
-    "lognormal_tau2": (("mu", lambda x: x), ("sigma", np.exp)),
-    "logt_tau2": (("location", lambda x: x), ("scale", np.exp)),
-    "invgamma_tau": (("shape", np.exp), ("scale", np.exp)),
-    "halfnormal_tau": (("scale", np.exp),),
-    "halft_tau": (("scale", np.exp),),
+# per family: the parameter the covariates move (its link: identity or log), and the
+# shared parameters on the optimizer's scale (name, to natural)
+_TARGET = {
+    "lognormal_tau2": ("mu", "identity"),
+    "logt_tau2": ("location", "identity"),
+    "invgamma_tau": ("scale", "log"),
+    "halfnormal_tau": ("scale", "log"),
+    "halft_tau": ("scale", "log"),
+}
+_SHARED = {
+    "lognormal_tau2": (("sigma", np.exp),),
+    "logt_tau2": (("scale", np.exp),),
+    "invgamma_tau": (("shape", np.exp),),
+    "halfnormal_tau": (),
+    "halft_tau": (),
 }
 _FIXED = {"logt_tau2": {"df": 5.0}, "halft_tau": {"df": 3.0}}
+INTERCEPT = "(Intercept)"
+
+
+@dataclass(frozen=True)
+class Design:
+    """How covariate values become a design row: the intercept, then each column, a
+    numeric one as given or a categorical one as indicators of its levels but the first."""
+
+    columns: tuple[str, ...] = ()
+    levels: tuple[tuple[str, ...] | None, ...] = ()  # None: numeric
+
+    @property
+    def names(self) -> list[str]:
+        out = [INTERCEPT]
+        for col, lev in zip(self.columns, self.levels, strict=True):
+            out += [col] if lev is None else [f"{col}={v}" for v in lev[1:]]
+        return out
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame | None) -> tuple[Design, np.ndarray]:
+        if frame is None:
+            return cls(), np.ones((0, 1))
+        cols, levels = [], []
+        for col in frame.columns:
+            s = frame[col]
+            if s.isna().any():
+                raise ValueError(
+                    f"learn_tau_prior: covariate {col!r} is missing for meta-analysis (row) "
+                    f"{int(np.flatnonzero(s.isna().to_numpy())[0])}; fill it or drop the row."
+                )
+            numeric = pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+            cols.append(str(col))
+            levels.append(None if numeric else tuple(sorted(map(str, s.unique()))))
+        design = cls(tuple(cols), tuple(levels))
+        return design, design.rows(frame)
+
+    def rows(self, frame: pd.DataFrame) -> np.ndarray:
+        """The design matrix of covariate values (one row per meta-analysis)."""
+        parts = [np.ones((len(frame), 1))]
+        for col, lev in zip(self.columns, self.levels, strict=True):
+            if col not in frame:
+                raise ValueError(
+                    f"the learned prior depends on covariate {col!r}; give it (it has "
+                    f"{list(self.columns)})."
+                )
+            if lev is None:
+                parts.append(frame[col].to_numpy(float)[:, None])
+                continue
+            val = frame[col].astype(str).to_numpy()
+            unknown = sorted(set(val) - set(lev))
+            if unknown:
+                raise ValueError(
+                    f"covariate {col!r} has level {unknown[0]!r}, which the prior was not "
+                    f"learned on; it knows {list(lev)}."
+                )
+            parts.append((val[:, None] == np.asarray(lev[1:])[None, :]).astype(float))
+        return np.hstack(parts)
 
 
 @dataclass(frozen=True, eq=False)
 class LearnedPrior(Result):
     """The prior learned by :func:`learn_tau_prior`.
 
-    ``prior`` (a :class:`~spatialmeta.meta_analysis.priors.TauPrior`), its parameters
-    ``params`` with standard errors ``se``, the maximized log marginal likelihood
-    ``loglik`` (up to the constant of the flat mu prior), ``n_meta`` meta-analyses, of
-    which ``n_single`` have one study (no information on tau), and ``converged``.
+    ``prior``: the :class:`~spatialmeta.meta_analysis.priors.TauPrior` (with covariates:
+    at the design's baseline, every covariate at its first level or 0; use
+    :meth:`prior_for`), ``mu_prior`` the learned :class:`MuPrior` (None unless
+    ``learn_mu``); ``params`` the estimates with standard errors ``se`` (without
+    covariates the prior's natural parameters; with them the location's coefficients,
+    named ``"mu[(Intercept)]"``, ``"mu[measure=RR]"``, ... on its link scale, and the
+    shared parameters); ``cov`` their covariance on the optimizer's scale; ``loglik`` the
+    maximized log marginal likelihood (up to the constant of a flat mu prior); ``n_meta``
+    meta-analyses, of which ``n_single`` have one study; ``converged``.
     """
 
     prior: TauPrior
@@ -63,27 +145,89 @@ class LearnedPrior(Result):
     n_meta: int
     n_single: int
     converged: bool
+    family: str = "lognormal_tau2"
+    scale: str | None = None
+    design: Design = Design()
+    coef: tuple = ()  # the optimizer's vector: location coefficients, shared, mu prior's
+    mu_prior: MuPrior | None = None
+    cov: np.ndarray | None = None
 
-    _dict_skip = ("prior",)
+    _dict_skip = ("prior", "design", "coef", "mu_prior", "cov")
 
     def summary(self) -> str:
         rows = ", ".join(f"{k} = {v:.4f} (SE {self.se.get(k, float('nan')):.4f})"
                          for k, v in self.params.items())  # fmt: skip
+        cov = f" on {', '.join(self.design.columns)}" if self.design.columns else ""
         return (
-            f"Learned {self.prior.family} prior from {self.n_meta} meta-analyses "
+            f"Learned {self.family} prior{cov} from {self.n_meta} meta-analyses "
             f"({self.n_single} with one study): {rows}; log marginal likelihood "
             f"{self.loglik:.3f}{'' if self.converged else ' (optimizer did not converge)'}"
         )
 
+    def _split(self):
+        p = len(self.design.names)
+        x = np.asarray(self.coef, dtype=float)
+        n_shared = len(_SHARED[self.family])
+        return x[:p], x[p : p + n_shared], x[p + n_shared :]
 
-def _natural(family: str, x: np.ndarray) -> dict:
-    out = {name: float(f(v)) for (name, f), v in zip(_FREE[family], x, strict=True)}
+    def prior_for(self, **covariates) -> TauPrior:
+        """The tau prior of a new meta-analysis with these covariate values.
+
+        >>> import numpy as np, pandas as pd
+        >>> rng = np.random.default_rng(1)
+        >>> g = np.repeat(["OR", "SMD"], 150)
+        >>> tau = np.exp(rng.normal(np.where(g == "OR", -1.5, -3.0), 0.7) / 2)
+        >>> vi = rng.uniform(0.02, 0.1, (300, 6))
+        >>> yi = rng.normal(0.0, np.sqrt(vi + tau[:, None] ** 2))
+        >>> res = learn_tau_prior(yi, vi, covariates=pd.DataFrame({"measure": g}))
+        >>> [round(res.prior_for(measure=m).params["mu"], 1) for m in ("OR", "SMD")]
+        [-1.6, -2.9]
+        """
+        extra = sorted(set(covariates) - set(self.design.columns))
+        if extra:
+            raise ValueError(
+                f"the learned prior has no covariate {extra[0]!r}; it has "
+                f"{list(self.design.columns) or 'none'}."
+            )
+        x = self.design.rows(pd.DataFrame({k: [v] for k, v in covariates.items()}, index=[0]))[0]
+        label = ", ".join(f"{k}={v}" for k, v in covariates.items())
+        return self._tau_at(x, label)
+
+    def _tau_at(self, x: np.ndarray, label: str = "") -> TauPrior:
+        beta, shared, _ = self._split()
+        params = _natural(self.family, np.asarray([x @ beta]), shared)
+        src = f"learned from {self.n_meta} meta-analyses (empirical Bayes)" + (
+            f", at {label}" if label else ""
+        )
+        return TauPrior(self.family, {k: float(np.ravel(v)[0]) for k, v in params.items()},
+                        self.scale, src)  # fmt: skip
+
+    def mu_prior_for(self, **covariates) -> MuPrior:
+        """The learned mu prior of a new meta-analysis with these covariate values."""
+        if self.mu_prior is None:
+            raise ValueError("this prior was learned without a mu prior; use learn_mu=True.")
+        x = self.design.rows(pd.DataFrame({k: [v] for k, v in covariates.items()}, index=[0]))[0]
+        _, _, mu = self._split()
+        p = len(x)
+        return MuPrior("normal", {"mean": float(x @ mu[:p]), "sd": float(np.exp(mu[p]))},
+                       self.scale, self.mu_prior.source)  # fmt: skip
+
+
+def _natural(family: str, eta: np.ndarray, shared: np.ndarray) -> dict:
+    """The family's natural parameters from the location's linear predictor ``eta`` (per
+    meta-analysis) and the shared parameters on the optimizer's scale."""
+    name, link = _TARGET[family]
+    out = {name: eta if link == "identity" else np.exp(eta)}
+    for (pname, f), v in zip(_SHARED[family], shared, strict=True):
+        out[pname] = float(f(v))
     out.update(_FIXED.get(family, {}))
     return out
 
 
-def learn_tau_prior(yi, vi=None, *, family: str = "lognormal_tau2", scale: str | None = None):
-    """Learn a prior for tau from a corpus of meta-analyses (one per row of ``yi``).
+def learn_tau_prior(yi, vi=None, *, family: str = "lognormal_tau2", scale: str | None = None,
+                    covariates: pd.DataFrame | None = None, learn_mu: bool = False):  # fmt: skip
+    """Learn a prior for tau (and optionally mu) from a corpus of meta-analyses (one per
+    row of ``yi``).
 
     Parameters
     ----------
@@ -96,6 +240,11 @@ def learn_tau_prior(yi, vi=None, *, family: str = "lognormal_tau2", scale: str |
         (df 3).
     scale : str, optional
         The effect-size scale the prior is for (``"logor"``, ``"smd"``, ...), kept on it.
+    covariates : DataFrame, optional
+        One row per meta-analysis: the prior's location depends on these columns
+        (categorical ones by level, numeric ones linearly); see :meth:`LearnedPrior.prior_for`.
+    learn_mu : bool
+        Also learn a normal prior for mu (mean on the same covariates, shared sd).
 
     Examples
     --------
@@ -107,10 +256,11 @@ def learn_tau_prior(yi, vi=None, *, family: str = "lognormal_tau2", scale: str |
     >>> abs(res.params["mu"] + 1.2) < 3 * res.se["mu"], res.n_meta
     (True, 300)
     """
-    if family not in _FREE:
+    if family not in _TARGET:
         raise ValueError(
-            f"learn_tau_prior: `family` must be one of {sorted(_FREE)}; got {family!r}."
+            f"learn_tau_prior: `family` must be one of {sorted(_TARGET)}; got {family!r}."
         )
+    check_scale_name(scale)
     y, v, _, _, _ = read_inputs(yi, vi, None, prefix="learn_tau_prior: ")
     if y.ndim != 2:
         raise ValueError(
@@ -124,6 +274,21 @@ def learn_tau_prior(yi, vi=None, *, family: str = "lognormal_tau2", scale: str |
             "study; drop it from the corpus."
         )
     n = y.shape[0]
+    if covariates is not None:
+        covariates = pd.DataFrame(covariates).reset_index(drop=True)
+        if len(covariates) != n:
+            raise ValueError(
+                f"learn_tau_prior: `covariates` has {len(covariates)} rows for {n} "
+                "meta-analyses; give one row per meta-analysis."
+            )
+    design, X = Design.from_frame(covariates)
+    if covariates is None:
+        X = np.ones((n, 1))
+    if np.linalg.matrix_rank(X) < X.shape[1]:
+        raise ValueError(
+            f"learn_tau_prior: the covariates' design ({', '.join(design.names)}) is not of "
+            "full rank: a level with no meta-analysis, or collinear columns; drop one."
+        )
     if n < WEAK:
         warnings.warn(
             f"learn_tau_prior: only {n} meta-analyses; a prior learned from fewer than {WEAK} "
@@ -141,41 +306,83 @@ def learn_tau_prior(yi, vi=None, *, family: str = "lognormal_tau2", scale: str |
     trap = np.ones(GRID)
     trap[[0, -1]] = 0.5
     loglik = np.empty((n, GRID))
+    mhat = np.empty((n, GRID))
+    prec = np.empty((n, GRID))
     step = max(1, (1 << 21) // (GRID * y.shape[1]))
     for s in range(0, n, step):  # blocks of meta-analyses, each over the whole grid
         sl = slice(s, s + step)
         grid = np.broadcast_to(tau, (y[sl].shape[0], GRID))
-        loglik[sl] = tau_likelihood(y[sl], v[sl], obs[sl], grid, MuPrior("flat"))[0]
+        loglik[sl], mhat[sl], prec[sl] = tau_likelihood(y[sl], v[sl], obs[sl], grid,
+                                                        MuPrior("flat"))  # fmt: skip
     base = loglik + np.log(tau) + np.log(trap) + math.log(du)  # (n, G)
+    p = X.shape[1]
+    n_shared = len(_SHARED[family])
 
     def total(x: np.ndarray) -> float:
-        prior = TauPrior(family, _natural(family, x))
-        lp = prior.logpdf(tau)
+        eta = X @ x[:p]
+        params = _natural(family, eta[:, None], x[p : p + n_shared])
+        lp = TauPrior(family, params).logpdf(tau[None, :])
         if not np.isfinite(lp).any():
             return 1e300
-        return -float(special.logsumexp(base + lp[None, :], axis=-1).sum())
+        term = base + lp
+        if learn_mu:
+            m0 = (X @ x[p + n_shared : 2 * p + n_shared])[:, None]
+            var = 1.0 / prec + math.exp(2 * x[-1])
+            term = term - 0.5 * (np.log(2 * math.pi * var) + (mhat - m0) ** 2 / var)
+        val = -float(special.logsumexp(term, axis=-1).sum())
+        return val if math.isfinite(val) else 1e300
 
-    x0 = {
-        "lognormal_tau2": [math.log(max(spread, sd) ** 2 / 4), 0.0],
-        "logt_tau2": [math.log(max(spread, sd) ** 2 / 4), 0.0],
-        "invgamma_tau": [math.log(2.0), math.log(max(spread, sd) / 2)],
-        "halfnormal_tau": [math.log(max(spread, sd) / 2)],
-        "halft_tau": [math.log(max(spread, sd) / 2)],
-    }[family]
-    res = optimize.minimize(total, np.asarray(x0, dtype=float), method="Nelder-Mead",
-                            options={"xatol": 1e-8, "fatol": 1e-10, "maxiter": 4000})  # fmt: skip
-    x = res.x
+    start = math.log(max(spread, sd) ** 2 / 4)
+    loc0 = {"identity": start, "log": math.log(max(spread, sd) / 2)}[_TARGET[family][1]]
+    shared0 = {"lognormal_tau2": [0.0], "logt_tau2": [0.0], "invgamma_tau": [math.log(2.0)],
+               "halfnormal_tau": [], "halft_tau": []}[family]  # fmt: skip
+    x0 = [loc0] + [0.0] * (p - 1) + shared0
+    if learn_mu:
+        first = mhat[:, GRID // 2]
+        x0 += [float(np.median(first))] + [0.0] * (p - 1) + [math.log(max(np.std(first), sd))]
+    x0 = np.asarray(x0, dtype=float)
+    res = optimize.minimize(total, x0, method="Nelder-Mead",
+                            options={"xatol": 1e-8, "fatol": 1e-10, "maxiter": 4000 * len(x0),
+                                     "adaptive": len(x0) > 3})  # fmt: skip
+    x, fun, ok = res.x, res.fun, bool(res.success)
+    if len(x0) > 2:  # polish: the simplex is slow to settle in several dimensions
+        res2 = optimize.minimize(total, x, method="BFGS", options={"gtol": 1e-6})
+        if res2.fun <= fun:
+            x, fun, ok = res2.x, res2.fun, bool(res2.success) or ok
     hess = _hessian(total, x)
     with np.errstate(invalid="ignore"):
         cov = np.linalg.pinv(hess)
-    params = _natural(family, x)
-    se = {}
-    for i, (name, f) in enumerate(_FREE[family]):
-        slope = float(f(x[i])) if f is np.exp else 1.0  # d natural / d free
-        se[name] = float(abs(slope) * math.sqrt(max(cov[i, i], 0.0)))
-    prior = TauPrior(family, params, scale, f"learned from {n} meta-analyses (empirical Bayes)")
-    return LearnedPrior(prior, params, se, -float(res.fun), n, int((k == 1).sum()),
-                        bool(res.success))  # fmt: skip
+    names = design.names
+    target, link = _TARGET[family]
+    params, se = {}, {}
+    jac = np.ones(len(x))  # d natural / d optimizer scale, where a parameter is reported
+    if covariates is None:
+        params[target] = float(x[0] if link == "identity" else math.exp(x[0]))
+        jac[0] = 1.0 if link == "identity" else math.exp(x[0])
+        labels = [target]
+    else:
+        labels = [f"{target}[{nm}]" for nm in names]
+        params.update({lab: float(val) for lab, val in zip(labels, x[:p], strict=True)})
+    for i, (pname, f) in enumerate(_SHARED[family]):
+        params[pname] = float(f(x[p + i]))
+        jac[p + i] = float(f(x[p + i]))  # f is exp
+        labels.append(pname)
+    mu_prior = None
+    if learn_mu:
+        mlabels = [f"mu_mean[{nm}]" for nm in names] if covariates is not None else ["mu_mean"]
+        params.update({lab: float(val) for lab, val in
+                       zip(mlabels, x[p + n_shared : 2 * p + n_shared], strict=True)})  # fmt: skip
+        params["mu_sd"] = float(math.exp(x[-1]))
+        jac[-1] = math.exp(x[-1])
+        labels += mlabels + ["mu_sd"]
+        mu_prior = MuPrior("normal", {"mean": float(x[p + n_shared]), "sd": params["mu_sd"]},
+                           scale, f"learned from {n} meta-analyses (empirical Bayes)")  # fmt: skip
+    for i, lab in enumerate(labels):
+        se[lab] = float(abs(jac[i]) * math.sqrt(max(cov[i, i], 0.0)))
+    out = LearnedPrior(None, params, se, -float(fun), n, int((k == 1).sum()), ok, family,
+                       scale, design, tuple(float(c) for c in x), mu_prior, cov)  # fmt: skip
+    baseline = np.eye(p)[0]  # the intercept alone: every covariate at its first level or 0
+    return dataclasses.replace(out, prior=out._tau_at(baseline))
 
 
 def _hessian(f, x: np.ndarray, h: float = 1e-4) -> np.ndarray:

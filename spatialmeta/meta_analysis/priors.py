@@ -9,7 +9,9 @@ on, so that they can be integrated against a likelihood in tau directly:
 * ``invgamma_tau``: tau ~ inverse-gamma(shape, scale) (Bartoš et al. 2021/2023);
 * ``halfnormal_tau``: tau ~ |N(0, scale^2)| (Bartoš et al.'s risk-difference prior, and a
   common weakly-informative choice);
-* ``halft_tau``: tau ~ |scale * t_df|.
+* ``halft_tau``: tau ~ |scale * t_df|;
+* ``uniform_tau``: tau ~ U(0, upper) (bayesmeta's uniform prior; the "flat" reference of
+  the corpus evaluation, proper so that its evidence is defined).
 
 The published tables ship with the package (``prior_tables/``, transcribed from the
 papers' tables; the files' first lines cite them):
@@ -48,7 +50,8 @@ _FILES = {
     "rhodes2015": "rhodes2015_tau2_logt5.tsv",
     "bartos2021": "bartos_informed_priors_BayesTools0.3.0.tsv",
 }
-TAU_FAMILIES = ("lognormal_tau2", "logt_tau2", "invgamma_tau", "halfnormal_tau", "halft_tau")
+TAU_FAMILIES = ("lognormal_tau2", "logt_tau2", "invgamma_tau", "halfnormal_tau", "halft_tau",
+                "uniform_tau")  # fmt: skip
 # the effect-size scale each published table is on, in escalc's measure names
 SCALES = {"smd": ("SMD",), "logor": ("OR", "PETO"), "logrr": ("RR",), "rd": ("RD",),
           "loghr": ("HR",)}  # fmt: skip
@@ -88,14 +91,17 @@ class TauPrior:
                 out = stats.norm.logpdf(2 * lt, p["mu"], p["sigma"]) + math.log(2.0) - lt
             elif self.family == "logt_tau2":
                 z = (2 * lt - p["location"]) / p["scale"]
-                out = stats.t.logpdf(z, p["df"]) - math.log(p["scale"]) + math.log(2.0) - lt
+                out = stats.t.logpdf(z, p["df"]) - np.log(p["scale"]) + math.log(2.0) - lt
             elif self.family == "invgamma_tau":
                 out = stats.invgamma.logpdf(np.where(pos, t, 1.0), p["shape"], scale=p["scale"])
             elif self.family == "halfnormal_tau":
                 return np.where(t >= 0, stats.halfnorm.logpdf(t, scale=p["scale"]), -np.inf)
+            elif self.family == "uniform_tau":
+                inside = (t >= 0) & (t <= p["upper"])
+                return np.where(inside, -np.log(p["upper"]) + 0.0 * t, -np.inf)
             else:  # halft_tau
                 z = t / p["scale"]
-                out = math.log(2.0) + stats.t.logpdf(z, p["df"]) - math.log(p["scale"])
+                out = math.log(2.0) + stats.t.logpdf(z, p["df"]) - np.log(p["scale"])
                 return np.where(t >= 0, out, -np.inf)
             return np.where(pos, out, -np.inf)
 
@@ -244,6 +250,14 @@ def _params(text: str) -> dict[str, float]:
         key, _, value = part.partition("=")
         out[key.strip()] = float(value)
     return out
+
+
+def check_scale_name(scale: str | None) -> None:
+    """Refuse an effect-size scale name the priors do not know."""
+    if scale is not None and scale not in SCALES:
+        raise ValueError(
+            f"unknown effect-size scale {scale!r}; use one of {sorted(SCALES)} or None."
+        )
 
 
 def check_scale(prior, measure: str | None) -> None:

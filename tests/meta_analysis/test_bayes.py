@@ -139,7 +139,9 @@ def _brute(yi, vi, tau_prior, mu_prior, level=95):
         cdf = integrate.cumulative_trapezoid(dens, x, initial=0)
         return float(np.interp(q, cdf / cdf[-1], x))
 
+    evidence = top + np.log(integrate.trapezoid(integrate.trapezoid(p, tau, axis=1), mu))
     return {
+        "log_evidence": evidence,
         "mu_mean": integrate.trapezoid(pm * mu, mu), "tau_mean": integrate.trapezoid(pt * tau, tau),
         "mu_median": quant(mu, pm, 0.5), "mu_lb": quant(mu, pm, a), "mu_ub": quant(mu, pm, 1 - a),
         "tau_median": quant(tau, pt, 0.5), "tau_lb": quant(tau, pt, a),
@@ -152,6 +154,12 @@ CASES = [
     ("bcg", published_prior("turner2015"), MuPrior("normal", {"mean": 0.0, "sd": 2.0})),
     ("normand1999", published_prior("bartos2021", scale="smd")[0], MuPrior("flat")),
     ("molloy2014", TauPrior("halft_tau", {"scale": 0.3, "df": 3.0}), MuPrior("flat")),
+    ("normand1999", *published_prior("bartos2021", scale="smd")),  # Bartoš's t prior on mu
+    (
+        "bcg",
+        TauPrior("halfnormal_tau", {"scale": 0.5}),
+        MuPrior("t", {"location": -0.5, "scale": 0.3, "df": 3.0}),
+    ),  # fmt: skip
 ]
 
 
@@ -201,10 +209,9 @@ def test_bayes_factors_and_bad_input():
     smd = Estimates(yi=same, vi=v, measure="SMD")
     with pytest.raises(ValueError, match=r"on the logor scale, but the effect sizes are 'SMD'"):
         bayes_pool(smd, tau_prior=published_prior("turner2015"))
-    with pytest.raises(ValueError, match=r"a t prior on mu .* not built yet"):
-        bayes_pool(
-            same, v, tau_prior=hn, mu_prior=MuPrior("t", {"location": 0, "scale": 1, "df": 3})
-        )
+    t1 = MuPrior("t", {"location": 0.0, "scale": 1.0, "df": 3.0})
+    assert bayes_pool(same + 1.0, v, tau_prior=hn, mu_prior=t1).bf01_mu < 0.01
+    assert bayes_pool(same * 0, v, tau_prior=hn, mu_prior=t1).bf01_mu > 1
     with pytest.raises(ValueError, match=r"`vi` must be > 0"):
         bayes_pool(same, np.zeros(5), tau_prior=hn)
 

@@ -71,3 +71,63 @@ def test_a_small_corpus_warns_and_bad_input_is_named():
         v3 = vi.copy()
         v3[0, 0] = np.nan
         learn_tau_prior(yi, v3, family="halfnormal_tau")
+
+
+def _grouped_corpus(seed, n=600):
+    """Two kinds of meta-analysis with different heterogeneity (log tau^2 means -1.5 and
+    -3.0, shared sd 0.8) and a mu prior N(0.3, 0.5^2)."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(["OR", "SMD"], n // 2)
+    k = rng.integers(2, 11, n)
+    vi = rng.uniform(0.01, 0.2, (n, 10))
+    vi[np.arange(10)[None, :] >= k[:, None]] = np.nan
+    tau = np.exp(rng.normal(np.where(g == "OR", -1.5, -3.0), 0.8) / 2)
+    mu = rng.normal(0.3, 0.5, n)[:, None]
+    yi = rng.normal(mu, np.sqrt(np.nan_to_num(vi, nan=1.0) + tau[:, None] ** 2))
+    yi[np.isnan(vi)] = np.nan
+    return yi, vi, g
+
+
+def test_a_covariate_moves_the_location_and_the_generating_values_are_recovered():
+    import pandas as pd
+
+    yi, vi, g = _grouped_corpus(5)
+    res = learn_tau_prior(yi, vi, covariates=pd.DataFrame({"measure": g}), learn_mu=True)
+    assert res.converged and list(res.design.names) == ["(Intercept)", "measure=SMD"]
+    truth = {"mu[(Intercept)]": -1.5, "mu[measure=SMD]": -1.5, "sigma": 0.8,
+             "mu_mean[(Intercept)]": 0.3, "mu_mean[measure=SMD]": 0.0, "mu_sd": 0.5}  # fmt: skip
+    for name, value in truth.items():
+        assert abs(res.params[name] - value) < 2 * res.se[name], (name, res.params, res.se)
+        assert 0 < res.se[name] < 0.3
+    smd = res.prior_for(measure="SMD")
+    assert smd.params["mu"] == pytest.approx(res.params["mu[(Intercept)]"]
+                                             + res.params["mu[measure=SMD]"])  # fmt: skip
+    assert res.prior.params == res.prior_for(measure="OR").params  # the baseline level
+    assert res.mu_prior_for(measure="OR").params["sd"] == pytest.approx(res.params["mu_sd"])
+    with pytest.raises(ValueError, match=r"covariate 'measure' has level 'RR', which the prior"):
+        res.prior_for(measure="RR")
+    with pytest.raises(ValueError, match=r"has no covariate 'field'; it has \['measure'\]"):
+        res.prior_for(measure="OR", field="x")
+    with pytest.raises(ValueError, match=r"depends on covariate 'measure'; give it"):
+        res.prior_for()
+
+
+def test_a_one_level_covariate_equals_no_covariate_and_bad_covariates_are_named():
+    import pandas as pd
+
+    yi, vi, _ = _grouped_corpus(6, n=200)
+    plain = learn_tau_prior(yi, vi)
+    one = learn_tau_prior(yi, vi, covariates=pd.DataFrame({"measure": ["OR"] * 200}))
+    assert one.params["mu[(Intercept)]"] == pytest.approx(plain.params["mu"], abs=1e-4)
+    assert one.params["sigma"] == pytest.approx(plain.params["sigma"], abs=1e-4)
+    assert one.loglik == pytest.approx(plain.loglik, abs=1e-6)
+    with pytest.raises(ValueError, match=r"`covariates` has 3 rows for 200 meta-analyses"):
+        learn_tau_prior(yi, vi, covariates=pd.DataFrame({"measure": ["OR"] * 3}))
+    cov = pd.DataFrame({"x": np.r_[np.nan, np.ones(199)]})
+    with pytest.raises(ValueError, match=r"covariate 'x' is missing for meta-analysis \(row\) 0"):
+        learn_tau_prior(yi, vi, covariates=cov)
+    cov = pd.DataFrame({"a": np.arange(200.0), "b": 2 * np.arange(200.0)})
+    with pytest.raises(ValueError, match=r"not of full rank"):
+        learn_tau_prior(yi, vi, covariates=cov)
+    with pytest.raises(ValueError, match=r"unknown effect-size scale 'log-or'"):
+        learn_tau_prior(yi, vi, scale="log-or")
