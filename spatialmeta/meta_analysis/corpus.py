@@ -39,17 +39,20 @@ NOT_PLAIN = ("multilevel models", "multivariate models", "network meta-analysis"
              "component network meta-analysis", "dose-response models")  # fmt: skip
 # metafor's raw-column sets per measure family, with the aliases the datasets use
 # (escalc arguments, column names) pairs, tried in turn
-_TABLE = (("ai", "bi", "ci", "di"), [("ai", "bi", "ci", "di"), ("tpos", "tneg", "cpos", "cneg")])
+_TABLE = (("ai", "bi", "ci", "di"), [("ai", "bi", "ci", "di"), ("tpos", "tneg", "cpos", "cneg"),
+          ("resp.halo", "fail.halo", "resp.plac", "fail.plac")])  # fmt: skip
 _EVENTS = (("ai", "n1i", "ci", "n2i"), [("ai", "n1i", "ci", "n2i"), ("Ee", "Ne", "Ec", "Nc"),
            ("xt", "nt", "xc", "nc"), ("xTi", "nTi", "xCi", "nCi"),
-           ("x.nrt", "n.nrt", "x.ctrl", "n.ctrl")])  # fmt: skip
+           ("x.nrt", "n.nrt", "x.ctrl", "n.ctrl"), ("x.a", "n.a", "x.p", "n.p"),
+           ("hcq_arm_event", "hcq_arm_total", "control_arm_event", "control_arm_total")])  # fmt: skip
 _MEANS = (
     ("m1i", "sd1i", "n1i", "m2i", "sd2i", "n2i"),
-    [("m1i", "sd1i", "n1i", "m2i", "sd2i", "n2i")],
+    [("m1i", "sd1i", "n1i", "m2i", "sd2i", "n2i"), ("Me", "Se", "Ne", "Mc", "Sc", "Nc")],
 )
 RAW = {
     "OR": [_TABLE, _EVENTS], "RR": [_TABLE, _EVENTS], "SMD": [_MEANS], "MD": [_MEANS],
-    "ZCOR": [(("ri", "ni"), [("ri", "ni")])], "PLO": [(("xi", "ni"), [("xi", "ni")])],
+    "ZCOR": [(("ri", "ni"), [("ri", "ni"), ("Correlation", "SampleSize")])],
+    "PLO": [(("xi", "ni"), [("xi", "ni"), ("cases", "total")])],
 }  # fmt: skip
 SPLIT = ("table",)  # a column that separates a dataset's meta-analyses (dat.yusuf1985)
 

@@ -60,6 +60,21 @@ def test_the_shared_corpus_reads_without_r_and_names_what_it_skips(corpus):
     assert not kept & set(corpus.skipped)
 
 
+ALIASES = json.loads((Path(__file__).resolve().parents[1] / "reference" /
+                      "corpus_alias_reference.json").read_text())  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(ALIASES))
+def test_datasets_with_aliased_columns_equal_metafor(corpus, name):
+    """Me/Se/Ne, x.a/n.a, Correlation/SampleSize, cases/total, ... : escalc on the columns
+    the loader maps, against metafor's escalc on the same .rda loaded by R
+    (tests/reference/make_corpus_alias_reference.R)."""
+    got = corpus.table[corpus.table.meta_id == name]
+    assert len(got) == len(ALIASES[name]["yi"]) > 5
+    np.testing.assert_allclose(got.yi, ALIASES[name]["yi"], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(got.vi, ALIASES[name]["vi"], rtol=1e-12)
+
+
 def test_a_prior_learns_from_the_real_odds_ratio_corpus(corpus):
     import warnings
 
