@@ -41,7 +41,9 @@ FLAGS = {
         "test_start": "--test-start", "horizon": "--horizon", "member": "--member",
         "lags": "--lags", "learner": "--learner", "episodes": "--episodes", "shots": "--shots",
     },
-    "pool": {"method": "--method", "test": "--test", "level": "--level", "measure": "--measure"},
+    "pool": {"method": "--method", "test": "--test", "level": "--level", "measure": "--measure",
+             "prior": "--prior"},
+    "prior": {"family": "--family", "covariates": "--by", "measure": "--measure"},
     "aggregate": {"regions": "--regions", "id_column": "--id-column", "tiles": "--tiles",
                   "variables": "--var", "min_coverage": "--min-coverage",
                   "assume_crs": "--assume-crs"},
@@ -331,6 +333,13 @@ def pool_command(
     col: list[str] | None = typer.Option(
         None, "--col", help="Raw column for an escalc argument, ARG=COLUMN (repeatable)."
     ),
+    prior: str | None = typer.Option(
+        None,
+        help="Add Bayesian random effects with this prior: turner2015[:OUTCOME,COMPARISON], "
+        "rhodes2015[:AREA,OUTCOME,COMPARISON], bartos2021:SCALE[,SUBFIELD], halfnormal:SCALE, "
+        "halft:SCALE[,DF], lognormal:MU,SIGMA, invgamma:SHAPE,SCALE, uniform:UPPER, or "
+        "learned:PATH (a prior.json of 'spatialmeta prior learn', or a corpus).",
+    ),
     progress: bool = typer.Option(True, help="Show progress on stderr."),
 ) -> None:
     """Meta-analyse a table of studies: model, heterogeneity, moderators, subgroups, bias, plots.
@@ -339,7 +348,8 @@ def pool_command(
     --yi/--vi). With --measure they are computed as metafor's escalc from raw columns named
     as its arguments (m1i, sd1i, n1i, m2i, sd2i, n2i; ai, bi, ci, di; xi, ni; ri, ni; ...),
     or mapped with --col. Writes OUT/report.md, OUT/results.json, OUT/studies.csv and forest,
-    funnel, Baujat and radial plots (PNG, SVG), and prints the summary.
+    funnel, Baujat and radial plots (PNG, SVG), and prints the summary. With --prior, also
+    the posterior of mu and tau (no MCMC) and the posterior and shrinkage plots.
 
     Example: spatialmeta pool bcg.csv --measure RR --col ai=tpos --col bi=tneg --col ci=cpos --col di=cneg --label trial --mods ablat --subgroup alloc --out outputs/bcg
     """
@@ -348,11 +358,77 @@ def pool_command(
     try:
         result = pool_job(
             studies, out, measure=measure, method=method, test=test, level=level, mods=mods,
-            subgroup=subgroup, label=label, yi=yi, vi=vi, columns=col or None, progress=progress,
+            subgroup=subgroup, label=label, yi=yi, vi=vi, columns=col or None, prior=prior,
+            progress=progress,
         )  # fmt: skip
     except _known_errors() as exc:
         _fail_with(exc, "pool", 2)
     typer.echo(result.summary.rstrip("\n"))
+
+
+prior_app = typer.Typer(
+    help="Heterogeneity priors learned from a corpus of meta-analyses.\n\n"
+    "Example: spatialmeta prior learn ../shared/data/meta_analysis --out prior.json",
+    no_args_is_help=True,
+)
+app.add_typer(prior_app, name="prior")
+
+
+@prior_app.command("learn")
+def prior_learn(
+    corpus: Path = typer.Argument(
+        ...,
+        help="A folder holding metadat/ and psymetadata/ (.rda), or a long CSV table "
+        "(meta_id, yi, vi, optional measure): one row per study.",
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="The prior file to write (JSON)."),
+    family: str = typer.Option(
+        "lognormal_tau2",
+        help="lognormal_tau2 (Turner), logt_tau2 (Rhodes), invgamma_tau (Bartoš), "
+        "halfnormal_tau or halft_tau.",
+    ),
+    measure: str | None = typer.Option(
+        None, help="Learn from the meta-analyses of this measure only (OR, RR, SMD, ...)."
+    ),
+    by_measure: bool = typer.Option(
+        True,
+        "--by-measure/--no-by-measure",
+        help="With several measures in the corpus: the prior's location by measure.",
+    ),
+) -> None:
+    """Learn a prior for tau by empirical Bayes from a corpus, and write it for --prior learned:FILE.
+
+    Every meta-analysis's marginal likelihood of tau (mu integrated out) is computed on one
+    grid; the prior's parameters maximize their sum, with standard errors from the Hessian.
+    With several measures the prior's location depends on the measure (one shared spread).
+
+    Example: spatialmeta prior learn ../shared/data/meta_analysis --measure OR --out or_prior.json
+    """
+    import pandas as pd
+
+    from spatialmeta.meta_analysis.corpus import Corpus, load_corpus
+    from spatialmeta.meta_analysis.prior_files import learn_corpus, save_prior
+
+    try:
+        if out.suffix.lower() != ".json":
+            raise ValueError(f"`out` '{out}' must end in .json (the prior file).")
+        if corpus.is_dir():
+            c = load_corpus(corpus)
+        elif corpus.is_file():
+            c = Corpus.from_table(pd.read_csv(corpus))
+        else:
+            raise FileNotFoundError(f"corpus '{corpus}' does not exist.")
+        if measure is not None:
+            c = Corpus(c.table[c.table.measure == measure.upper()].reset_index(drop=True))
+            if c.table.empty:
+                raise ValueError(f"the corpus has no meta-analysis with `measure` {measure!r}.")
+        res = learn_corpus(c, family=family, by_measure=by_measure)
+        save_prior(res, out)
+    except _known_errors() as exc:
+        _fail_with(exc, "prior", 2)
+    typer.echo(c.counts().to_string())
+    typer.echo(res.summary())
+    typer.echo(f"prior written to {out} (use: spatialmeta pool ... --prior learned:{out})")
 
 
 def main() -> None:

@@ -29,6 +29,13 @@ import pandas as pd
 from scipy import stats
 
 from spatialmeta._io import atomic_path, ensure_writable_dir
+from spatialmeta.jobs.pool_bayes import (
+    bayes_fit,
+    bayes_markdown,
+    bayes_plots,
+    bayes_results,
+    bayes_summary,
+)
 from spatialmeta.meta_analysis import effect_sizes
 from spatialmeta.meta_analysis.bias import baujat as baujat_fit
 from spatialmeta.meta_analysis.bias import fsn, ranktest, trimfill
@@ -69,7 +76,7 @@ _MEASURE_NAMES = {
     "COR": "correlation",
     "ZCOR": "Fisher's z-transformed correlation",
 }
-_PLOTS = ("forest", "funnel", "baujat", "radial")
+_PLOTS = ("forest", "funnel", "baujat", "radial", "posterior", "shrinkage")
 _LABEL_NAMES = ("study", "label", "slab")
 
 
@@ -778,6 +785,8 @@ def _report(st, fits, run, settings, files) -> str:
     if ratio:
         lines += [ratio, ""]
     lines += ["## Heterogeneity", ""] + _heterogeneity_md(res, fits.get("confint"))
+    if fits.get("bayes") is not None:
+        lines += ["## Bayesian random effects", ""] + bayes_markdown(fits["bayes"])
     if "heterogeneity intervals" in run.skipped:
         lines += [f"Intervals skipped: {run.skipped['heterogeneity intervals']}.", ""]
     if st.mods is not None:
@@ -905,6 +914,8 @@ def _results(st, fits, run, settings, files) -> dict[str, Any]:
     out["influence"] = None if inf is None else drop(inf.to_dict(), "full")
     bj = fits.get("baujat")
     out["baujat"] = None if bj is None else {"x": bj.x, "y": bj.y}
+    if fits.get("bayes") is not None:
+        out["bayes"] = bayes_results(fits["bayes"])
     out["skipped"] = dict(run.skipped)
     out["notes"] = [f"dropped {d}" for d in st.dropped] + list(run.notes)
     out["files"] = dict(files)
@@ -962,6 +973,8 @@ def _plots(st, fits, folder: Path, run: _Run, dpi: int) -> dict[str, str]:
         None if bj is not None else run.skipped.get("Baujat", "Baujat coordinates not computed"),
     )
     draw("radial", lambda: radial_plot(res, title=title))
+    if fits.get("bayes") is not None:
+        bayes_plots(st, fits["bayes"], draw, axis, ratio, scale_name)
     return written
 
 
@@ -1033,6 +1046,8 @@ def _summary(st, fits, run, out: Path, settings) -> str:
         bias.append(f"fail-safe N (Rosenthal) = {fs.fsnum:g}")
     if bias:
         parts.append("Publication bias: " + "; ".join(bias))
+    if fits.get("bayes") is not None:
+        parts.append(bayes_summary(fits["bayes"]))
     inf = fits.get("influence")
     if inf is not None:
         flagged = [str(x) for x, f in zip(st.labels, np.asarray(inf.is_infl), strict=True) if f]
@@ -1062,6 +1077,7 @@ def pool_job(
     yi: str | None = None,
     vi: str | None = None,
     columns: dict[str, str] | Sequence[str] | None = None,
+    prior: str | None = None,
     plots: bool = True,
     dpi: int = 150,
     progress: bool | Callable[[str], None] = False,
@@ -1100,6 +1116,14 @@ def pool_job(
         only without ``measure``.
     columns : dict or sequence of "ARG=COLUMN", optional
         escalc argument → column, for raw columns named otherwise.
+    prior : str, optional
+        Add a Bayesian random-effects section with this prior for tau (and mu):
+        ``turner2015[:OUTCOME,COMPARISON]``, ``rhodes2015[:AREA,OUTCOME,COMPARISON]``,
+        ``bartos2021:SCALE[,SUBFIELD]``, ``halfnormal:SCALE``, ``halft:SCALE[,DF]``,
+        ``lognormal:MU,SIGMA``, ``invgamma:SHAPE,SCALE``, ``uniform:UPPER``, or
+        ``learned:PATH`` (a prior file of ``spatialmeta prior learn``, or a corpus);
+        see :mod:`spatialmeta.meta_analysis.prior_files`. Adds the posterior and
+        shrinkage plots.
     plots : bool
         Draw the forest, funnel, Baujat and radial plots (PNG and SVG).
     dpi : int
@@ -1152,6 +1176,10 @@ def pool_job(
             f"analysed; --method {method} (random effects) needs at least 2 studies to "
             "estimate tau^2: use --method FE to report the single study's effect, or add studies."
         )
+    bayes = None
+    if prior is not None:  # the prior is resolved (and refused) before any work
+        early: list[str] = []
+        bayes = bayes_fit(st, prior, level, early)
     report: Callable[[str], None] | None
     if progress is True:
 
@@ -1164,6 +1192,9 @@ def pool_job(
     settings = {"method": method, "test": test, "level": level, "label": label,
                 "subgroup": subgroup}  # fmt: skip
     fits = _fit_all(st, method, test, level, run)
+    if bayes is not None:
+        fits["bayes"] = bayes
+        run.notes += early
     files: dict[str, str] = {
         "report": "report.md",
         "results": "results.json",

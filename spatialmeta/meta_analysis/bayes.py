@@ -30,7 +30,7 @@ from spatialmeta.meta_analysis._common import check_labels, check_studies, read_
 from spatialmeta.meta_analysis.priors import MuPrior, TauPrior, check_scale
 from spatialmeta.meta_analysis.results import Count, Result, Value, fmt_num
 
-__all__ = ["BayesPoolResult", "bayes_pool", "tau_likelihood"]
+__all__ = ["BayesPoolResult", "PosteriorCurves", "bayes_pool", "posterior_curves", "tau_likelihood"]
 
 GRID = 1600  # nodes of the log-tau grid (4e-5 of the brute-force summaries at k = 2 to 16)
 _BLOCK = 1 << 21  # rows x nodes x studies held at once
@@ -47,8 +47,8 @@ class BayesPoolResult(Result):
 
     ``mu_*``: posterior mean, sd, median and central ``level`` % interval of mu;
     ``tau_*``: the same for tau (no sd); ``pred_lb``/``pred_ub``: the posterior predictive
-    interval of a new study's effect; ``theta``: the shrunken study estimates (posterior
-    means of the study effects, with the study axis); ``bf01_tau``: Bayes factor of tau = 0
+    interval of a new study's effect; ``theta``/``theta_sd``: the shrunken study
+    estimates (posterior means and sds of the study effects, with the study axis); ``bf01_tau``: Bayes factor of tau = 0
     against the prior (above 1 favours no heterogeneity); ``bf01_mu``: of mu = 0 against
     mu's prior (NaN for a flat prior, which has no Bayes factor).
     """
@@ -69,6 +69,7 @@ class BayesPoolResult(Result):
     log_evidence: Value
     k: Count
     theta: np.ndarray
+    theta_sd: np.ndarray
     level: float
     tau_prior: TauPrior
     mu_prior: MuPrior
@@ -230,7 +231,11 @@ def _top(wts, *arrays, tol: float = 1e-15):
     return (w / w.sum(-1, keepdims=True), *(np.take_along_axis(x, keep, -1) for x in arrays))
 
 
-def _block(y, v, m, tau_prior, mu_prior, level):
+def _joint(y, v, m, tau_prior, mu_prior):
+    """The joint posterior on the quadrature nodes: per row the tau grid ``(b, G)``, its
+    log step, the trapezoid weights, and per component (a tau node, times a lambda node
+    under a t prior on mu) the unnormalized log posterior weight, mu's conditional mean
+    and precision and the component's tau, ``(b, C)``; and the lambda nodes per tau node."""
     tau = _grid(y, v, m, tau_prior)  # (b, G)
     du = np.log(tau[:, 1]) - np.log(tau[:, 0])
     is_t = mu_prior.family == "t"
@@ -239,7 +244,7 @@ def _block(y, v, m, tau_prior, mu_prior, level):
     trap = np.ones(GRID)
     trap[[0, -1]] = 0.5
     logpost = tau_prior.logpdf(tau) + loglik + np.log(tau) + np.log(trap)[None, :]
-    comp_tau = tau
+    comp_tau, n_l = tau, 1
     if is_t:  # a second dimension: the t prior's normal scale mixture, closed form given lambda
         lam, logw = _t_nodes(mu_prior.params["df"])
         loc, s2 = mu_prior.params["location"], mu_prior.params["scale"] ** 2 / lam  # (L,)
@@ -251,6 +256,13 @@ def _block(y, v, m, tau_prior, mu_prior, level):
         b, g, n_l = logpost.shape
         logpost, mean, W = (x.reshape(b, g * n_l) for x in (logpost, mean, Wc))
         comp_tau = np.repeat(tau, n_l, axis=-1)
+    return tau, du, trap, logpost, mean, W, comp_tau, n_l
+
+
+def _block(y, v, m, tau_prior, mu_prior, level):
+    is_t = mu_prior.family == "t"
+    tau, du, trap, logpost, mean, W, comp_tau, n_l = _joint(y, v, m, tau_prior, mu_prior)
+    b, g = tau.shape
     lognorm = special.logsumexp(logpost, axis=-1) + np.log(du)  # log p(y)
     wts = np.exp(logpost - special.logsumexp(logpost, axis=-1, keepdims=True))
     mu_mean = (wts * mean).sum(-1)
@@ -259,10 +271,9 @@ def _block(y, v, m, tau_prior, mu_prior, level):
     pr_sd = np.sqrt(np.maximum((wts * (pred_var + mean**2)).sum(-1) - mu_mean**2, 0.0))
     tau_mean = (wts * comp_tau).sum(-1)
     # per tau node: its weight and its weighted conditional mean of mu (over lambda)
-    wtau, wmean = wts, wts * mean
+    wtau, wmean, wm2, winv = wts, wts * mean, wts * mean**2, wts / W
     if is_t:
-        wtau = wts.reshape(b, g, n_l).sum(-1)
-        wmean = wmean.reshape(b, g, n_l).sum(-1)
+        wtau, wmean, wm2, winv = (x.reshape(b, g, n_l).sum(-1) for x in (wts, wmean, wm2, winv))
         # mu's quantiles from the mixture over every _T_THIN-th tau node (the trapezoid rule
         # of that step: the integrand is smooth in log tau, so its error stays ~1e-7)
         sub = np.arange(0, g, _T_THIN)
@@ -283,16 +294,23 @@ def _block(y, v, m, tau_prior, mu_prior, level):
     # mu_hat's posterior mean given tau summed over tau's nodes (and lambda's)
     t2 = (tau * tau)[..., None]
     shrink = t2 / (np.where(m, v, 1.0)[:, None, :] + t2)
-    th = (
-        wmean[..., None] * (1.0 - shrink)
-        + wtau[..., None] * shrink * np.where(m, y, 0.0)[:, None, :]
-    )
+    yy = np.where(m, y, 0.0)[:, None, :]
+    th = wmean[..., None] * (1.0 - shrink) + wtau[..., None] * shrink * yy
     theta = np.where(m, th.sum(1), np.nan)
+    # and their posterior sd: given a component, theta_i ~ N(mean (1 - S) + S y_i,
+    # S v_i + (1 - S)^2 / W), S = tau^2 / (v_i + tau^2); mixed over the components
+    vv = np.where(m, v, 1.0)[:, None, :]
+    second = (wtau[..., None] * shrink * vv + (1 - shrink) ** 2 * (winv + wm2)[..., None]
+              + 2 * (1 - shrink) * shrink * yy * wmean[..., None]
+              + shrink**2 * yy**2 * wtau[..., None]).sum(1)  # fmt: skip
+    theta_sd = np.where(m, np.sqrt(np.maximum(second - np.where(m, theta, 0.0) ** 2, 0.0)), np.nan)
     # Bayes factors against the priors: tau = 0 (mu still integrated), and mu = 0
     zero = np.zeros((y.shape[0], 1))
     ll0, m0, W0 = tau_likelihood(y, v, m, zero, MuPrior("flat") if is_t else mu_prior)
     ll0 = ll0[:, 0]
     if is_t:
+        lam, logw = _t_nodes(mu_prior.params["df"])
+        loc, s2 = mu_prior.params["location"], mu_prior.params["scale"] ** 2 / lam
         var0 = 1.0 / W0 + s2  # (b, L)
         ll0 = ll0 + special.logsumexp(
             logw - 0.5 * (np.log(2 * math.pi * var0) + (m0 - loc) ** 2 / var0), axis=-1
@@ -310,7 +328,7 @@ def _block(y, v, m, tau_prior, mu_prior, level):
         "mu_mean": mu_mean, "mu_sd": mu_sd, "mu_median": mu_q[0], "mu_lb": mu_q[1],
         "mu_ub": mu_q[2], "tau_mean": tau_mean, "tau_median": tau_q[0], "tau_lb": tau_q[1],
         "tau_ub": tau_q[2], "pred_lb": pred[0], "pred_ub": pred[1], "bf01_tau": bf_tau,
-        "bf01_mu": bf_mu, "log_evidence": lognorm, "theta": theta,
+        "bf01_mu": bf_mu, "log_evidence": lognorm, "theta": theta, "theta_sd": theta_sd,
     }  # fmt: skip
 
 
@@ -364,11 +382,62 @@ def bayes_pool(yi, vi=None, *, tau_prior: TauPrior, mu_prior: MuPrior | None = N
     ]  # blocks of rows
     out = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     theta = out.pop("theta").reshape(y.shape)
+    theta_sd = out.pop("theta_sd").reshape(y.shape)
     if shape:
         fields = {key: val.reshape(shape) for key, val in out.items()}
         kk = k.reshape(shape)
     else:
         fields = {key: float(val[0]) for key, val in out.items()}
         kk = int(k[0])
-    return BayesPoolResult(**fields, k=kk, theta=theta, level=float(level), tau_prior=tau_prior,
+    return BayesPoolResult(**fields, k=kk, theta=theta, theta_sd=theta_sd, level=float(level), tau_prior=tau_prior,
                            mu_prior=mu_prior, measure=str(measure), labels=labels)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PosteriorCurves:
+    """Densities of one meta-analysis's posterior (and prior) for plotting: ``tau`` nodes
+    with ``tau_post`` and ``tau_prior`` (densities in tau), ``mu`` nodes with ``mu_post``
+    and ``mu_prior`` (None for a flat prior)."""
+
+    tau: np.ndarray
+    tau_post: np.ndarray
+    tau_prior: np.ndarray
+    mu: np.ndarray
+    mu_post: np.ndarray
+    mu_prior: np.ndarray | None
+
+
+def posterior_curves(yi, vi, *, tau_prior: TauPrior, mu_prior: MuPrior | None = None,
+                     points: int = 400) -> PosteriorCurves:  # fmt: skip
+    """The marginal posterior densities of tau and mu of one meta-analysis, on ``points``
+    nodes over the range that holds all but 0.1 % of each (and the prior's densities).
+
+    >>> c = posterior_curves([0.1, 0.5, 0.3], [0.04, 0.05, 0.03],
+    ...                      tau_prior=TauPrior("halfnormal_tau", {"scale": 0.5}))
+    >>> from scipy.integrate import trapezoid
+    >>> round(float(trapezoid(c.mu_post, c.mu)), 2), c.mu_prior is None
+    (1.0, True)
+    """
+    mu_prior = mu_prior or MuPrior("flat")
+    y, v, _, _, _ = read_inputs(yi, vi, None, prefix="posterior_curves: ")
+    if y.ndim != 1:
+        raise ValueError("posterior_curves: one meta-analysis: `yi` must be one-dimensional.")
+    obs = check_studies(y, v, prefix="posterior_curves: ")
+    y, v, m = y[None, :], v[None, :], obs[None, :]
+    tau, du, trap, logpost, mean, W, comp_tau, n_l = _joint(y, v, m, tau_prior, mu_prior)
+    wts = np.exp(logpost - special.logsumexp(logpost, axis=-1, keepdims=True))
+    wtau = wts.reshape(1, tau.shape[1], n_l).sum(-1)[0]
+    dens = wtau / (trap * du[0] * tau[0])  # density in tau at the nodes
+    cdf = np.cumsum(wtau)
+    top = tau[0, min(int(np.searchsorted(cdf, 0.999)), tau.shape[1] - 1)]
+    t = np.linspace(0.0, top * 1.05, points)
+    tau_post = np.interp(t, tau[0], dens, left=dens[0])
+    w, mn, prec = _top(wts, mean, W, tol=1e-12)
+    sd = 1.0 / np.sqrt(prec)
+    lo = float(_mixture_quantile(5e-4, w, mn, sd, (w * mn).sum(-1) - 4 * sd.max())[0])
+    hi = float(_mixture_quantile(1 - 5e-4, w, mn, sd, (w * mn).sum(-1) + 4 * sd.max())[0])
+    pad = 0.1 * (hi - lo)
+    mu = np.linspace(lo - pad, hi + pad, points)
+    mu_post = (w[0, :, None] * stats.norm.pdf(mu[None, :], mn[0, :, None], sd[0, :, None])).sum(0)
+    mu_pr = None if mu_prior.family == "flat" else np.exp(mu_prior.logpdf(mu))
+    return PosteriorCurves(t, tau_post, tau_prior.pdf(t), mu, mu_post, mu_pr)

@@ -341,14 +341,17 @@ def learn_tau_prior(yi, vi=None, *, family: str = "lognormal_tau2", scale: str |
         first = mhat[:, GRID // 2]
         x0 += [float(np.median(first))] + [0.0] * (p - 1) + [math.log(max(np.std(first), sd))]
     x0 = np.asarray(x0, dtype=float)
-    res = optimize.minimize(total, x0, method="Nelder-Mead",
-                            options={"xatol": 1e-8, "fatol": 1e-10, "maxiter": 4000 * len(x0),
-                                     "adaptive": len(x0) > 3})  # fmt: skip
+    if len(x0) <= 2:  # the simplex: robust, and quick in one or two dimensions
+        res = optimize.minimize(total, x0, method="Nelder-Mead",
+                                options={"xatol": 1e-8, "fatol": 1e-10, "maxiter": 4000})  # fmt: skip
+    else:  # quasi-Newton on the smooth log marginal likelihood, then the simplex to settle
+        res = optimize.minimize(total, x0, method="BFGS", options={"gtol": 1e-5})
+        res2 = optimize.minimize(total, res.x, method="Nelder-Mead",
+                                 options={"xatol": 1e-7, "fatol": 1e-9, "adaptive": True,
+                                          "maxiter": 400 * len(x0)})  # fmt: skip
+        res = res2 if res2.fun <= res.fun else res
+        res.success = bool(np.linalg.norm(optimize.approx_fprime(res.x, total, 1e-6)) < 1e-2)
     x, fun, ok = res.x, res.fun, bool(res.success)
-    if len(x0) > 2:  # polish: the simplex is slow to settle in several dimensions
-        res2 = optimize.minimize(total, x, method="BFGS", options={"gtol": 1e-6})
-        if res2.fun <= fun:
-            x, fun, ok = res2.x, res2.fun, bool(res2.success) or ok
     hess = _hessian(total, x)
     with np.errstate(invalid="ignore"):
         cov = np.linalg.pinv(hess)

@@ -250,3 +250,10 @@ def test_posterior_matches_a_long_metropolis_run():
     assert res.mu_ub == pytest.approx(np.quantile(mu, 0.975), abs=0.03)
     assert res.tau_median == pytest.approx(np.median(tau), abs=0.01)
     assert res.tau_mean == pytest.approx(tau.mean(), abs=0.02)
+    # the shrunken study effects: theta_i | mu, tau, y is normal (precision 1/v_i + 1/tau^2),
+    # so each draw gives an exact conditional mean and variance (Rao-Blackwellized)
+    prec = 1 / vi[None, :] + 1 / tau[:, None] ** 2
+    cmean = (yi[None, :] / vi[None, :] + mu[:, None] / tau[:, None] ** 2) / prec
+    np.testing.assert_allclose(res.theta, cmean.mean(0), atol=0.01)
+    sd = np.sqrt((1 / prec).mean(0) + cmean.var(0))
+    np.testing.assert_allclose(res.theta_sd, sd, rtol=0.03)

@@ -1,0 +1,243 @@
+"""Priors as files and as the command line's words: a learned prior saved to JSON and read
+back (with the file and field named when it does not parse), and ``--prior`` specs.
+
+A spec is ``NAME:ARGS``:
+
+* ``turner2015`` / ``turner2015:OUTCOME,COMPARISON`` (log OR, Turner et al. 2015);
+* ``rhodes2015`` / ``rhodes2015:AREA,OUTCOME,COMPARISON`` (SMD, Rhodes et al. 2015);
+* ``bartos2021:SCALE[,SUBFIELD]`` (Bartoš et al.'s tau and mu pair; scale smd, logor,
+  logrr, rd, loghr; subfield default Cochrane);
+* ``halfnormal:SCALE``, ``halft:SCALE[,DF]``, ``lognormal:MU,SIGMA`` (on log tau^2),
+  ``invgamma:SHAPE,SCALE``, ``uniform:UPPER``: a family with its parameters;
+* ``learned:PATH``: a prior file written by ``spatialmeta prior learn`` (``.json``), or a
+  corpus to learn from now (a folder holding metadat/ and psymetadata/, or a long CSV
+  table with ``meta_id``, ``yi``, ``vi`` and optionally ``measure``); a prior learned
+  with a ``measure`` covariate is taken at the studies' measure.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from spatialmeta._io import atomic_path
+from spatialmeta.meta_analysis.learned import Design, LearnedPrior, learn_tau_prior
+from spatialmeta.meta_analysis.priors import (
+    SCALES,
+    TAU_FAMILIES,
+    MuPrior,
+    TauPrior,
+    published_prior,
+)
+
+__all__ = ["load_prior", "resolve_prior", "save_prior"]
+
+FORMAT = "spatialmeta-prior"
+_SIMPLE = {  # spec name -> (family, parameter names, defaults for the trailing ones)
+    "halfnormal": ("halfnormal_tau", ("scale",), {}),
+    "halft": ("halft_tau", ("scale", "df"), {"df": 3.0}),
+    "lognormal": ("lognormal_tau2", ("mu", "sigma"), {}),
+    "invgamma": ("invgamma_tau", ("shape", "scale"), {}),
+    "uniform": ("uniform_tau", ("upper",), {}),
+}
+MEASURE_SCALE = {m: s for s, ms in SCALES.items() for m in ms}  # "OR" -> "logor", ...
+
+
+def save_prior(prior: LearnedPrior, path: str | Path) -> Path:
+    """Write a learned prior as JSON (atomically: a temporary name, then renamed)."""
+    doc = {
+        "format": FORMAT,
+        "version": 1,
+        "family": prior.family,
+        "scale": prior.scale,
+        "design": {"columns": list(prior.design.columns),
+                   "levels": [None if lv is None else list(lv) for lv in prior.design.levels]},
+        "coef": list(prior.coef),
+        "params": prior.params,
+        "se": prior.se,
+        "n_meta": prior.n_meta,
+        "n_single": prior.n_single,
+        "loglik": prior.loglik,
+        "converged": prior.converged,
+        "mu_prior": None if prior.mu_prior is None else {"family": prior.mu_prior.family,
+                                                          "params": prior.mu_prior.params},
+    }  # fmt: skip
+    final = Path(path)
+    with atomic_path(final) as tmp:
+        tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    return final
+
+
+def _field(doc: dict, name: str, path: Path, kind, what: str):
+    if name not in doc:
+        raise ValueError(f"prior file '{path}': field {name!r} is missing; it should hold {what}.")
+    value = doc[name]
+    if kind is not None and not isinstance(value, kind):
+        raise ValueError(
+            f"prior file '{path}': field {name!r} must be {what}; got {json.dumps(value)[:60]}."
+        )
+    return value
+
+
+def load_prior(path: str | Path) -> LearnedPrior:
+    """Read a prior file written by :func:`save_prior` (``spatialmeta prior learn``); an
+    error names the file and the field that is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prior file '{path}' does not exist.")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"prior file '{path}' does not parse as JSON ({err}); write it with "
+            "`spatialmeta prior learn`."
+        ) from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ValueError(
+            f"prior file '{path}': field 'format' must be {FORMAT!r}; this is not a prior "
+            "written by `spatialmeta prior learn`."
+        )
+    family = _field(doc, "family", path, str, "a tau prior family")
+    if family not in TAU_FAMILIES or family == "uniform_tau":
+        raise ValueError(f"prior file '{path}': field 'family' is {family!r}; use one of "
+                         f"{', '.join(f for f in TAU_FAMILIES if f != 'uniform_tau')}.")  # fmt: skip
+    scale = doc.get("scale")
+    if scale is not None and scale not in SCALES:
+        raise ValueError(f"prior file '{path}': field 'scale' is {scale!r}; use one of "
+                         f"{sorted(SCALES)} or null.")  # fmt: skip
+    design = _field(doc, "design", path, dict, "an object with columns and levels")
+    cols = _field(design, "columns", path, list, "a list of covariate names")
+    levels = _field(design, "levels", path, list, "a list (null or the levels) per column")
+    if len(cols) != len(levels):
+        raise ValueError(f"prior file '{path}': field 'design' has {len(cols)} columns but "
+                         f"{len(levels)} level lists.")  # fmt: skip
+    d = Design(tuple(map(str, cols)), tuple(None if lv is None else tuple(map(str, lv))
+                                            for lv in levels))  # fmt: skip
+    coef = _field(doc, "coef", path, list, "a list of numbers")
+    if not all(isinstance(c, int | float) and math.isfinite(c) for c in coef):
+        raise ValueError(f"prior file '{path}': field 'coef' must be a list of finite numbers.")
+    from spatialmeta.meta_analysis.learned import _SHARED
+
+    need = len(d.names) + len(_SHARED[family])
+    mu = doc.get("mu_prior")
+    if mu is not None:
+        need += len(d.names) + 1
+    if len(coef) != need:
+        raise ValueError(f"prior file '{path}': field 'coef' has {len(coef)} numbers; a "
+                         f"{family} prior on {list(d.names)} needs {need}.")  # fmt: skip
+    mu_prior = None
+    if mu is not None:
+        mp = _field(mu, "params", path, dict, "the mu prior's parameters")
+        mu_prior = MuPrior("normal", {k: float(v) for k, v in mp.items()}, scale, "learned")
+    n_meta = _field(doc, "n_meta", path, int, "the corpus size (an integer)")
+    lp = LearnedPrior(None, dict(doc.get("params", {})), dict(doc.get("se", {})),
+                      float(doc.get("loglik", float("nan"))), n_meta,
+                      int(doc.get("n_single", 0)), bool(doc.get("converged", True)), family,
+                      scale, d, tuple(float(c) for c in coef), mu_prior, None)  # fmt: skip
+    import dataclasses
+
+    return dataclasses.replace(lp, prior=lp._tau_at(np.eye(len(d.names))[0]))
+
+
+def _numbers(name: str, args: list[str], spec: str) -> list[float]:
+    try:
+        return [float(a) for a in args]
+    except ValueError:
+        raise ValueError(f"`prior` {spec!r}: {name}'s parameters must be numbers.") from None
+
+
+def _learn_from(path: Path, spec: str) -> LearnedPrior:
+    import pandas as pd
+
+    from spatialmeta.meta_analysis.corpus import Corpus, load_corpus
+
+    if path.is_dir():
+        corpus = load_corpus(path)
+    elif path.suffix.lower() == ".csv":
+        corpus = Corpus.from_table(pd.read_csv(path))
+    else:
+        raise ValueError(f"`prior` {spec!r}: '{path}' is neither a prior file (.json), a corpus "
+                         "table (.csv) nor a corpus folder (metadat/, psymetadata/).")  # fmt: skip
+    return learn_corpus(corpus)
+
+
+def learn_corpus(corpus, *, family: str = "lognormal_tau2", by_measure: bool | None = None):
+    """Learn a tau prior from a :class:`~spatialmeta.meta_analysis.corpus.Corpus`, with the
+    measure as a covariate when the corpus has more than one."""
+    import pandas as pd
+
+    ids, yi, vi = corpus.padded()
+    measure = corpus.table.groupby("meta_id", sort=False).measure.first().loc[ids].to_numpy()
+    many = len(set(measure)) > 1
+    if by_measure is None:
+        by_measure = many
+    cov = pd.DataFrame({"measure": measure}) if by_measure and many else None
+    scale = None
+    if not many:
+        scale = MEASURE_SCALE.get(str(measure[0]).upper())
+    return learn_tau_prior(yi, vi, family=family, scale=scale, covariates=cov)
+
+
+def resolve_prior(spec: str, measure: str | None = None) -> tuple[TauPrior, MuPrior | None]:
+    """``(tau prior, mu prior or None)`` of a ``--prior`` spec (see the module docstring)
+    for studies of ``measure``."""
+    name, _, rest = str(spec).partition(":")
+    name = name.strip().lower()
+    args = [a.strip() for a in rest.split(",")] if rest.strip() else []
+    if name == "turner2015":
+        keys = dict(zip(("outcome", "comparison"), args, strict=False))
+        return published_prior("turner2015", **keys), None
+    if name == "rhodes2015":
+        keys = dict(zip(("area", "outcome", "comparison"), args, strict=False))
+        return published_prior("rhodes2015", **keys), None
+    if name == "bartos2021":
+        if not args:
+            want = MEASURE_SCALE.get(str(measure).upper()) if measure else None
+            if want is None:
+                raise ValueError(f"`prior` {spec!r}: give the scale, e.g. bartos2021:smd "
+                                 f"(one of {sorted(SCALES)}).")  # fmt: skip
+            args = [want]
+        keys = {"scale": args[0]} | ({"subfield": args[1]} if len(args) > 1 else {})
+        tau, mu = published_prior("bartos2021", **keys)
+        if tau is None:
+            raise ValueError(f"`prior` {spec!r}: Bartoš et al. give no tau prior there.")
+        return tau, mu
+    if name in _SIMPLE:
+        family, names, defaults = _SIMPLE[name]
+        vals = _numbers(name, args, spec)
+        if not len(names) - len(defaults) <= len(vals) <= len(names):
+            raise ValueError(f"`prior` {spec!r}: {name} takes {', '.join(n.upper() for n in names)}"
+                             f" (e.g. {name}:{','.join('0.5' for _ in names)}).")  # fmt: skip
+        params = dict(defaults) | dict(zip(names, vals, strict=False))
+        bad = [k for k, v in params.items() if k != "mu" and not v > 0]
+        if bad:
+            raise ValueError(f"`prior` {spec!r}: {bad[0]} must be > 0.")
+        return TauPrior(family, params, None, f"{name} prior {params}"), None
+    if name == "learned":
+        if not rest.strip():
+            raise ValueError(
+                f"`prior` {spec!r}: give a path, learned:prior.json or learned:CORPUS."
+            )
+        path = Path(rest.strip())
+        if path.suffix.lower() == ".json":
+            learned = load_prior(path)
+        elif not path.exists():
+            raise FileNotFoundError(f"`prior` {spec!r}: '{path}' does not exist.")
+        else:
+            learned = _learn_from(path, spec)
+        if "measure" in learned.design.columns:
+            if measure is None:
+                raise ValueError(f"`prior` {spec!r}: the prior depends on the measure; give "
+                                 "`measure` (the studies' effect-size measure).")  # fmt: skip
+            return learned.prior_for(measure=str(measure).upper()), learned.mu_prior
+        if learned.design.columns:
+            raise ValueError(f"`prior` {spec!r}: the prior depends on {list(learned.design.columns)};"
+                             " the command line takes priors on the measure only.")  # fmt: skip
+        return learned.prior, learned.mu_prior
+    raise ValueError(
+        f"`prior` {spec!r}: unknown prior {name!r}; use turner2015, rhodes2015, bartos2021, "
+        "halfnormal, halft, lognormal, invgamma, uniform or learned:PATH."
+    )
