@@ -94,6 +94,54 @@ class Corpus:
             )
         return cls(out.reset_index(drop=True))
 
+    @classmethod
+    def from_studies(cls, studies) -> Corpus:
+        """A corpus from named study sets: a mapping of meta-analysis id to a
+        :class:`~spatialmeta.tasks.studies.StudyTaskSet` (or anything with ``yi``, ``vi``
+        and optionally ``measure``).
+
+        >>> from types import SimpleNamespace as NS
+        >>> c = Corpus.from_studies({"a": NS(yi=[0.1, 0.3], vi=[0.02, 0.04], measure="SMD"),
+        ...                          "b": NS(yi=[0.5], vi=[0.1])})
+        >>> c.counts().to_dict("index")
+        {'SMD': {'meta_analyses': 1, 'studies': 2}, 'effect': {'meta_analyses': 1, 'studies': 1}}
+        """
+        parts = []
+        for name, st in dict(studies).items():
+            for attr in ("yi", "vi"):
+                if not hasattr(st, attr):
+                    raise ValueError(f"Corpus: study set {name!r} has no `{attr}`; give a "
+                                     "StudyTaskSet or an object with yi and vi.")  # fmt: skip
+            y = np.ravel(np.asarray(st.yi, dtype=float))
+            v = np.ravel(np.asarray(st.vi, dtype=float))
+            if y.shape != v.shape:
+                raise ValueError(f"Corpus: study set {name!r} has {y.size} yi but {v.size} vi.")
+            parts.append(pd.DataFrame({"meta_id": str(name), "yi": y, "vi": v,
+                                       "measure": str(getattr(st, "measure", None) or "effect")}))  # fmt: skip
+        if not parts:
+            raise ValueError("Corpus: no study set given.")
+        return cls.from_table(pd.concat(parts, ignore_index=True), measure="measure")
+
+    @classmethod
+    def from_folder(cls, folder, *, yi: str = "yi", vi: str = "vi", measure: str | None = None,
+                    pattern: str = "*.csv") -> Corpus:  # fmt: skip
+        """One meta-analysis per study table (CSV) in ``folder``, its file name (without
+        the suffix) as ``meta_id``; ``yi``/``vi`` name the columns, ``measure`` a column
+        or one measure for all. An error names the file."""
+        folder = Path(folder)
+        files = sorted(folder.glob(pattern))
+        if not files:
+            raise FileNotFoundError(f"Corpus: no {pattern} file in '{folder}'.")
+        parts = []
+        for f in files:  # a table per meta-analysis: the folder's layout, not a hot loop
+            frame = pd.read_csv(f)
+            try:
+                one = cls.from_table(frame.assign(meta_id=f.stem), yi=yi, vi=vi, measure=measure)
+            except ValueError as err:
+                raise ValueError(f"{f}: {err}") from None
+            parts.append(one.table)
+        return cls(pd.concat(parts, ignore_index=True))
+
     @property
     def n_meta(self) -> int:
         return int(self.table.meta_id.nunique())

@@ -47,6 +47,9 @@ __all__ = ["LearnedPrior", "learn_tau_prior"]
 
 GRID = 600
 WEAK = 20  # fewer meta-analyses than this make a weak prior (a warning says so)
+# the spread of log tau^2 (log-normal, log-t) is kept at or above this: a corpus with no
+# heterogeneity would otherwise collapse the prior to a point the quadrature cannot resolve
+SPREAD_FLOOR = 0.1
 # per family: the parameter the covariates move (its link: identity or log), and the
 # shared parameters on the optimizer's scale (name, to natural)
 _TARGET = {
@@ -318,8 +321,20 @@ def learn_tau_prior(yi, vi=None, *, family: str = "lognormal_tau2", scale: str |
     p = X.shape[1]
     n_shared = len(_SHARED[family])
 
+    link = _TARGET[family][1]
+    # the location is kept above the grid's bottom, the log-spread above its floor
+    eta_lo = 2 * math.log(lo) if link == "identity" else math.log(lo)
+    floor = math.log(SPREAD_FLOOR) if family in ("lognormal_tau2", "logt_tau2") else -np.inf
+
+    def bounded(x: np.ndarray) -> np.ndarray:
+        x = np.array(x, dtype=float)
+        if n_shared:
+            x[p] = max(x[p], floor)
+        return x
+
     def total(x: np.ndarray) -> float:
-        eta = X @ x[:p]
+        x = bounded(x)
+        eta = np.maximum(X @ x[:p], eta_lo)
         params = _natural(family, eta[:, None], x[p : p + n_shared])
         lp = TauPrior(family, params).logpdf(tau[None, :])
         if not np.isfinite(lp).any():
@@ -351,7 +366,18 @@ def learn_tau_prior(yi, vi=None, *, family: str = "lognormal_tau2", scale: str |
                                           "maxiter": 400 * len(x0)})  # fmt: skip
         res = res2 if res2.fun <= res.fun else res
         res.success = bool(np.linalg.norm(optimize.approx_fprime(res.x, total, 1e-6)) < 1e-2)
-    x, fun, ok = res.x, res.fun, bool(res.success)
+    x, fun, ok = bounded(res.x), res.fun, bool(res.success)
+    collapsed = (n_shared and x[p] <= floor + 1e-9) or bool(((X @ x[:p]) <= eta_lo + 1e-6).any())
+    if collapsed:
+        warnings.warn(
+            "learn_tau_prior: the corpus shows (almost) no heterogeneity beyond sampling error: "
+            "the learned prior sits at its bound (tau near 0, or its spread at "
+            f"{SPREAD_FLOOR}); its intervals are close to common-effect ones. If the studies "
+            "share errors (neighbouring regions, one sample), that hides heterogeneity: "
+            "model the dependence instead.",
+            UserWarning,
+            stacklevel=2,
+        )
     hess = _hessian(total, x)
     with np.errstate(invalid="ignore"):
         cov = np.linalg.pinv(hess)

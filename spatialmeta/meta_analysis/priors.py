@@ -79,6 +79,10 @@ class TauPrior:
             raise ValueError(
                 f"unknown tau prior family {self.family!r}; use one of {', '.join(TAU_FAMILIES)}."
             )
+        if self.family == "uniform_tau" and not float(self.params.get("upper", 0)) > 0:
+            raise ValueError(
+                f"a uniform_tau prior needs an upper bound > 0; got {self.params.get('upper')!r}."
+            )
 
     def logpdf(self, tau) -> np.ndarray:
         """log density of tau (array-at-a-time; -inf below 0)."""

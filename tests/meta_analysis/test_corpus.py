@@ -88,3 +88,28 @@ def test_a_prior_learns_from_the_real_odds_ratio_corpus(corpus):
     # Turner et al.'s marginal log-OR prior is log tau^2 ~ N(-2.56, 1.74^2): the same
     # order, from a few dozen metadat analyses (not Turner's Cochrane corpus)
     assert -6 < res.params["mu"] < 0 and 0 < res.params["sigma"] < 4
+
+
+def test_a_corpus_from_a_folder_of_tables_and_from_study_sets(tmp_path):
+    from spatialmeta.tasks.studies import StudyTaskSet
+
+    a = pd.DataFrame({"study": ["x", "y", "z"], "g": [0.1, 0.4, 0.2], "v": [0.02, 0.03, 0.05]})
+    b = pd.DataFrame({"study": ["u", "w"], "g": [0.6, 0.3], "v": [0.04, 0.01]})
+    a.to_csv(tmp_path / "first.csv", index=False)
+    b.to_csv(tmp_path / "second.csv", index=False)
+    c = Corpus.from_folder(tmp_path, yi="g", vi="v", measure="SMD")
+    ids, yi, vi = c.padded()
+    assert ids.tolist() == ["first", "second"] and c.counts().loc["SMD", "studies"] == 5
+    np.testing.assert_array_equal(yi[1, :2], [0.6, 0.3])
+    sets = {"first": StudyTaskSet.from_frame(a, yi="g", vi="v", label="study", measure="SMD"),
+            "second": StudyTaskSet.from_frame(b, yi="g", vi="v", label="study", measure="SMD")}  # fmt: skip
+    same = Corpus.from_studies(sets)
+    pd.testing.assert_frame_equal(same.table[["meta_id", "yi", "vi", "measure"]],
+                                  c.table[["meta_id", "yi", "vi", "measure"]])  # fmt: skip
+    b.assign(v=[0.04, -1.0]).to_csv(tmp_path / "second.csv", index=False)
+    with pytest.raises(ValueError, match=r"second.csv: Corpus: study of meta-analysis 'second'"):
+        Corpus.from_folder(tmp_path, yi="g", vi="v")
+    with pytest.raises(ValueError, match=r"study set 'q' has no `yi`"):
+        Corpus.from_studies({"q": object()})
+    with pytest.raises(FileNotFoundError, match=r"no \*.csv file"):
+        Corpus.from_folder(tmp_path / "empty")

@@ -131,3 +131,23 @@ def test_a_one_level_covariate_equals_no_covariate_and_bad_covariates_are_named(
         learn_tau_prior(yi, vi, covariates=cov)
     with pytest.raises(ValueError, match=r"unknown effect-size scale 'log-or'"):
         learn_tau_prior(yi, vi, scale="log-or")
+
+
+def test_a_corpus_without_heterogeneity_warns_and_keeps_a_usable_prior():
+    """Studies that share an error (as neighbouring regions do) scatter less than their
+    sampling variances say: the EB optimum runs to tau -> 0 with no spread; the prior is
+    held at its bounds, said in a warning, and bayes_pool still integrates it."""
+    from spatialmeta.meta_analysis.bayes import bayes_pool
+    from spatialmeta.meta_analysis.learned import SPREAD_FLOOR
+
+    rng = np.random.default_rng(8)
+    vi = np.full((80, 6), 0.04)
+    yi = rng.normal(0.3, 0.05, (80, 6)) + rng.normal(0.0, 0.2, (80, 1))  # a shared error
+    with pytest.warns(UserWarning, match=r"\(almost\) no heterogeneity beyond sampling error"):
+        res = learn_tau_prior(yi, vi)
+    assert res.params["sigma"] >= SPREAD_FLOOR - 1e-12
+    fit = bayes_pool(yi[:3], vi[:3], tau_prior=res.prior)
+    assert np.isfinite(fit.mu_lb).all() and np.isfinite(fit.log_evidence).all()
+    assert (fit.tau_ub < 0.01).all()  # the prior says tau is (almost) zero
+    with pytest.raises(ValueError, match=r"uniform_tau prior needs an upper bound > 0"):
+        TauPrior("uniform_tau", {"upper": 0.0})
