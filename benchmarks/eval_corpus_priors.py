@@ -2,7 +2,9 @@
 meta-analyses, leave one meta-analysis out, against published priors and a flat prior.
 
 The corpus is the shared metadat/psymetadata one (``load_corpus``: 51 plain meta-analyses
-on seven measures). For each meta-analysis j in turn, priors for tau are learned from the
+on seven measures; the 3 raw mean differences are left out unless ``--keep-md``: their
+tau is in each outcome's own units, which is why Turner's and Rhodes's priors are for
+dimensionless measures only). For each meta-analysis j in turn, priors for tau are learned from the
 other 50 only:
 
   learned, measure covariate   log tau^2 ~ N(a + b[measure], sigma^2) on all 50 (the
@@ -66,6 +68,9 @@ def main(argv=None) -> None:
     p.add_argument("--cuts", type=int, default=50, help="random 3-study cuts per analysis")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write the per-analysis table here (CSV)")
+    p.add_argument("--keep-md", action="store_true",
+                   help="keep raw mean differences (MD): their tau is in the outcome's units, "
+                   "so by default they are left out of every prior and of the scores")  # fmt: skip
     p.add_argument("--family", default="lognormal_tau2",
                    help="family of the learned priors (lognormal_tau2, logt_tau2, "
                    "invgamma_tau, halfnormal_tau, halft_tau)")  # fmt: skip
@@ -78,6 +83,8 @@ def main(argv=None) -> None:
     warnings.filterwarnings("ignore")
     t0 = time.perf_counter()
     corpus = load_corpus(args.data)
+    if not args.keep_md:  # a unit-dependent measure: no tau prior carries across outcomes
+        corpus = type(corpus)(corpus.table[corpus.table.measure != "MD"].reset_index(drop=True))
     ids, yi, vi = corpus.padded()
     first = corpus.table.groupby("meta_id", sort=False).measure.first()
     measure = first.loc[ids].to_numpy()
