@@ -78,7 +78,7 @@ def run(name: str, work: Path, *, support: int, seed: int, episodes: int):
     table = evaluate(tasks, fc).table.set_index("method")
     refs = table.loc[list(REFERENCES)]
     margin = {c: 100 * (table.loc["meta", c] / refs[c].min() - 1) for c in ("rmse", "crps")}
-    return tasks, split, table, margin, took, len(res.history)
+    return tasks, split, table, margin, took, len(res.history), fc
 
 
 def main() -> None:
@@ -94,7 +94,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.sets:
             for seed in args.seeds:
-                tasks, split, table, margin, took, steps = run(
+                tasks, split, table, margin, took, steps, _ = run(
                     name, Path(tmp), support=args.support, seed=seed, episodes=args.episodes
                 )
                 cols = ["rmse", "crps", "coverage_50", "coverage_90", "interval_score_90"]

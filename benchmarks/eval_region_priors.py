@@ -23,12 +23,16 @@ minus the flat prior's.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _trefht import state_stores  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -37,16 +41,11 @@ def state_trends(files, states):
     """(members, states) trends per decade and their variances, and the member names."""
     import xarray as xr
 
-    from spatialmeta.raster.aggregate import aggregate
     from spatialmeta.tasks.trend import ols_trend
 
     ys, vs, names = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for f in files:
-            member = f.name.split(".")[2]
-            store = Path(tmp) / f"{member}.zarr"
-            aggregate(str(f), store, regions=states, id_column="STATE_NAME",
-                      variables=["TREFHT"], progress=False)  # fmt: skip
+        for member, store in state_stores(files, states, tmp):
             ds = xr.open_zarr(store)
             da = ds.TREFHT.transpose("region", "time").load()
             order = [list(da.region.values).index(s) for s in states.STATE_NAME]

@@ -18,11 +18,15 @@ Example:
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _trefht import state_stores  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 METHODS = ("global", "global_finetuned", "climatology", "persistence", "ridge_ar")
@@ -43,7 +47,6 @@ def main(argv=None) -> None:
 
     from spatialmeta.jobs.forecast import forecast_job
     from spatialmeta.learn import LearnConfig
-    from spatialmeta.raster.aggregate import aggregate
 
     files = sorted((SHARED / "trefht_ccsm_ensemble").glob("TREFHT.B06.*.nc"))
     if args.members:
@@ -51,11 +54,7 @@ def main(argv=None) -> None:
     states = gpd.read_file(SHARED / "us_states" / "states.shp")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for f in files:
-            member = f.name.split(".")[2]
-            store = Path(tmp) / f"{member}.zarr"
-            aggregate(str(f), store, regions=states, id_column="STATE_NAME",
-                      variables=["TREFHT"], progress=False)  # fmt: skip
+        for member, store in state_stores(files, states, tmp):
             for seed in args.seeds:
                 t = time.perf_counter()
                 res = forecast_job(

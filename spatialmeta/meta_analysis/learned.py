@@ -43,15 +43,16 @@ from spatialmeta.meta_analysis.bayes import tau_likelihood
 from spatialmeta.meta_analysis.priors import MuPrior, TauPrior, check_scale_name
 from spatialmeta.meta_analysis.results import Result
 
-__all__ = ["LearnedPrior", "learn_tau_prior"]
+__all__ = ["SHARED_PARAMS", "Design", "LearnedPrior", "learn_tau_prior"]
 
 GRID = 600
 WEAK = 20  # fewer meta-analyses than this make a weak prior (a warning says so)
 # the spread of log tau^2 (log-normal, log-t) is kept at or above this: a corpus with no
 # heterogeneity would otherwise collapse the prior to a point the quadrature cannot resolve
 SPREAD_FLOOR = 0.1
-# per family: the parameter the covariates move (its link: identity or log), and the
-# shared parameters on the optimizer's scale (name, to natural)
+# per family: the parameter the covariates move (its link: identity or log), and (in
+# SHARED_PARAMS, which prior_files reads to check a prior file) the shared parameters on
+# the optimizer's scale (name, to natural)
 _TARGET = {
     "lognormal_tau2": ("mu", "identity"),
     "logt_tau2": ("location", "identity"),
@@ -59,7 +60,7 @@ _TARGET = {
     "halfnormal_tau": ("scale", "log"),
     "halft_tau": ("scale", "log"),
 }
-_SHARED = {
+SHARED_PARAMS = {
     "lognormal_tau2": (("sigma", np.exp),),
     "logt_tau2": (("scale", np.exp),),
     "invgamma_tau": (("shape", np.exp),),
@@ -170,7 +171,7 @@ class LearnedPrior(Result):
     def _split(self):
         p = len(self.design.names)
         x = np.asarray(self.coef, dtype=float)
-        n_shared = len(_SHARED[self.family])
+        n_shared = len(SHARED_PARAMS[self.family])
         return x[:p], x[p : p + n_shared], x[p + n_shared :]
 
     def prior_for(self, **covariates) -> TauPrior:
@@ -195,6 +196,11 @@ class LearnedPrior(Result):
         x = self.design.rows(pd.DataFrame({k: [v] for k, v in covariates.items()}, index=[0]))[0]
         label = ", ".join(f"{k}={v}" for k, v in covariates.items())
         return self._tau_at(x, label)
+
+    def baseline_prior(self) -> TauPrior:
+        """The prior at the design's baseline: the intercept alone (every covariate at its
+        first level or 0); without covariates, the learned prior."""
+        return self._tau_at(np.eye(len(self.design.names))[0])
 
     def _tau_at(self, x: np.ndarray, label: str = "") -> TauPrior:
         beta, shared, _ = self._split()
@@ -221,7 +227,7 @@ def _natural(family: str, eta: np.ndarray, shared: np.ndarray) -> dict:
     meta-analysis) and the shared parameters on the optimizer's scale."""
     name, link = _TARGET[family]
     out = {name: eta if link == "identity" else np.exp(eta)}
-    for (pname, f), v in zip(_SHARED[family], shared, strict=True):
+    for (pname, f), v in zip(SHARED_PARAMS[family], shared, strict=True):
         out[pname] = float(f(v))
     out.update(_FIXED.get(family, {}))
     return out
@@ -319,7 +325,7 @@ def learn_tau_prior(yi, vi=None, *, family: str = "lognormal_tau2", scale: str |
                                                         MuPrior("flat"))  # fmt: skip
     base = loglik + np.log(tau) + np.log(trap) + math.log(du)  # (n, G)
     p = X.shape[1]
-    n_shared = len(_SHARED[family])
+    n_shared = len(SHARED_PARAMS[family])
 
     link = _TARGET[family][1]
     # the location is kept above the grid's bottom, the log-spread above its floor
@@ -392,7 +398,7 @@ def learn_tau_prior(yi, vi=None, *, family: str = "lognormal_tau2", scale: str |
     else:
         labels = [f"{target}[{nm}]" for nm in names]
         params.update({lab: float(val) for lab, val in zip(labels, x[:p], strict=True)})
-    for i, (pname, f) in enumerate(_SHARED[family]):
+    for i, (pname, f) in enumerate(SHARED_PARAMS[family]):
         params[pname] = float(f(x[p + i]))
         jac[p + i] = float(f(x[p + i]))  # f is exp
         labels.append(pname)
@@ -410,8 +416,7 @@ def learn_tau_prior(yi, vi=None, *, family: str = "lognormal_tau2", scale: str |
         se[lab] = float(abs(jac[i]) * math.sqrt(max(cov[i, i], 0.0)))
     out = LearnedPrior(None, params, se, -float(fun), n, int((k == 1).sum()), ok, family,
                        scale, design, tuple(float(c) for c in x), mu_prior, cov)  # fmt: skip
-    baseline = np.eye(p)[0]  # the intercept alone: every covariate at its first level or 0
-    return dataclasses.replace(out, prior=out._tau_at(baseline))
+    return dataclasses.replace(out, prior=out.baseline_prior())
 
 
 def _hessian(f, x: np.ndarray, h: float = 1e-4) -> np.ndarray:

@@ -17,14 +17,13 @@ A spec is ``NAME:ARGS``:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
 
-import numpy as np
-
 from spatialmeta._io import atomic_path
-from spatialmeta.meta_analysis.learned import Design, LearnedPrior, learn_tau_prior
+from spatialmeta.meta_analysis.learned import SHARED_PARAMS, Design, LearnedPrior, learn_tau_prior
 from spatialmeta.meta_analysis.priors import (
     SCALES,
     TAU_FAMILIES,
@@ -119,9 +118,7 @@ def load_prior(path: str | Path) -> LearnedPrior:
     coef = _field(doc, "coef", path, list, "a list of numbers")
     if not all(isinstance(c, int | float) and math.isfinite(c) for c in coef):
         raise ValueError(f"prior file '{path}': field 'coef' must be a list of finite numbers.")
-    from spatialmeta.meta_analysis.learned import _SHARED
-
-    need = len(d.names) + len(_SHARED[family])
+    need = len(d.names) + len(SHARED_PARAMS[family])
     mu = doc.get("mu_prior")
     if mu is not None:
         need += len(d.names) + 1
@@ -137,9 +134,7 @@ def load_prior(path: str | Path) -> LearnedPrior:
                       float(doc.get("loglik", float("nan"))), n_meta,
                       int(doc.get("n_single", 0)), bool(doc.get("converged", True)), family,
                       scale, d, tuple(float(c) for c in coef), mu_prior, None)  # fmt: skip
-    import dataclasses
-
-    return dataclasses.replace(lp, prior=lp._tau_at(np.eye(len(d.names))[0]))
+    return dataclasses.replace(lp, prior=lp.baseline_prior())
 
 
 def _numbers(name: str, args: list[str], spec: str) -> list[float]:
