@@ -10,6 +10,9 @@ other 50 only:
   learned, measure covariate   log tau^2 ~ N(a + b[measure], sigma^2) on all 50 (the
                                measure's own location, one shared spread; --family
                                for another family, its location by measure)
+  learned, partial pooling     log tau^2 ~ N(a + b[measure], sigma^2), b ~ N(0, omega^2)
+                               integrated out, omega learned: a measure with few analyses
+                               borrows from the others
   learned, same measure        log tau^2 ~ N(mu, sigma^2) on the others of j's measure
                                (2 to 17 analyses: with 2 or 3 the spread collapses and
                                the held-out density can be -inf)
@@ -101,6 +104,12 @@ def main(argv=None) -> None:
         priors = {
             "flat U(0, U)": TauPrior("uniform_tau", {"upper": 2 * float(tau_full[same].max())}),
             "learned, measure covariate": cov.prior_for(measure=measure[j]),
+            "learned, partial pooling": learn_tau_prior(
+                yi[rest],
+                vi[rest],
+                family=args.family,
+                groups=pd.Series(measure[rest], name="measure"),
+            ).prior_for(measure=measure[j]),
             "learned, same measure": learn_tau_prior(yi[same], vi[same], family=args.family).prior,
             **published(measure[j]),
         }
@@ -141,8 +150,9 @@ def main(argv=None) -> None:
                       f" of {len(d)})")  # fmt: skip
     d = table["learned, measure covariate"] - table["flat U(0, U)"]
     print(f"all ({len(table)})\n  {'learned, measure covariate':30s} {d.mean():+8.3f}")
-    d = table["learned, same measure"] - table["flat U(0, U)"]
-    print(f"  {'learned, same measure':30s} {d.mean():+8.3f}")
+    for name in ("learned, partial pooling", "learned, same measure"):
+        d = table[name] - table["flat U(0, U)"]
+        print(f"  {name:30s} {d.mean():+8.3f}")
     if cover:
         c = pd.DataFrame(cover)
         print(f"\nThree random studies of each analysis with k >= 6 ({c.meta_id.nunique()} analyses,"

@@ -44,7 +44,7 @@ FLAGS = {
     },
     "pool": {"method": "--method", "test": "--test", "level": "--level", "measure": "--measure",
              "prior": "--prior"},
-    "prior": {"family": "--family", "covariates": "--by", "measure": "--measure"},
+    "prior": {"family": "--family", "pooling": "--pooling", "measure": "--measure"},
     "aggregate": {"regions": "--regions", "id_column": "--id-column", "tiles": "--tiles",
                   "variables": "--var", "min_coverage": "--min-coverage",
                   "assume_crs": "--assume-crs"},
@@ -391,17 +391,17 @@ def prior_learn(
     measure: str | None = typer.Option(
         None, help="Learn from the meta-analyses of this measure only (OR, RR, SMD, ...)."
     ),
-    by_measure: bool = typer.Option(
-        True,
-        "--by-measure/--no-by-measure",
-        help="With several measures in the corpus: the prior's location by measure.",
+    pooling: str = typer.Option(
+        "partial",
+        help="With several measures in the corpus: partial (a learned random effect per "
+        "measure on the prior's location), separate (a free location per measure) or none.",
     ),
 ) -> None:
     """Learn a prior for tau by empirical Bayes from a corpus, and write it for --prior learned:FILE.
 
     Every meta-analysis's marginal likelihood of tau (mu integrated out) is computed on one
     grid; the prior's parameters maximize their sum, with standard errors from the Hessian.
-    With several measures the prior's location depends on the measure (one shared spread).
+    With several measures the prior's location depends on the measure (--pooling).
 
     Example: spatialmeta prior learn ../shared/data/meta_analysis --measure OR --out or_prior.json
     """
@@ -423,7 +423,7 @@ def prior_learn(
             c = Corpus(c.table[c.table.measure == measure.upper()].reset_index(drop=True))
             if c.table.empty:
                 raise ValueError(f"the corpus has no meta-analysis with `measure` {measure!r}.")
-        res = learn_corpus(c, family=family, by_measure=by_measure)
+        res = learn_corpus(c, family=family, pooling=pooling)
         save_prior(res, out)
     except _known_errors() as exc:
         _fail_with(exc, "prior", 2)

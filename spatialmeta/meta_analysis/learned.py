@@ -69,6 +69,7 @@ SHARED_PARAMS = {
 }
 _FIXED = {"logt_tau2": {"df": 5.0}, "halft_tau": {"df": 3.0}}
 INTERCEPT = "(Intercept)"
+GROUP_NODES = 20  # Gauss-Hermite nodes over a group's effect on the location
 
 
 @dataclass(frozen=True)
@@ -155,8 +156,10 @@ class LearnedPrior(Result):
     coef: tuple = ()  # the optimizer's vector: location coefficients, shared, mu prior's
     mu_prior: MuPrior | None = None
     cov: np.ndarray | None = None
+    group_name: str | None = None  # with `groups`: their name, and per group
+    group_effects: tuple = ()  # (label, posterior mean, posterior sd) of its effect b_g
 
-    _dict_skip = ("prior", "design", "coef", "mu_prior", "cov")
+    _dict_skip = ("prior", "design", "coef", "mu_prior", "cov", "group_effects")
 
     def summary(self) -> str:
         rows = ", ".join(f"{k} = {v:.4f} (SE {self.se.get(k, float('nan')):.4f})"
@@ -174,6 +177,21 @@ class LearnedPrior(Result):
         n_shared = len(SHARED_PARAMS[self.family])
         return x[:p], x[p : p + n_shared], x[p + n_shared :]
 
+    def _group_prior(self, level) -> TauPrior:
+        """With partial pooling: the prior of a meta-analysis of group ``level`` (its
+        effect's posterior), or of a new group (the population prior)."""
+        beta, shared, rest = self._split()
+        omega = float(np.exp(rest[-1]))
+        hit = {str(g): (m, s) for g, m, s in self.group_effects}.get(str(level))
+        mean_b, sd_b = hit if hit is not None else (0.0, omega)
+        params = {k: float(np.ravel(v)[0]) for k, v in
+                  _natural(self.family, np.asarray([beta[0] + mean_b]), shared).items()}  # fmt: skip
+        if self.family == "lognormal_tau2":  # b's uncertainty adds to log tau^2's variance
+            params["sigma"] = float(math.sqrt(params["sigma"] ** 2 + sd_b**2))
+        what = f"{self.group_name}={level}" if hit is not None else f"a new {self.group_name}"
+        return TauPrior(self.family, params, self.scale, f"learned from {self.n_meta} "
+                        f"meta-analyses (empirical Bayes, partial pooling), at {what}")  # fmt: skip
+
     def prior_for(self, **covariates) -> TauPrior:
         """The tau prior of a new meta-analysis with these covariate values.
 
@@ -187,6 +205,14 @@ class LearnedPrior(Result):
         >>> [round(res.prior_for(measure=m).params["mu"], 1) for m in ("OR", "SMD")]
         [-1.6, -2.9]
         """
+        if self.group_name is not None:
+            extra = sorted(set(covariates) - {self.group_name})
+            if extra:
+                raise ValueError(
+                    f"the learned prior has no covariate {extra[0]!r}; it is partially pooled "
+                    f"by {self.group_name!r}."
+                )
+            return self._group_prior(covariates.get(self.group_name))
         extra = sorted(set(covariates) - set(self.design.columns))
         if extra:
             raise ValueError(
@@ -199,7 +225,10 @@ class LearnedPrior(Result):
 
     def baseline_prior(self) -> TauPrior:
         """The prior at the design's baseline: the intercept alone (every covariate at its
-        first level or 0); without covariates, the learned prior."""
+        first level or 0); without covariates, the learned prior; with partial pooling,
+        the population prior (a new group)."""
+        if self.group_name is not None:
+            return self._group_prior(None)
         return self._tau_at(np.eye(len(self.design.names))[0])
 
     def _tau_at(self, x: np.ndarray, label: str = "") -> TauPrior:
@@ -234,7 +263,8 @@ def _natural(family: str, eta: np.ndarray, shared: np.ndarray) -> dict:
 
 
 def learn_tau_prior(yi, vi=None, *, family: str = "lognormal_tau2", scale: str | None = None,
-                    covariates: pd.DataFrame | None = None, learn_mu: bool = False):  # fmt: skip
+                    covariates: pd.DataFrame | None = None, groups=None,
+                    learn_mu: bool = False):  # fmt: skip
     """Learn a prior for tau (and optionally mu) from a corpus of meta-analyses (one per
     row of ``yi``).
 
@@ -252,6 +282,13 @@ def learn_tau_prior(yi, vi=None, *, family: str = "lognormal_tau2", scale: str |
     covariates : DataFrame, optional
         One row per meta-analysis: the prior's location depends on these columns
         (categorical ones by level, numeric ones linearly); see :meth:`LearnedPrior.prior_for`.
+    groups : array_like or Series, optional
+        One label per meta-analysis (e.g. its measure): the prior's location gets a random
+        effect per group, ``b_g ~ N(0, omega^2)``, integrated out (Gauss-Hermite, 20 nodes)
+        and omega learned with the rest: a group with few analyses borrows from the others
+        (partial pooling) instead of getting its own free location. ``prior_for(<name>=g)``
+        (the Series' name, else ``group``) uses b_g's posterior; an unseen group, or none,
+        gets the population prior (for the log-normal family exactly: sigma^2 + omega^2).
     learn_mu : bool
         Also learn a normal prior for mu (mean on the same covariates, shared sd).
 
@@ -293,6 +330,26 @@ def learn_tau_prior(yi, vi=None, *, family: str = "lognormal_tau2", scale: str |
     design, X = Design.from_frame(covariates)
     if covariates is None:
         X = np.ones((n, 1))
+    gname, gcodes, glevels = None, None, ()
+    if groups is not None:
+        if covariates is not None or learn_mu:
+            raise ValueError(
+                "learn_tau_prior: `groups` (partial pooling) goes without `covariates` and "
+                "`learn_mu`; use one of them."
+            )
+        gs = pd.Series(np.asarray(groups).ravel())
+        if len(gs) != n:
+            raise ValueError(
+                f"learn_tau_prior: `groups` has {len(gs)} labels for {n} meta-analyses."
+            )
+        if gs.isna().any():
+            raise ValueError(
+                f"learn_tau_prior: `groups` is missing for meta-analysis (row) "
+                f"{int(np.flatnonzero(gs.isna().to_numpy())[0])}."
+            )
+        gname = str(getattr(groups, "name", None) or "group")
+        codes, levels = pd.factorize(gs.astype(str), sort=True)
+        gcodes, glevels = codes, tuple(levels)
     if np.linalg.matrix_rank(X) < X.shape[1]:
         raise ValueError(
             f"learn_tau_prior: the covariates' design ({', '.join(design.names)}) is not of "
@@ -324,6 +381,8 @@ def learn_tau_prior(yi, vi=None, *, family: str = "lognormal_tau2", scale: str |
         loglik[sl], mhat[sl], prec[sl] = tau_likelihood(y[sl], v[sl], obs[sl], grid,
                                                         MuPrior("flat"))  # fmt: skip
     base = loglik + np.log(tau) + np.log(trap) + math.log(du)  # (n, G)
+    base_max = base.max(axis=1, keepdims=True)
+    base_exp = np.exp(base - base_max)  # once: every evaluation is then a matrix product
     p = X.shape[1]
     n_shared = len(SHARED_PARAMS[family])
 
@@ -345,6 +404,9 @@ def learn_tau_prior(yi, vi=None, *, family: str = "lognormal_tau2", scale: str |
         lp = TauPrior(family, params).logpdf(tau[None, :])
         if not np.isfinite(lp).any():
             return 1e300
+        if p == 1 and not learn_mu:  # one prior for every analysis: a matrix-vector product
+            val = -float(_mixture_loglik(base, base_max, base_exp, lp[:1]).sum())
+            return val if math.isfinite(val) else 1e300
         term = base + lp
         if learn_mu:
             m0 = (X @ x[p + n_shared : 2 * p + n_shared])[:, None]
@@ -353,11 +415,30 @@ def learn_tau_prior(yi, vi=None, *, family: str = "lognormal_tau2", scale: str |
         val = -float(special.logsumexp(term, axis=-1).sum())
         return val if math.isfinite(val) else 1e300
 
+    if gcodes is not None:
+        onehot = (gcodes[:, None] == np.arange(len(glevels))[None, :]).astype(float)
+        tq, wq = np.polynomial.hermite_e.hermegauss(GROUP_NODES)
+        logwq = np.log(wq / math.sqrt(2 * math.pi))
+
+        def per_group(x: np.ndarray) -> np.ndarray:
+            """(nodes, groups): each group's log likelihood at b = omega * node."""
+            x = bounded(x)
+            eta = np.maximum(x[0] + math.exp(x[-1]) * tq, eta_lo)  # (Q,)
+            params = _natural(family, eta[:, None], x[1 : 1 + n_shared])
+            lp = TauPrior(family, params).logpdf(tau[None, :])  # (Q, G)
+            return _mixture_loglik(base, base_max, base_exp, lp).T @ onehot
+
+        def total(x: np.ndarray) -> float:  # noqa: F811 (the grouped objective)
+            val = -float(special.logsumexp(per_group(x) + logwq[:, None], axis=0).sum())
+            return val if math.isfinite(val) else 1e300
+
     start = math.log(max(spread, sd) ** 2 / 4)
     loc0 = {"identity": start, "log": math.log(max(spread, sd) / 2)}[_TARGET[family][1]]
     shared0 = {"lognormal_tau2": [0.0], "logt_tau2": [0.0], "invgamma_tau": [math.log(2.0)],
                "halfnormal_tau": [], "halft_tau": []}[family]  # fmt: skip
     x0 = [loc0] + [0.0] * (p - 1) + shared0
+    if gcodes is not None:
+        x0 += [0.0]  # log omega
     if learn_mu:
         first = mhat[:, GRID // 2]
         x0 += [float(np.median(first))] + [0.0] * (p - 1) + [math.log(max(np.std(first), sd))]
@@ -402,6 +483,17 @@ def learn_tau_prior(yi, vi=None, *, family: str = "lognormal_tau2", scale: str |
         params[pname] = float(f(x[p + i]))
         jac[p + i] = float(f(x[p + i]))  # f is exp
         labels.append(pname)
+    effects = ()
+    if gcodes is not None:
+        params["omega"] = float(math.exp(x[-1]))
+        jac[-1] = params["omega"]
+        labels.append("omega")
+        post = per_group(x) + logwq[:, None]  # (Q, L): b_g's posterior on the nodes
+        post = np.exp(post - special.logsumexp(post, axis=0, keepdims=True))
+        b = params["omega"] * tq[:, None]
+        mean_b = (post * b).sum(0)
+        sd_b = np.sqrt(np.maximum((post * b * b).sum(0) - mean_b**2, 0.0))
+        effects = tuple(zip(glevels, map(float, mean_b), map(float, sd_b), strict=True))
     mu_prior = None
     if learn_mu:
         mlabels = [f"mu_mean[{nm}]" for nm in names] if covariates is not None else ["mu_mean"]
@@ -415,8 +507,24 @@ def learn_tau_prior(yi, vi=None, *, family: str = "lognormal_tau2", scale: str |
     for i, lab in enumerate(labels):
         se[lab] = float(abs(jac[i]) * math.sqrt(max(cov[i, i], 0.0)))
     out = LearnedPrior(None, params, se, -float(fun), n, int((k == 1).sum()), ok, family,
-                       scale, design, tuple(float(c) for c in x), mu_prior, cov)  # fmt: skip
+                       scale, design, tuple(float(c) for c in x), mu_prior, cov, gname,
+                       effects)  # fmt: skip
     return dataclasses.replace(out, prior=out.baseline_prior())
+
+
+def _mixture_loglik(base, base_max, base_exp, lp) -> np.ndarray:
+    """``log sum_g exp(base[j, g] + lp[q, g])`` for every analysis j and prior row q, as
+    one matrix product of the rescaled exponentials, ``(n, Q)``; the pairs whose product
+    underflows (a prior far from the analysis) by the log-sum-exp itself."""
+    lp_max = lp.max(axis=1, keepdims=True)
+    safe = np.where(np.isfinite(lp_max), lp_max, 0.0)
+    with np.errstate(divide="ignore"):
+        out = np.log(base_exp @ np.exp(lp - safe).T) + base_max + safe.T
+    bad = ~np.isfinite(out)
+    if bad.any():
+        j, q = np.nonzero(bad)
+        out[j, q] = special.logsumexp(base[j] + lp[q], axis=-1)
+    return out
 
 
 def _hessian(f, x: np.ndarray, h: float = 1e-4) -> np.ndarray:

@@ -63,6 +63,8 @@ def save_prior(prior: LearnedPrior, path: str | Path) -> Path:
         "converged": prior.converged,
         "mu_prior": None if prior.mu_prior is None else {"family": prior.mu_prior.family,
                                                           "params": prior.mu_prior.params},
+        "groups": None if prior.group_name is None else {
+            "name": prior.group_name, "effects": [list(e) for e in prior.group_effects]},
     }  # fmt: skip
     final = Path(path)
     with atomic_path(final) as tmp:
@@ -122,6 +124,18 @@ def load_prior(path: str | Path) -> LearnedPrior:
     mu = doc.get("mu_prior")
     if mu is not None:
         need += len(d.names) + 1
+    groups = doc.get("groups")
+    gname, effects = None, ()
+    if groups is not None:
+        gname = str(_field(groups, "name", path, str, "the groups' name"))
+        raw = _field(groups, "effects", path, list, "a list of [group, mean, sd]")
+        ok = all(isinstance(e, list) and len(e) == 3 and all(isinstance(x, int | float)
+                 for x in e[1:]) for e in raw)  # fmt: skip
+        if not ok:
+            raise ValueError(f"prior file '{path}': field 'effects' must hold [group, mean, sd] "
+                             "triples.")  # fmt: skip
+        effects = tuple((str(g), float(m), float(sd)) for g, m, sd in raw)
+        need += 1  # omega
     if len(coef) != need:
         raise ValueError(f"prior file '{path}': field 'coef' has {len(coef)} numbers; a "
                          f"{family} prior on {list(d.names)} needs {need}.")  # fmt: skip
@@ -133,7 +147,8 @@ def load_prior(path: str | Path) -> LearnedPrior:
     lp = LearnedPrior(None, dict(doc.get("params", {})), dict(doc.get("se", {})),
                       float(doc.get("loglik", float("nan"))), n_meta,
                       int(doc.get("n_single", 0)), bool(doc.get("converged", True)), family,
-                      scale, d, tuple(float(c) for c in coef), mu_prior, None)  # fmt: skip
+                      scale, d, tuple(float(c) for c in coef), mu_prior, None, gname,
+                      effects)  # fmt: skip
     return dataclasses.replace(lp, prior=lp.baseline_prior())
 
 
@@ -159,21 +174,28 @@ def _learn_from(path: Path, spec: str) -> LearnedPrior:
     return learn_corpus(corpus)
 
 
-def learn_corpus(corpus, *, family: str = "lognormal_tau2", by_measure: bool | None = None):
-    """Learn a tau prior from a :class:`~spatialmeta.meta_analysis.corpus.Corpus`, with the
-    measure as a covariate when the corpus has more than one."""
+POOLING = ("partial", "separate", "none")
+
+
+def learn_corpus(corpus, *, family: str = "lognormal_tau2", pooling: str = "partial"):
+    """Learn a tau prior from a :class:`~spatialmeta.meta_analysis.corpus.Corpus`. With more
+    than one measure in it, ``pooling`` says how the measures share: ``"partial"`` (a
+    random effect per measure on the location, learned: few analyses of a measure borrow
+    from the others), ``"separate"`` (a free location per measure, one shared spread) or
+    ``"none"`` (one prior for all)."""
     import pandas as pd
 
+    if pooling not in POOLING:
+        raise ValueError(f"`pooling` must be one of {', '.join(POOLING)}; got {pooling!r}.")
     ids, yi, vi = corpus.padded()
     measure = corpus.table.groupby("meta_id", sort=False).measure.first().loc[ids].to_numpy()
-    many = len(set(measure)) > 1
-    if by_measure is None:
-        by_measure = many
-    cov = pd.DataFrame({"measure": measure}) if by_measure and many else None
-    scale = None
-    if not many:
+    if len(set(measure)) == 1:
         scale = MEASURE_SCALE.get(str(measure[0]).upper())
-    return learn_tau_prior(yi, vi, family=family, scale=scale, covariates=cov)
+        return learn_tau_prior(yi, vi, family=family, scale=scale)
+    if pooling == "partial":
+        return learn_tau_prior(yi, vi, family=family, groups=pd.Series(measure, name="measure"))
+    cov = pd.DataFrame({"measure": measure}) if pooling == "separate" else None
+    return learn_tau_prior(yi, vi, family=family, covariates=cov)
 
 
 def resolve_prior(spec: str, measure: str | None = None) -> tuple[TauPrior, MuPrior | None]:
@@ -223,7 +245,7 @@ def resolve_prior(spec: str, measure: str | None = None) -> tuple[TauPrior, MuPr
             raise FileNotFoundError(f"`prior` {spec!r}: '{path}' does not exist.")
         else:
             learned = _learn_from(path, spec)
-        if "measure" in learned.design.columns:
+        if "measure" in learned.design.columns or learned.group_name == "measure":
             if measure is None:
                 raise ValueError(f"`prior` {spec!r}: the prior depends on the measure; give "
                                  "`measure` (the studies' effect-size measure).")  # fmt: skip

@@ -151,3 +151,62 @@ def test_a_corpus_without_heterogeneity_warns_and_keeps_a_usable_prior():
     assert (fit.tau_ub < 0.01).all()  # the prior says tau is (almost) zero
     with pytest.raises(ValueError, match=r"uniform_tau prior needs an upper bound > 0"):
         TauPrior("uniform_tau", {"upper": 0.0})
+
+
+def test_partial_pooling_recovers_omega_and_shrinks_a_small_group():
+    """30 groups whose locations scatter with omega = 0.8 around -2.5 (sigma 0.6): mu, sigma
+    and omega within 2 SE; a group of 3 analyses is pulled toward the population, a big
+    one keeps its own location; an unseen group gets the population prior, widened."""
+    import pandas as pd
+
+    rng = np.random.default_rng(12)
+    n_groups, per = 30, 20
+    b = rng.normal(0.0, 0.8, n_groups)
+    g = np.repeat(np.arange(n_groups), per)
+    keep = np.ones(g.size, dtype=bool)
+    keep[(g == 0) & (np.arange(g.size) % per >= 3)] = False  # group 0: 3 analyses only
+    g = g[keep]
+    n = g.size
+    k = rng.integers(3, 11, n)
+    vi = rng.uniform(0.01, 0.2, (n, 10))
+    vi[np.arange(10)[None, :] >= k[:, None]] = np.nan
+    tau = np.exp(rng.normal(-2.5 + b[g], 0.6) / 2)
+    yi = rng.normal(0.0, np.sqrt(np.nan_to_num(vi, nan=1.0) + tau[:, None] ** 2))
+    yi[np.isnan(vi)] = np.nan
+    labels = pd.Series([f"g{i:02d}" for i in g], name="field")
+    res = learn_tau_prior(yi, vi, groups=labels)
+    for name, value in {"mu": -2.5, "sigma": 0.6, "omega": 0.8}.items():
+        assert abs(res.params[name] - value) < 2 * res.se[name], (name, res.params, res.se)
+    assert res.group_name == "field" and len(res.group_effects) == n_groups
+    eff = {lab: (m, s) for lab, m, s in res.group_effects}
+    # a big group's effect is close to its truth, with a small sd; the 3-analysis group's
+    # posterior is wider
+    big = [abs(eff[f"g{i:02d}"][0] - (b[i] - (res.params["mu"] + 2.5))) for i in range(1, 30)]
+    assert np.median(big) < 0.25
+    assert eff["g00"][1] > np.median([eff[f"g{i:02d}"][1] for i in range(1, 30)])
+    one = res.prior_for(field="g05")
+    assert one.params["mu"] == pytest.approx(res.params["mu"] + eff["g05"][0])
+    assert one.params["sigma"] == pytest.approx(np.hypot(res.params["sigma"], eff["g05"][1]))
+    new = res.prior_for(field="unseen")
+    assert new.params["sigma"] == pytest.approx(np.hypot(res.params["sigma"], res.params["omega"]))
+    assert res.prior.params == new.params  # the baseline is the population prior
+    with pytest.raises(ValueError, match=r"partially pooled by 'field'"):
+        res.prior_for(measure="OR")
+    with pytest.raises(ValueError, match=r"`groups` \(partial pooling\) goes without"):
+        learn_tau_prior(yi, vi, groups=labels, covariates=pd.DataFrame({"x": np.ones(n)}))
+
+
+def test_a_partially_pooled_prior_file_round_trips(tmp_path):
+    import pandas as pd
+
+    from spatialmeta.meta_analysis.corpus import Corpus
+    from spatialmeta.meta_analysis.prior_files import learn_corpus, load_prior, save_prior
+
+    yi, vi, g = _grouped_corpus(9, n=200)
+    rows = [{"meta_id": f"m{i}", "yi": a, "vi": b, "measure": g[i]}
+            for i in range(200) for a, b in zip(yi[i], vi[i], strict=True) if np.isfinite(a)]  # fmt: skip
+    learned = learn_corpus(Corpus.from_table(pd.DataFrame(rows)))
+    assert learned.group_name == "measure"
+    back = load_prior(save_prior(learned, tmp_path / "p.json"))
+    for m in ("OR", "SMD", "RR"):
+        assert back.prior_for(measure=m).params == learned.prior_for(measure=m).params

@@ -65,7 +65,7 @@ def test_a_prior_file_round_trips_and_bad_files_name_the_field(tmp_path):
     from spatialmeta.meta_analysis.corpus import Corpus
     from spatialmeta.meta_analysis.prior_files import learn_corpus
 
-    learned = learn_corpus(Corpus.from_table(t))
+    learned = learn_corpus(Corpus.from_table(t), pooling="separate")
     assert learned.design.columns == ("measure",)
     path = save_prior(learned, tmp_path / "prior.json")
     back = load_prior(path)
@@ -123,6 +123,12 @@ def test_prior_learn_writes_a_file_pool_uses(tmp_path):
     res = runner.invoke(app, ["prior", "learn", str(corpus), "--family", "gamma",
                               "--out", str(tmp_path / "x.json")])  # fmt: skip
     assert res.exit_code == 2 and "--family must be one of" in res.output
+    res = runner.invoke(app, ["prior", "learn", str(corpus), "--pooling", "some",
+                              "--out", str(tmp_path / "x.json")])  # fmt: skip
+    assert res.exit_code == 2 and "--pooling must be one of partial, separate, none" in res.output
+    res = runner.invoke(app, ["prior", "learn", str(corpus), "--out", str(tmp_path / "pp.json")])
+    assert res.exit_code == 0 and "omega" in res.output  # two measures: partial pooling
+    assert load_prior(tmp_path / "pp.json").group_name == "measure"
     assert (
         "Example: spatialmeta prior learn"
         in runner.invoke(app, ["prior", "learn", "--help"]).output
