@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import typer
@@ -423,11 +424,15 @@ def prior_learn(
             c = Corpus(c.table[c.table.measure == measure.upper()].reset_index(drop=True))
             if c.table.empty:
                 raise ValueError(f"the corpus has no meta-analysis with `measure` {measure!r}.")
-        res = learn_corpus(c, family=family, pooling=pooling)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = learn_corpus(c, family=family, pooling=pooling)
         save_prior(res, out)
     except _known_errors() as exc:
         _fail_with(exc, "prior", 2)
     typer.echo(c.counts().to_string())
+    for w in caught:  # the library's warnings as one plain line each
+        typer.echo(f"note: {str(w.message).removeprefix('learn_corpus: ')}", err=True)
     typer.echo(res.summary())
     typer.echo(f"prior written to {out} (use: spatialmeta pool ... --prior learned:{out})")
 

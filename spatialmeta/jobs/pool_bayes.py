@@ -5,6 +5,7 @@ its two plots (prior/posterior, shrunken forest)."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,10 @@ def _describe(prior) -> str:
 def bayes_fit(st, spec: str, level: float, notes: list[str]) -> dict[str, Any]:
     """``{"bayes": BayesPoolResult, "spec": spec}`` for the studies ``st`` of the pool job;
     a prior made for another effect-size scale than the studies' measure is refused."""
-    tau_prior, mu_prior = resolve_prior(spec, st.measure)
+    with warnings.catch_warnings(record=True) as caught:  # a prior learned now: its notes
+        warnings.simplefilter("always")
+        tau_prior, mu_prior = resolve_prior(spec, st.measure)
+    notes += [f"--prior {spec}: {str(w.message).splitlines()[0]}" for w in caught]
     if st.measure is None:
         notes.append(
             f"--prior {spec}: the table holds yi/vi without --measure, so the prior's "

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
 from pathlib import Path
 
 from spatialmeta._io import atomic_path
@@ -175,6 +176,7 @@ def _learn_from(path: Path, spec: str) -> LearnedPrior:
 
 
 POOLING = ("partial", "separate", "none")
+UNIT_MEASURES = ("MD",)  # effect sizes in the outcome's units: no tau prior across outcomes
 
 
 def learn_corpus(corpus, *, family: str = "lognormal_tau2", pooling: str = "partial"):
@@ -187,6 +189,17 @@ def learn_corpus(corpus, *, family: str = "lognormal_tau2", pooling: str = "part
 
     if pooling not in POOLING:
         raise ValueError(f"`pooling` must be one of {', '.join(POOLING)}; got {pooling!r}.")
+    t = corpus.table
+    unit = t.measure.isin(UNIT_MEASURES)
+    if unit.any() and not unit.all():  # mixed with dimensionless measures: left out, said
+        warnings.warn(
+            f"learn_corpus: {t[unit].meta_id.nunique()} meta-analyses of raw mean differences "
+            "(MD) left out: their tau is in each outcome's own units, so it does not carry "
+            "across outcomes (learn from an MD-only corpus of one outcome instead).",
+            UserWarning,
+            stacklevel=2,
+        )
+        corpus = type(corpus)(t[~unit].reset_index(drop=True), corpus.skipped)
     ids, yi, vi = corpus.padded()
     measure = corpus.table.groupby("meta_id", sort=False).measure.first().loc[ids].to_numpy()
     if len(set(measure)) == 1:

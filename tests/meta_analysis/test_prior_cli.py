@@ -129,6 +129,14 @@ def test_prior_learn_writes_a_file_pool_uses(tmp_path):
     res = runner.invoke(app, ["prior", "learn", str(corpus), "--out", str(tmp_path / "pp.json")])
     assert res.exit_code == 0 and "omega" in res.output  # two measures: partial pooling
     assert load_prior(tmp_path / "pp.json").group_name == "measure"
+    md = _corpus_frame()
+    md.loc[md.meta_id.isin(["ma0", "ma2"]), "measure"] = "MD"
+    from spatialmeta.meta_analysis.corpus import Corpus
+    from spatialmeta.meta_analysis.prior_files import learn_corpus
+
+    with pytest.warns(UserWarning, match=r"2 meta-analyses of raw mean differences \(MD\) left"):
+        res = learn_corpus(Corpus.from_table(md))
+    assert res.n_meta == 58 and {g for g, *_ in res.group_effects} == {"OR", "SMD"}
     assert (
         "Example: spatialmeta prior learn"
         in runner.invoke(app, ["prior", "learn", "--help"]).output
