@@ -258,6 +258,14 @@ def resolve_prior(spec: str, measure: str | None = None) -> tuple[TauPrior, MuPr
             raise FileNotFoundError(f"`prior` {spec!r}: '{path}' does not exist.")
         else:
             learned = _learn_from(path, spec)
+        if learned.group_name == "measure" and measure is None:
+            warnings.warn(
+                f"`prior` {spec!r}: the studies' measure is not known (no `measure`), so the "
+                "prior for a new measure is used (the population prior of the partial pooling).",
+                UserWarning,
+                stacklevel=2,
+            )
+            return learned.prior, learned.mu_prior
         if "measure" in learned.design.columns or learned.group_name == "measure":
             if measure is None:
                 raise ValueError(f"`prior` {spec!r}: the prior depends on the measure; give "

@@ -128,7 +128,10 @@ def test_prior_learn_writes_a_file_pool_uses(tmp_path):
     assert res.exit_code == 2 and "--pooling must be one of partial, separate, none" in res.output
     res = runner.invoke(app, ["prior", "learn", str(corpus), "--out", str(tmp_path / "pp.json")])
     assert res.exit_code == 0 and "omega" in res.output  # two measures: partial pooling
-    assert load_prior(tmp_path / "pp.json").group_name == "measure"
+    pp = load_prior(tmp_path / "pp.json")
+    assert pp.group_name == "measure"
+    with pytest.warns(UserWarning, match=r"the prior for a new measure is used"):
+        assert resolve_prior(f"learned:{tmp_path / 'pp.json'}")[0] == pp.prior
     md = _corpus_frame()
     md.loc[md.meta_id.isin(["ma0", "ma2"]), "measure"] = "MD"
     from spatialmeta.meta_analysis.corpus import Corpus
