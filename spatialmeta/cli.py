@@ -44,7 +44,7 @@ FLAGS = {
         "lags": "--lags", "learner": "--learner", "episodes": "--episodes", "shots": "--shots",
     },
     "pool": {"method": "--method", "test": "--test", "level": "--level", "measure": "--measure",
-             "prior": "--prior"},
+             "prior": "--prior", "cluster": "--cluster", "type": "--robust"},
     "prior": {"family": "--family", "pooling": "--pooling", "measure": "--measure"},
     "aggregate": {"regions": "--regions", "id_column": "--id-column", "tiles": "--tiles",
                   "variables": "--var", "min_coverage": "--min-coverage",
@@ -342,6 +342,14 @@ def pool_command(
         "halft:SCALE[,DF], lognormal:MU,SIGMA, invgamma:SHAPE,SCALE, uniform:UPPER, or "
         "learned:PATH (a prior.json of 'spatialmeta prior learn', or a corpus).",
     ),
+    cluster: str | None = typer.Option(
+        None,
+        help="Column of clusters (several effects per study, region groups): adds "
+        "cluster-robust SEs, Satterthwaite t tests and intervals (clubSandwich's coef_test).",
+    ),
+    robust_type: str = typer.Option(
+        "CR2", "--robust", help="The cluster-robust adjustment: CR2 (bias-reduced), CR1 or CR0."
+    ),
     progress: bool = typer.Option(True, help="Show progress on stderr."),
 ) -> None:
     """Meta-analyse a table of studies: model, heterogeneity, moderators, subgroups, bias, plots.
@@ -361,7 +369,7 @@ def pool_command(
         result = pool_job(
             studies, out, measure=measure, method=method, test=test, level=level, mods=mods,
             subgroup=subgroup, label=label, yi=yi, vi=vi, columns=col or None, prior=prior,
-            progress=progress,
+            cluster=cluster, robust_type=robust_type, progress=progress,
         )  # fmt: skip
     except _known_errors() as exc:
         _fail_with(exc, "pool", 2)

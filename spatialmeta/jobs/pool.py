@@ -45,6 +45,8 @@ from spatialmeta.meta_analysis.pool import PoolResult, pool
 from spatialmeta.meta_analysis.profile import confint_tau2
 from spatialmeta.meta_analysis.regtest import pet_peese, regtest
 from spatialmeta.meta_analysis.results import fmt_num, fmt_p
+from spatialmeta.meta_analysis.robust import TYPES as ROBUST_TYPES
+from spatialmeta.meta_analysis.robust import robust
 from spatialmeta.meta_analysis.spec import FitSpec
 from spatialmeta.meta_analysis.subgroups import subgroups as subgroup_fit
 
@@ -119,6 +121,7 @@ class _Studies:
     table: pd.DataFrame  # the kept rows of the input, the columns used
     dropped: list[str]
     label: str | None = None  # the column of study labels
+    clusters: np.ndarray | None = None  # the cluster of each study (--cluster)
 
 
 # --------------------------------------------------------------------------- options
@@ -356,6 +359,7 @@ def read_studies(
     label: str | None = None,
     mods: str | Sequence[str] | None = None,
     subgroup: str | None = None,
+    cluster: str | None = None,
 ) -> _Studies:
     """Read and check the study table; compute effect sizes with ``escalc`` when ``measure``.
 
@@ -368,7 +372,7 @@ def read_studies(
     frame = _read_table(path)
     columns = dict(columns or {})
     mod_names = _split_names(mods)
-    for opt, col in [("--label", label), ("--subgroup", subgroup)] + [
+    for opt, col in [("--label", label), ("--subgroup", subgroup), ("--cluster", cluster)] + [
         ("--mods", m) for m in mod_names
     ]:
         if col is not None and col not in frame.columns:
@@ -452,20 +456,26 @@ def read_studies(
             "be > 0: check those cells, or drop the study."
         )
     mods_frame = _mods_frame(frame, mod_names, where, keep) if mod_names else None
-    groups = None
-    if subgroup is not None:
-        raw = frame[subgroup]
+
+    def labels_of(col: str | None, what: str) -> np.ndarray | None:
+        """A column of group labels (subgroup, cluster) for the kept studies."""
+        if col is None:
+            return None
+        raw = frame[col]
         blank = _blank(raw) & keep
         if blank.any():
             i = int(np.flatnonzero(blank)[0])
             raise StudyTableError(
-                f"{path}: {where.row(i)}, column {subgroup!r} (subgroup) is empty; give every "
-                "study a subgroup, or drop the study's row."
+                f"{path}: {where.row(i)}, column {col!r} ({what}) is empty; give every "
+                f"study a {what}, or drop the study's row."
             )
-        groups = raw.astype(str).str.strip().to_numpy(dtype=object)[keep]
+        return raw.astype(str).str.strip().to_numpy(dtype=object)[keep]
+
+    groups = labels_of(subgroup, "subgroup")
+    clusters = labels_of(cluster, "cluster")
     rows = np.flatnonzero(keep)
     lab = labels if labels is not None else np.array([str(i + 1) for i in range(len(frame))])
-    shown = [c for c in [label, subgroup, *mod_names, *used.values()] if c is not None]
+    shown = [c for c in [label, subgroup, cluster, *mod_names, *used.values()] if c is not None]
     shown = list(dict.fromkeys(shown))
     return _Studies(
         path=path,
@@ -481,6 +491,7 @@ def read_studies(
         table=frame.loc[keep, shown].reset_index(drop=True),
         dropped=dropped,
         label=label,
+        clusters=clusters,
     )
 
 
@@ -557,7 +568,8 @@ class _Run:
         return out
 
 
-def _fit_all(st: _Studies, method: str, test: str, level: float, run: _Run) -> dict[str, Any]:
+def _fit_all(st: _Studies, method: str, test: str, level: float, run: _Run,
+             robust_type: str = "CR2") -> dict[str, Any]:  # fmt: skip
     y, v, labels = st.yi, st.vi, st.labels
     measure = st.measure or "effect"
     k = y.size
@@ -597,6 +609,15 @@ def _fit_all(st: _Studies, method: str, test: str, level: float, run: _Run) -> d
         if fits["mods"] is not None and not fixed:
             fits["mods_confint"] = run.section(
                 "meta-regression intervals", lambda: confint_tau2(fits["mods"])
+            )
+    if st.clusters is not None:
+        run.step(f"cluster-robust inference ({robust_type}, {len(set(st.clusters))} clusters)")
+        fits["robust"] = run.section("cluster-robust inference",
+                                     lambda: robust(res, st.clusters, type=robust_type))  # fmt: skip
+        if fits.get("mods") is not None:
+            fits["robust_mods"] = run.section(
+                "cluster-robust meta-regression",
+                lambda: robust(fits["mods"], st.clusters, type=robust_type),
             )
     if st.groups is not None:
         fits["subgroups"] = run.section(
@@ -780,6 +801,8 @@ def _report(st, fits, run, settings, files) -> str:
         lines.append(f"- moderators: {', '.join(st.mods.columns)}")
     if st.groups is not None:
         lines.append(f"- subgroups: column {settings['subgroup']!r}")
+    if st.clusters is not None:
+        lines.append(f"- clusters: column {settings['cluster']!r} ({len(set(st.clusters))})")
     lines += ["", "## Model", "", "```text", res.summary().strip("\n"), "```", ""]
     ratio = _ratio_line(res, st.measure)
     if ratio:
@@ -804,6 +827,15 @@ def _report(st, fits, run, settings, files) -> str:
                     f"{_f(mci.I2_ub, 2)}%].",
                     "",
                 ]
+    if st.clusters is not None:
+        lines += ["## Cluster-robust inference", ""]
+        for key, what in (("robust", "model"), ("robust_mods", "meta-regression")):
+            rb = fits.get(key)
+            if rb is not None:
+                lines += [f"{what.capitalize()}, clusters from column {settings['cluster']!r}:",
+                          "", "```text", rb.summary(), "```", ""]  # fmt: skip
+        if fits.get("robust") is None:
+            lines += [f"Skipped: {run.skipped.get('cluster-robust inference')}.", ""]
     if st.groups is not None:
         lines += ["## Subgroups", ""]
         sg = fits.get("subgroups")
@@ -916,6 +948,9 @@ def _results(st, fits, run, settings, files) -> dict[str, Any]:
     out["baujat"] = None if bj is None else {"x": bj.x, "y": bj.y}
     if fits.get("bayes") is not None:
         out["bayes"] = bayes_results(fits["bayes"])
+    if st.clusters is not None:
+        out["robust"] = {what: (None if fits.get(key) is None else drop(fits[key].to_dict(), "vcov"))
+                         for key, what in (("robust", "model"), ("robust_mods", "meta_regression"))}  # fmt: skip
     out["skipped"] = dict(run.skipped)
     out["notes"] = [f"dropped {d}" for d in st.dropped] + list(run.notes)
     out["files"] = dict(files)
@@ -1048,6 +1083,13 @@ def _summary(st, fits, run, out: Path, settings) -> str:
         parts.append("Publication bias: " + "; ".join(bias))
     if fits.get("bayes") is not None:
         parts.append(bayes_summary(fits["bayes"]))
+    rb = fits.get("robust")
+    if rb is not None:
+        parts.append(
+            f"Cluster-robust ({rb.type}, {rb.n_clusters} clusters): estimate "
+            f"{_f(rb.beta[0])}, SE {_f(rb.se[0])}, t = {_f(rb.tval[0], 3)} on "
+            f"{_f(rb.df[0], 2)} df (Satterthwaite), p {_peq(rb.pval[0])}"
+        )
     inf = fits.get("influence")
     if inf is not None:
         flagged = [str(x) for x, f in zip(st.labels, np.asarray(inf.is_infl), strict=True) if f]
@@ -1078,6 +1120,8 @@ def pool_job(
     vi: str | None = None,
     columns: dict[str, str] | Sequence[str] | None = None,
     prior: str | None = None,
+    cluster: str | None = None,
+    robust_type: str = "CR2",
     plots: bool = True,
     dpi: int = 150,
     progress: bool | Callable[[str], None] = False,
@@ -1116,6 +1160,12 @@ def pool_job(
         only without ``measure``.
     columns : dict or sequence of "ARG=COLUMN", optional
         escalc argument → column, for raw columns named otherwise.
+    cluster : str, optional
+        Column of clusters (a study with several effects, a region group): adds
+        cluster-robust standard errors, Satterthwaite t tests and intervals for the
+        model and the meta-regression (clubSandwich's ``coef_test``).
+    robust_type : {"CR2", "CR1", "CR0"}
+        The sandwich's small-sample adjustment.
     prior : str, optional
         Add a Bayesian random-effects section with this prior for tau (and mu):
         ``turner2015[:OUTCOME,COMPARISON]``, ``rhodes2015[:AREA,OUTCOME,COMPARISON]``,
@@ -1161,8 +1211,17 @@ def pool_job(
     studies = Path(studies)
     st = read_studies(
         studies, measure=measure, yi=yi, vi=vi, columns=columns, label=label, mods=mods,
-        subgroup=subgroup,
+        subgroup=subgroup, cluster=cluster,
     )  # fmt: skip
+    if st.clusters is not None and len(set(st.clusters)) < 2:
+        raise StudyTableError(
+            f"{studies}: --cluster column {cluster!r} holds one cluster ({st.clusters[0]!r}) "
+            "for every study; cluster-robust inference needs at least two clusters."
+        )
+    if robust_type not in ROBUST_TYPES:
+        raise StudyTableError(
+            f"--robust must be one of {', '.join(ROBUST_TYPES)}; got {robust_type!r}."
+        )
     final = _check_out(Path(out), studies)
     k = st.yi.size
     if k == 0:
@@ -1190,8 +1249,8 @@ def pool_job(
         report = progress or None
     run = _Run(report)
     settings = {"method": method, "test": test, "level": level, "label": label,
-                "subgroup": subgroup}  # fmt: skip
-    fits = _fit_all(st, method, test, level, run)
+                "subgroup": subgroup, "cluster": cluster}  # fmt: skip
+    fits = _fit_all(st, method, test, level, run, robust_type)
     if bayes is not None:
         fits["bayes"] = bayes
         run.notes += early

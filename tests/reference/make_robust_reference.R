@@ -1,0 +1,49 @@
+# Reference values for cluster-robust inference (spatialmeta.meta_analysis.robust):
+# clubSandwich's vcovCR (CR0, CR1, CR2) and coef_test (CR2, Satterthwaite) on metafor
+# rma.uni fits, with the inputs (yi, vi, design, clusters) stored beside the outputs so
+# that the test suite needs neither R nor metadat. Run from the repository root:
+#   Rscript tests/reference/make_robust_reference.R
+suppressPackageStartupMessages({
+  library(metafor)
+  library(clubSandwich)
+  library(jsonlite)
+})
+num <- function(x) as.numeric(x)
+case <- function(name, fit, cluster) {
+  X <- model.matrix(fit)
+  out <- list(name = name, method = fit$method, yi = num(fit$yi), vi = num(fit$vi),
+              X = unname(lapply(seq_len(ncol(X)), function(j) num(X[, j]))),
+              coef_names = colnames(X), cluster = as.character(cluster),
+              beta = num(coef(fit)), tau2 = num(fit$tau2))
+  for (type in c("CR0", "CR1", "CR2")) {
+    V <- vcovCR(fit, cluster = cluster, type = type)
+    out[[paste0("vcov_", type)]] <- unname(lapply(seq_len(ncol(V)), function(j) num(V[, j])))
+  }
+  ct <- coef_test(fit, vcov = "CR2", cluster = cluster, test = "Satterthwaite")
+  out$se_CR2 <- num(ct$SE)
+  out$tstat_CR2 <- num(ct$tstat)
+  out$df_CR2 <- num(ct$df_Satt)
+  out$p_CR2 <- num(ct$p_Satt)
+  ct1 <- coef_test(fit, vcov = "CR1", cluster = cluster, test = c("naive-t", "Satterthwaite"))
+  out$df_CR1 <- num(ct1$df_Satt)
+  ci <- conf_int(fit, vcov = "CR2", cluster = cluster, level = 0.95)
+  out$ci_lb_CR2 <- num(ci$CI_L)
+  out$ci_ub_CR2 <- num(ci$CI_U)
+  out
+}
+data(dat.konstantopoulos2011, package = "metadat")
+k <- dat.konstantopoulos2011
+data(dat.assink2016, package = "metadat")
+a <- dat.assink2016
+data(dat.bcg, package = "metadat")
+b <- escalc("RR", ai = tpos, bi = tneg, ci = cpos, di = cneg, data = dat.bcg)
+cases <- list(
+  case("konstantopoulos2011_REML", rma(yi, vi, data = k), k$district),
+  case("konstantopoulos2011_FE", rma(yi, vi, data = k, method = "FE"), k$district),
+  case("assink2016_REML_mods", rma(yi, vi, mods = ~ year + deltype, data = a), a$study),
+  case("bcg_DL_ablat", rma(yi, vi, mods = ~ ablat, data = b, method = "DL"), b$alloc)
+)
+writeLines(toJSON(list(clubSandwich = as.character(packageVersion("clubSandwich")),
+                       metafor = as.character(packageVersion("metafor")), cases = cases),
+                  digits = NA, auto_unbox = TRUE),
+           "tests/reference/robust_reference.json")
