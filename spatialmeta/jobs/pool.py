@@ -834,6 +834,8 @@ def _report(st, fits, run, settings, files) -> str:
             if rb is not None:
                 lines += [f"{what.capitalize()}, clusters from column {settings['cluster']!r}:",
                           "", "```text", rb.summary(), "```", ""]  # fmt: skip
+                if key == "robust_mods":
+                    lines += [f"Test of moderators, {rb.wald_test().summary()}.", ""]
         if fits.get("robust") is None:
             lines += [f"Skipped: {run.skipped.get('cluster-robust inference')}.", ""]
     if st.groups is not None:
@@ -951,6 +953,8 @@ def _results(st, fits, run, settings, files) -> dict[str, Any]:
     if st.clusters is not None:
         out["robust"] = {what: (None if fits.get(key) is None else drop(fits[key].to_dict(), "vcov"))
                          for key, what in (("robust", "model"), ("robust_mods", "meta_regression"))}  # fmt: skip
+        if fits.get("robust_mods") is not None:
+            out["robust"]["moderators_htz"] = fits["robust_mods"].wald_test().to_dict()
     out["skipped"] = dict(run.skipped)
     out["notes"] = [f"dropped {d}" for d in st.dropped] + list(run.notes)
     out["files"] = dict(files)

@@ -40,7 +40,7 @@ from scipy import stats
 
 from spatialmeta.meta_analysis.results import Result, fmt_num, fmt_p
 
-__all__ = ["RobustResult", "robust"]
+__all__ = ["RobustResult", "WaldResult", "robust"]
 
 TYPES = ("CR0", "CR1", "CR2")
 _EIG_TOL = 1e-12  # eigenvalues below this count as zero in G^(-1/2) (clubSandwich's)
@@ -64,6 +64,73 @@ class RobustResult(Result):
     n_clusters: int
     type: str
     level: float
+    # per cluster, for the degrees of freedom of any contrast: M E_j Theta_j E_j' M and
+    # M E_j X_j L (both (J, p, p))
+    _gg: np.ndarray | None = None
+    _h: np.ndarray | None = None
+
+    _dict_skip = ("_gg", "_h")
+
+    def wald_test(self, constraints=None, null=0.0) -> WaldResult:
+        """The HTZ test (Pustejovsky & Tipton 2018's approximate Hotelling T^2, clubSandwich's
+        ``Wald_test(..., test = "HTZ")``) of ``C beta = null``.
+
+        ``constraints``: a ``(q, p)`` contrast matrix, or coefficient indices or names to
+        test against zero (default: every coefficient but the intercept; the intercept
+        alone in a model without moderators).
+        """
+        C = self._contrasts(constraints)
+        q = C.shape[0]
+        c0 = np.broadcast_to(np.asarray(null, dtype=float), (q,))
+        d = C @ self.beta - c0
+        cvc = C @ self.vcov @ C.T
+        try:
+            Q = float(d @ np.linalg.solve(cvc, d))
+        except np.linalg.LinAlgError:
+            raise ValueError(
+                "wald_test: the contrasts' robust covariance is singular; test fewer or "
+                "independent contrasts."
+            ) from None
+        gg = C @ self._gg @ C.T  # (J, q, q)
+        h = C @ self._h  # (J, q, p)
+        J = gg.shape[0]
+        # P[i, j, a, b] = -sum_u h[a, i, u] h[b, j, u] + [a == b] gg[a, i, j]
+        P = -np.einsum("aiu,bju->ijab", h, h)
+        P[:, :, np.arange(J), np.arange(J)] += np.transpose(gg, (1, 2, 0))
+        omega = np.einsum("ijaa->ij", P)
+        on = _inv_sqrt(omega)
+        B = np.einsum("si,ijab,jt->stab", on, P, on)
+        var = np.einsum("stab,tsab->st", B, B) + np.einsum("ssab,ttab->st", B, B)
+        nu = q * (q + 1) / var.sum()
+        delta = max((nu - q + 1) / nu, 0.0)
+        df2 = nu - q + 1
+        F = delta * Q / q
+        pval = float(stats.f.sf(F, q, df2)) if df2 > 0 else float("nan")
+        return WaldResult(F, delta, q, df2, pval, Q, self.type)
+
+    def _contrasts(self, constraints) -> np.ndarray:
+        p = len(self.beta)
+        if constraints is None:
+            constraints = list(range(1, p)) if p > 1 else [0]
+        C = np.asarray(constraints)
+        if C.ndim == 2:
+            if C.shape[1] != p:
+                raise ValueError(
+                    f"wald_test: the contrast matrix needs {p} columns; got {C.shape[1]}."
+                )
+            return C.astype(float)
+        idx = []
+        for c in np.atleast_1d(C):
+            if isinstance(c, str | np.str_):
+                if c not in self.coef_names:
+                    raise ValueError(f"wald_test: no coefficient {str(c)!r}; there are "
+                                     f"{', '.join(self.coef_names)}.")  # fmt: skip
+                idx.append(self.coef_names.index(str(c)))
+            else:
+                if not 0 <= int(c) < p:
+                    raise ValueError(f"wald_test: coefficient index {int(c)} is not in 0..{p - 1}.")
+                idx.append(int(c))
+        return np.eye(p)[idx]
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame({"beta": self.beta, "se": self.se, "tval": self.tval,
@@ -81,6 +148,24 @@ class RobustResult(Result):
                         f"{fmt_p(self.pval[i]):>9}{fmt_num(self.ci_lb[i]):>9}"
                         f"{fmt_num(self.ci_ub[i]):>9}")  # fmt: skip
         return "\n".join([head, *rows])
+
+
+@dataclass(frozen=True, eq=False)
+class WaldResult(Result):
+    """The HTZ Wald test of :meth:`RobustResult.wald_test`: ``F`` (``delta * Q / q``),
+    ``delta``, ``df_num`` (q), ``df_denom``, ``pval``, ``Q`` (the robust Wald statistic)."""
+
+    F: float
+    delta: float
+    df_num: int
+    df_denom: float
+    pval: float
+    Q: float
+    type: str
+
+    def summary(self) -> str:
+        return (f"HTZ test ({self.type}): F({self.df_num}, {fmt_num(self.df_denom, 2)}) = "
+                f"{fmt_num(self.F)}, p {fmt_p(self.pval, eq=True)}")  # fmt: skip
 
 
 def _inv_sqrt(g: np.ndarray) -> np.ndarray:
@@ -162,7 +247,7 @@ def robust(fit, cluster, *, type: str = "CR2", level: float | None = None) -> Ro
     M = np.linalg.inv(X.T @ (w[:, None] * X))
     e = y - X @ beta
     u = np.empty((J, p))  # each cluster's adjusted score X_j' W_j A_j e_j
-    G_rows = np.zeros((J, p))  # sum_k G_j[i, k]^2 for the Satterthwaite df
+    GG = np.empty((J, p, p))  # G_j G_j' = M E_j Theta_j E_j' M, for the df
     H = np.empty((J, p, p))  # M E_j X_j L, L = chol(M)
     L = np.linalg.cholesky(M)
     for which, rows in _by_size(codes):  # stacked clusters of one size
@@ -180,11 +265,11 @@ def robust(fit, cluster, *, type: str = "CR2", level: float | None = None) -> Ro
             E = XW
         u[which] = np.einsum("nps,ns->np", E, ej)
         ME = M @ E  # (n, p, s)
-        G_rows[which] = (ME**2 * (1.0 / wj)[:, None, :]).sum(-1)  # G = ME chol(Theta)'
+        GG[which] = (ME * (1.0 / wj)[:, None, :]) @ np.swapaxes(ME, 1, 2)  # G = ME chol(Theta)'
         H[which] = ME @ Xj @ L
     if type == "CR1":
         u = u * np.sqrt(J / (J - 1))
-        G_rows = G_rows * J / (J - 1)
+        GG = GG * J / (J - 1)
         H = H * np.sqrt(J / (J - 1))
     V = M @ (u.T @ u) @ M
     se = np.sqrt(np.diag(V))
@@ -192,7 +277,7 @@ def robust(fit, cluster, *, type: str = "CR2", level: float | None = None) -> Ro
     # df_i = (tr P_i)^2 / ||P_i||_F^2 (clubSandwich's Satterthwaite_df)
     Hi = np.transpose(H, (1, 2, 0))  # (p, p, J): coefficient, column of L, cluster
     P = -np.einsum("iaj,iak->ijk", Hi, Hi)
-    P[:, np.arange(J), np.arange(J)] += G_rows.T
+    P[:, np.arange(J), np.arange(J)] += np.einsum("jii->ij", GG)
     df = np.einsum("ijj->i", P) ** 2 / (P**2).sum(axis=(1, 2))
     tval = beta / se
     pval = 2 * stats.t.sf(np.abs(tval), df)
@@ -200,4 +285,4 @@ def robust(fit, cluster, *, type: str = "CR2", level: float | None = None) -> Ro
     crit = stats.t.isf((1 - lv / 100) / 2, df)
     names = tuple(getattr(fit, "coef_names", None) or [f"b{i}" for i in range(p)])
     return RobustResult(names, beta, se, tval, df, pval, beta - crit * se, beta + crit * se,
-                        V, J, type, lv)  # fmt: skip
+                        V, J, type, lv, GG, H)  # fmt: skip

@@ -102,6 +102,8 @@ def test_pool_cluster_reports_clubsandwich_values(tmp_path):
     r = json.loads((out / "results.json").read_text())["robust"]["meta_regression"]
     for key, ref in (("se", "se_CR2"), ("df", "df_CR2"), ("pval", "p_CR2")):
         np.testing.assert_allclose(r[key], c[ref], rtol=1e-8, err_msg=key)
+    htz = json.loads((out / "results.json").read_text())["robust"]["moderators_htz"]
+    assert htz["F"] == pytest.approx(c["wald_F"], rel=1e-8) and htz["df_num"] == 3
     assert "## Cluster-robust inference" in (out / "report.md").read_text()
     assert "Cluster-robust (CR2, 17 clusters)" in res.output
     frame.assign(study="one").to_csv(tmp_path / "b.csv", index=False)
@@ -112,3 +114,42 @@ def test_pool_cluster_reports_clubsandwich_values(tmp_path):
     bad = CliRunner().invoke(app, ["pool", str(tmp_path / "a.csv"), "--cluster", "nope",
                                    "--out", str(tmp_path / "rep3"), "--no-progress"])  # fmt: skip
     assert bad.exit_code == 2 and "--cluster names column 'nope'" in bad.output
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_htz_wald_tests_equal_clubsandwich(name):
+    """Wald_test(..., constrain_zero(moderators), test = "HTZ"), and on the meta-regression
+    constrain_equal of two deltype levels (a contrast matrix)."""
+    c = CASES[name]
+    res = robust(_fit(c), c["cluster"])
+    w = res.wald_test(np.atleast_1d(c["wald_which"]) - 1)
+    for got, ref in ((w.F, "wald_F"), (w.delta, "wald_delta"), (w.df_denom, "wald_df_denom"),
+                     (w.pval, "wald_p"), (w.Q / w.df_num, "wald_chisq_F")):  # fmt: skip
+        assert got == pytest.approx(c[ref], rel=1e-9), ref
+    assert w.df_num == np.size(c["wald_which"])
+    default = res.wald_test()  # every coefficient but the intercept (or the intercept alone)
+    assert default.F == pytest.approx(w.F, rel=1e-12)
+    if "equal_F" in c:
+        ix = np.atleast_1d(c["equal_which"]) - 1
+        C = np.zeros((len(ix) - 1, len(res.beta)))
+        C[:, ix[0]] = -1.0
+        C[np.arange(len(ix) - 1), ix[1:]] = 1.0
+        eq = res.wald_test(C)
+        assert eq.F == pytest.approx(c["equal_F"], rel=1e-9)
+        assert eq.df_denom == pytest.approx(c["equal_df_denom"], rel=1e-9)
+        assert eq.pval == pytest.approx(c["equal_p"], rel=1e-9)
+    assert "HTZ test (CR2): F(" in w.summary()
+
+
+def test_wald_test_contrasts_by_name_and_bad_ones():
+    c = CASES["assink2016_REML_mods"]
+    res = robust(_fit(c), c["cluster"])
+    by_name = res.wald_test([res.coef_names[1]])
+    assert by_name.F == pytest.approx(res.tval[1] ** 2, rel=1e-12)  # q = 1: F = t^2
+    assert by_name.df_denom == pytest.approx(res.df[1], rel=1e-10)  # and df = Satterthwaite's
+    with pytest.raises(ValueError, match=r"no coefficient 'nope'"):
+        res.wald_test(["nope"])
+    with pytest.raises(ValueError, match=r"index 9 is not in 0..3"):
+        res.wald_test([9])
+    with pytest.raises(ValueError, match=r"needs 4 columns; got 2"):
+        res.wald_test(np.ones((1, 2)))

@@ -26,6 +26,26 @@ case <- function(name, fit, cluster) {
   out$p_CR2 <- num(ct$p_Satt)
   ct1 <- coef_test(fit, vcov = "CR1", cluster = cluster, test = c("naive-t", "Satterthwaite"))
   out$df_CR1 <- num(ct1$df_Satt)
+  p <- ncol(X)
+  which <- if (p > 1) 2:p else 1
+  wt <- Wald_test(fit, constraints = constrain_zero(which), vcov = "CR2", cluster = cluster,
+                  test = c("HTZ", "chi-sq"))
+  htz <- wt[wt$test == "HTZ", ]
+  out$wald_which <- as.integer(which)
+  out$wald_F <- num(htz$Fstat)
+  out$wald_delta <- num(htz$delta)
+  out$wald_df_num <- num(htz$df_num)
+  out$wald_df_denom <- num(htz$df_denom)
+  out$wald_p <- num(htz$p_val)
+  out$wald_chisq_F <- num(wt$Fstat[wt$test == "chi-sq"])
+  if (p > 2) {
+    wt2 <- Wald_test(fit, constraints = constrain_equal(3:p), vcov = "CR2", cluster = cluster,
+                     test = "HTZ")
+    out$equal_which <- as.integer(3:p)
+    out$equal_F <- num(wt2$Fstat)
+    out$equal_df_denom <- num(wt2$df_denom)
+    out$equal_p <- num(wt2$p_val)
+  }
   ci <- conf_int(fit, vcov = "CR2", cluster = cluster, level = 0.95)
   out$ci_lb_CR2 <- num(ci$CI_L)
   out$ci_ub_CR2 <- num(ci$CI_U)
