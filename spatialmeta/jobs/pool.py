@@ -47,6 +47,7 @@ from spatialmeta.meta_analysis.regtest import pet_peese, regtest
 from spatialmeta.meta_analysis.results import fmt_num, fmt_p
 from spatialmeta.meta_analysis.robust import TYPES as ROBUST_TYPES
 from spatialmeta.meta_analysis.robust import robust
+from spatialmeta.meta_analysis.selection import selmodel
 from spatialmeta.meta_analysis.spec import FitSpec
 from spatialmeta.meta_analysis.subgroups import subgroups as subgroup_fit
 
@@ -78,6 +79,7 @@ _MEASURE_NAMES = {
     "COR": "correlation",
     "ZCOR": "Fisher's z-transformed correlation",
 }
+SELMODEL_MIN_K = 10  # fewer studies than this cannot inform a step's delta
 _PLOTS = ("forest", "funnel", "baujat", "radial", "posterior", "shrinkage")
 _LABEL_NAMES = ("study", "label", "slab")
 
@@ -630,6 +632,17 @@ def _fit_all(st: _Studies, method: str, test: str, level: float, run: _Run,
     fits["ranktest"] = run.section("rank correlation test", lambda: ranktest(y, v), few)
     fits["trimfill"] = run.section("trim-and-fill", lambda: trimfill(res), few)
     fits["pet_peese"] = run.section("PET-PEESE", lambda: pet_peese(y, v, level=level), few)
+    fits["selmodel"] = run.section(
+        "selection model",
+        lambda: selmodel(
+            res,
+            steps=(0.025, 1.0),
+            alternative="less" if float(np.ravel(res.estimate)[0]) < 0 else "greater",
+        ),  # fmt: skip
+        f"a step-function selection model needs at least {SELMODEL_MIN_K} studies; k = {k}"
+        if k < SELMODEL_MIN_K
+        else None,
+    )
     fits["fsn"] = {
         t: run.section(f"fail-safe N ({t})", lambda t=t: fsn(y, v, type=t))
         for t in ("Rosenthal", "Orwin", "Rosenberg")
@@ -736,10 +749,15 @@ def _bias_md(fits, level) -> list[str]:
             extra = f"weighted mean {_f(r.meanes)}"
         p = _p(r.pval) if t != "Orwin" else ""
         rows.append([f"Fail-safe N ({t}, alpha {r.alpha:g})", f"N = {r.fsnum:g}", p, extra])
+    sel = fits.get("selmodel")
+    if sel is not None:
+        rows.append([f"Selection model (step at p = {sel.steps[0]:g}; LRT, {sel.LRTdf} df)",
+                     f"{_f(sel.LRT)}", _p(sel.LRTp),
+                     f"adjusted {_f(sel.beta[0])} [{_f(sel.ci_lb[0])}, {_f(sel.ci_ub[0])}]"])  # fmt: skip
     lines = []
     if rows:
         lines += [_md_table(["Method", "Statistic", "p", "Estimate"], rows, "lrrl"), ""]
-    for key in ("egger", "trimfill", "pet_peese"):
+    for key in ("egger", "trimfill", "pet_peese", "selmodel"):
         r = fits.get(key)
         if r is not None:
             lines += ["```text", r.summary().strip("\n"), "```", ""]
@@ -940,6 +958,7 @@ def _results(st, fits, run, settings, files) -> dict[str, Any]:
         "ranktest": None if fits.get("ranktest") is None else fits["ranktest"].to_dict(),
         "trimfill": None if fits.get("trimfill") is None else fits["trimfill"].to_dict(),
         "pet_peese": None if fits.get("pet_peese") is None else fits["pet_peese"].to_dict(),
+        "selmodel": None if fits.get("selmodel") is None else fits["selmodel"].to_dict(),
         "fsn": {t: (None if r is None else r.to_dict()) for t, r in fs.items()},
     }
     loo = fits.get("leave1out")
@@ -1080,6 +1099,10 @@ def _summary(st, fits, run, out: Path, settings) -> str:
         )
     if tf is not None:
         bias.append(f"trim-and-fill: k0 = {int(tf.k0)} ({tf.side}), adjusted {_f(tf.estimate)}")
+    sel = fits.get("selmodel")
+    if sel is not None:
+        bias.append(f"selection model (step at p = {sel.steps[0]:g}): adjusted "
+                    f"{_f(sel.beta[0])}, LRT p {_peq(sel.LRTp)}")  # fmt: skip
     fs = fits.get("fsn", {}).get("Rosenthal")
     if fs is not None:
         bias.append(f"fail-safe N (Rosenthal) = {fs.fsnum:g}")

@@ -33,7 +33,8 @@ from spatialmeta.meta_analysis.pool import MetaRegressionResult, PoolResult, poo
 from spatialmeta.meta_analysis.priors import MuPrior, TauPrior, published_prior
 from spatialmeta.meta_analysis.profile import Tau2Interval, confint_tau2
 from spatialmeta.meta_analysis.regtest import PetPeeseResult, RegtestResult, pet_peese, regtest
-from spatialmeta.meta_analysis.robust import RobustResult, robust
+from spatialmeta.meta_analysis.robust import RobustResult, WaldResult, robust
+from spatialmeta.meta_analysis.selection import SelectionResult, selmodel
 from spatialmeta.meta_analysis.spec import FitSpec
 from spatialmeta.meta_analysis.subgroups import SubgroupResult, subgroups
 
@@ -41,7 +42,7 @@ __all__ = [
     "FIXED_METHODS", "MEASURES", "METHODS", "RANDOM_METHODS", "FitSpec", "MetaRegressionResult",
     "PoolResult", "escalc", "BayesPoolResult", "bayes_pool", "MuPrior", "TauPrior",
     "published_prior", "LearnedPrior", "learn_tau_prior", "Corpus", "load_corpus",
-    "RobustResult", "robust",
+    "RobustResult", "WaldResult", "robust", "SelectionResult", "selmodel",
     "pool",
     "pool_gridded", "Tau2Interval", "confint_tau2",
     "CumulResult", "InfluenceResult", "LeaveOneOutResult", "ResidualResult", "cumul", "influence",
