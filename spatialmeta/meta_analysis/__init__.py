@@ -29,6 +29,7 @@ from spatialmeta.meta_analysis.effect_sizes import MEASURES, escalc
 from spatialmeta.meta_analysis.estimators import FIXED_METHODS, METHODS, RANDOM_METHODS
 from spatialmeta.meta_analysis.gridded import pool_gridded
 from spatialmeta.meta_analysis.learned import LearnedPrior, learn_tau_prior
+from spatialmeta.meta_analysis.multilevel import MultilevelResult, pool_mv
 from spatialmeta.meta_analysis.pool import MetaRegressionResult, PoolResult, pool
 from spatialmeta.meta_analysis.priors import MuPrior, TauPrior, published_prior
 from spatialmeta.meta_analysis.profile import Tau2Interval, confint_tau2
@@ -42,7 +43,8 @@ __all__ = [
     "FIXED_METHODS", "MEASURES", "METHODS", "RANDOM_METHODS", "FitSpec", "MetaRegressionResult",
     "PoolResult", "escalc", "BayesPoolResult", "bayes_pool", "MuPrior", "TauPrior",
     "published_prior", "LearnedPrior", "learn_tau_prior", "Corpus", "load_corpus",
-    "RobustResult", "WaldResult", "robust", "SelectionResult", "selmodel",
+    "RobustResult", "WaldResult", "robust", "SelectionResult", "selmodel", "MultilevelResult",
+    "pool_mv",
     "pool",
     "pool_gridded", "Tau2Interval", "confint_tau2",
     "CumulResult", "InfluenceResult", "LeaveOneOutResult", "ResidualResult", "cumul", "influence",
