@@ -25,7 +25,63 @@ from scipy import linalg, optimize, stats
 
 from spatialmeta.meta_analysis.results import Result, fmt_num, fmt_p
 
-__all__ = ["MultilevelResult", "pool_mv"]
+__all__ = ["MultilevelResult", "Spatial", "pool_mv"]
+
+# spatial correlation functions of distance d and range rho (metafor's struct = "SP..."),
+# each with its derivative in rho
+STRUCTURES = ("SPEXP", "SPGAU", "SPLIN", "SPRAT", "SPSPH")
+
+
+def _correlation(structure: str, d: np.ndarray, rho: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(R, dR/drho)`` of a spatial structure at distances ``d``."""
+    u = d / rho
+    if structure == "SPEXP":
+        R = np.exp(-u)
+        return R, R * d / rho**2
+    if structure == "SPGAU":
+        R = np.exp(-(u**2))
+        return R, R * 2 * d**2 / rho**3
+    if structure == "SPLIN":
+        inside = d < rho
+        return np.where(inside, 1 - u, 0.0), np.where(inside, d / rho**2, 0.0)
+    if structure == "SPRAT":
+        R = 1 / (1 + u**2)
+        return R, 2 * d**2 / rho**3 * R**2
+    inside = d < rho  # SPSPH
+    R = np.where(inside, 1 - 1.5 * u + 0.5 * u**3, 0.0)
+    return R, np.where(inside, 1.5 * d / rho**2 - 1.5 * d**3 / rho**4, 0.0)
+
+
+@dataclass(frozen=True)
+class Spatial:
+    """A spatially correlated random effect: variance ``tau^2`` times a correlation of the
+    distance between effects (``structure``, one of SPEXP, SPGAU, SPLIN, SPRAT, SPSPH, as
+    metafor's), with range ``rho`` estimated. ``coords`` are ``(k, 2)``: planar x, y
+    (Euclidean distances, metafor's default) or, with ``distance="gcd"``, longitude and
+    latitude in degrees (great-circle distances in km, haversine on a 6371 km sphere)."""
+
+    coords: np.ndarray
+    structure: str = "SPEXP"
+    distance: str = "euclidean"
+
+    def distances(self, k: int) -> np.ndarray:
+        c = np.asarray(self.coords, dtype=float)
+        if c.shape != (k, 2) or not np.isfinite(c).all():
+            raise ValueError(f"pool_mv: `Spatial.coords` must be finite (k, 2) = ({k}, 2); got "
+                             f"{c.shape}.")  # fmt: skip
+        if self.structure not in STRUCTURES:
+            raise ValueError(f"pool_mv: spatial structure {self.structure!r} is not one of "
+                             f"{', '.join(STRUCTURES)}.")  # fmt: skip
+        if self.distance == "euclidean":
+            diff = c[:, None, :] - c[None, :, :]
+            return np.sqrt((diff**2).sum(-1))
+        if self.distance == "gcd":
+            lon, lat = np.radians(c[:, 0]), np.radians(c[:, 1])
+            a = (np.sin((lat[:, None] - lat[None, :]) / 2) ** 2 + np.cos(lat[:, None])
+                 * np.cos(lat[None, :]) * np.sin((lon[:, None] - lon[None, :]) / 2) ** 2)  # fmt: skip
+            return 2 * 6371.0 * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
+        raise ValueError(f"pool_mv: `Spatial.distance` must be 'euclidean' or 'gcd'; got "
+                         f"{self.distance!r}.")  # fmt: skip
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,6 +109,9 @@ class MultilevelResult(Result):
     level: float
     converged: bool
     coef_names: tuple
+    tau2: float | None = None  # the spatial variance, with its range rho and structure
+    rho: float | None = None
+    structure: str | None = None
 
     def summary(self) -> str:
         lines = [f"Multilevel random-effects model (k = {self.k}; method: {self.method})", "",
@@ -60,6 +119,9 @@ class MultilevelResult(Result):
         for i, (name, n) in enumerate(zip(self.levels, self.n_levels, strict=True)):
             lines.append(f"sigma^2.{i + 1:<4}{fmt_num(self.sigma2[i]):>9}"
                          f"{fmt_num(math.sqrt(self.sigma2[i])):>9}{n:>7}  {name}")  # fmt: skip
+        if self.structure is not None:
+            lines.append(f"spatial ({self.structure}): tau^2 = {fmt_num(self.tau2)}, rho = "
+                         f"{fmt_num(self.rho)}")  # fmt: skip
         lines += ["", f"Test for Heterogeneity: Q(df = {self.k - len(self.beta)}) = "
                   f"{fmt_num(self.QE)}, p-val {fmt_p(self.QEp)}", ""]  # fmt: skip
         for i, n in enumerate(self.coef_names):
@@ -89,8 +151,8 @@ def _labels(spec, k: int, i: int) -> tuple[str, np.ndarray]:
     return str(name), codes
 
 
-def pool_mv(yi, V, *, random, mods=None, method: str = "REML", level: float = 95.0,
-            names=None) -> MultilevelResult:  # fmt: skip
+def pool_mv(yi, V, *, random=(), spatial: Spatial | None = None, mods=None,
+            method: str = "REML", level: float = 95.0, names=None) -> MultilevelResult:  # fmt: skip
     """Fit ``y ~ N(X beta, V + sum_l sigma_l^2 Z_l Z_l')``: a multilevel meta-analysis.
 
     Parameters
@@ -102,6 +164,9 @@ def pool_mv(yi, V, *, random, mods=None, method: str = "REML", level: float = 95
         The random intercepts, outermost first: each a label array (a level's clusters)
         or a tuple of label arrays (a level nested in the ones before it), e.g.
         ``[district, (district, school)]`` for metafor's ``~ 1 | district/school``.
+    spatial : Spatial, optional
+        A spatially correlated random effect (metafor's ``random = ~ x + y | const,
+        struct = "SPEXP"``), its variance and range estimated with the rest.
     mods : array_like ``(k, m)``, optional
         Moderators (an intercept is added).
     method : {"REML", "ML"}
@@ -151,8 +216,8 @@ def pool_mv(yi, V, *, random, mods=None, method: str = "REML", level: float = 95
         ) from None
     X = np.ones((k, 1)) if mods is None else np.column_stack([np.ones(k), np.asarray(mods, float)])
     p = X.shape[1]
-    if not random:
-        raise ValueError("pool_mv: give at least one random level in `random`.")
+    if not random and spatial is None:
+        raise ValueError("pool_mv: give at least one random level in `random`, or `spatial`.")
     levels = [_labels(spec, k, i) for i, spec in enumerate(random)]
     if names is not None:
         levels = [(str(n), c) for n, (_, c) in zip(names, levels, strict=True)]
@@ -161,11 +226,27 @@ def pool_mv(yi, V, *, random, mods=None, method: str = "REML", level: float = 95
         if c.max() + 1 == 1:
             raise ValueError(f"pool_mv: random level {name!r} has one cluster; its variance "
                              "cannot be told apart from the intercept; drop it.")  # fmt: skip
+    n_var = len(A)
+    if spatial is not None:
+        dist = spatial.distances(k)
+        scale = float(np.median(dist[np.triu_indices(k, 1)])) if k > 1 else 1.0
+        extent = float(dist.max())
     reml = method == "REML"
     half_xx = 0.5 * np.linalg.slogdet(X.T @ X)[1]
 
-    def parts(s2):
-        S = Vm + sum(si * a for si, a in zip(s2, A, strict=True))
+    def sigma(x):
+        """Sigma and its derivatives in every parameter (variances, then log rho)."""
+        S = Vm + sum(si * a for si, a in zip(x[:n_var], A, strict=True))
+        dS = list(A)
+        if spatial is not None:
+            tau2, rho = x[n_var], math.exp(x[n_var + 1])
+            R, dR = _correlation(spatial.structure, dist, rho)
+            S = S + tau2 * R
+            dS += [R, tau2 * dR * rho]  # d/d log rho = rho d/d rho
+        return S, dS
+
+    def parts(x):
+        S, _ = sigma(x)
         cf = linalg.cho_factor(S, lower=True)
         Si_X = linalg.cho_solve(cf, X)
         XtSiX = X.T @ Si_X
@@ -177,8 +258,11 @@ def pool_mv(yi, V, *, random, mods=None, method: str = "REML", level: float = 95
         logdet_x = 2 * np.log(np.diag(cx[0])).sum()
         return cf, Si_X, cx, beta, Si_r, logdet, logdet_x, float(r @ Si_r)
 
-    def negll(s2):
-        cf, Si_X, cx, beta, Si_r, logdet, logdet_x, q = parts(s2)
+    def negll(x):
+        try:
+            cf, Si_X, cx, beta, Si_r, logdet, logdet_x, q = parts(x)
+        except (np.linalg.LinAlgError, linalg.LinAlgError):
+            return 1e300, np.zeros_like(x)
         if reml:  # with metafor's + 1/2 log|X'X| (so that logLik matches rma.mv's)
             ll = -0.5 * ((k - p) * math.log(2 * math.pi) + logdet + logdet_x + q) + half_xx
         else:
@@ -186,15 +270,30 @@ def pool_mv(yi, V, *, random, mods=None, method: str = "REML", level: float = 95
         # the gradient: d/ds_l = -1/2 tr(P A_l) + 1/2 (P r)' A_l (P r) (REML), Sigma^-1 for ML
         Si = linalg.cho_solve(cf, np.eye(k))
         P = Si - Si_X @ linalg.cho_solve(cx, Si_X.T) if reml else Si
-        grad = np.array([-0.5 * np.sum(P * a) + 0.5 * Si_r @ a @ Si_r for a in A])
+        _, dS = sigma(x)
+        grad = np.array([-0.5 * np.sum(P * a) + 0.5 * Si_r @ a @ Si_r for a in dS])
         return -ll, -grad
 
-    start = np.full(len(A), max(float(np.var(y)) - float(np.mean(np.diag(Vm))), 0.01) / len(A))
-    res = optimize.minimize(negll, start, jac=True, method="L-BFGS-B",
-                            bounds=[(0.0, None)] * len(A),
-                            options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 2000})  # fmt: skip
-    s2 = np.maximum(res.x, 0.0)
-    cf, Si_X, cx, beta, Si_r, logdet, logdet_x, q = parts(s2)
+    n_par = n_var + (2 if spatial is not None else 0)
+    total = max(float(np.var(y)) - float(np.mean(np.diag(Vm))), 0.01)
+    start = np.full(n_par, total / max(n_var + (spatial is not None), 1))
+    bounds = [(0.0, None)] * (n_var + (spatial is not None))
+    if spatial is not None:
+        start[-1] = math.log(scale / 2)
+        # a range beyond the data's extent is a constant shift, not told apart from the
+        # intercept (the likelihood's ridge toward rho -> infinity): the range stops there
+        bounds.append((math.log(scale * 1e-4), math.log(extent)))
+    res = optimize.minimize(negll, start, jac=True, method="L-BFGS-B", bounds=bounds,
+                            options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 5000})  # fmt: skip
+    xs = np.array(res.x, dtype=float)
+    xs[: n_var + (spatial is not None)] = np.maximum(xs[: n_var + (spatial is not None)], 0.0)
+    s2 = xs[:n_var]
+    # converged: the optimizer says so, or the gradient vanishes where no bound holds
+    g = negll(xs)[1]
+    lo = np.array([b[0] for b in bounds])
+    free = ~np.isclose(xs, lo) | (g < 0)
+    converged = bool(res.success) or bool(np.abs(g[free]).max(initial=0.0) < 1e-4)
+    cf, Si_X, cx, beta, Si_r, logdet, logdet_x, q = parts(xs)
     vb = linalg.cho_solve(cx, np.eye(p))
     se = np.sqrt(np.diag(vb))
     zval = beta / se
@@ -210,5 +309,8 @@ def pool_mv(yi, V, *, random, mods=None, method: str = "REML", level: float = 95
         s2, tuple(n for n, _ in levels), tuple(int(c.max() + 1) for _, c in levels), beta, se,
         zval, 2 * stats.norm.sf(np.abs(zval)), beta - crit * se, beta + crit * se, vb, QE,
         float(stats.chi2.sf(QE, k - p)), -float(res.fun), k, method, float(level),
-        bool(res.success), tuple(coef),
+        converged, tuple(coef),
+        None if spatial is None else float(xs[n_var]),
+        None if spatial is None else float(math.exp(xs[n_var + 1])),
+        None if spatial is None else spatial.structure,
     )  # fmt: skip

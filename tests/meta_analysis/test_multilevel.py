@@ -66,3 +66,73 @@ def test_bad_input_is_named():
         pool_mv(y, np.array([0.02, 0.03, -1.0, 0.04]), random=[g])
     with pytest.raises(ValueError, match=r"`method` must be 'REML' or 'ML'"):
         pool_mv(y, v, random=[g], method="DL")
+
+
+SPATIAL = {c["name"]: c for c in json.loads(
+    (Path(__file__).resolve().parents[1] / "reference" / "multilevel_reference.json").read_text()
+)["spatial"]}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(SPATIAL))
+def test_spatial_structures_equal_rma_mv(name):
+    """rma.mv(random = ~ x + y | const, struct = SPEXP/SPGAU/SPRAT), and SPEXP with an
+    independent nugget (random = list(~ x + y | const, ~ 1 | id)), on a simulated field."""
+    from spatialmeta.meta_analysis.multilevel import Spatial
+
+    c = SPATIAL[name]
+    k = len(c["yi"])
+    res = pool_mv(c["yi"], c["vi"], random=[np.arange(k)] if c["nugget"] else [],
+                  spatial=Spatial(np.column_stack([c["x"], c["y"]]), c["struct"]))  # fmt: skip
+    assert res.converged and res.structure == c["struct"]
+    assert res.tau2 == pytest.approx(c["tau2"], rel=1e-5)
+    assert res.rho == pytest.approx(c["rho"], rel=1e-5)
+    if c["nugget"]:
+        assert res.sigma2[0] == pytest.approx(c["sigma2"], abs=1e-8)  # metafor: 2e-11
+    for f in ("beta", "se", "zval", "ci_lb", "ci_ub"):
+        np.testing.assert_allclose(np.atleast_1d(getattr(res, f)), c[f], rtol=1e-6, err_msg=f)
+    assert res.QE == pytest.approx(c["QE"], rel=1e-10)
+    assert res.logLik == pytest.approx(c["logLik"], rel=1e-8)
+
+
+def _field(seed, n=120, rng_range=3.0):
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 10, (n, 2))
+    D = np.sqrt(((xy[:, None] - xy[None]) ** 2).sum(-1))
+    L = np.linalg.cholesky(0.05 * np.exp(-D / rng_range) + 1e-10 * np.eye(n))
+    vi = rng.uniform(0.005, 0.02, n)
+    return xy, 0.2 + L @ rng.normal(size=n) + rng.normal(0, np.sqrt(vi)), vi, rng
+
+
+def test_a_spatially_correlated_field_widens_the_pooled_interval_and_shuffling_does_not():
+    """Issue 15's acceptance on simulated spatially correlated effects (exponential, range
+    3 on a 10 x 10 square): the spatial model's SE of the mean is over 2.5 times the
+    independent random-effects one; with the positions shuffled (the same values, no
+    spatial structure) the median ratio over four fields is under 1.6."""
+    from spatialmeta.meta_analysis.multilevel import Spatial
+
+    ratios, shuffled = [], []
+    for seed in (1, 2, 3, 4):
+        xy, y, v, rng = _field(seed)
+        ids = np.arange(y.size)
+        iid = float(pool(y, v).se)
+        ratios.append(pool_mv(y, v, random=[ids], spatial=Spatial(xy)).se[0] / iid)
+        perm = rng.permutation(y.size)
+        shuffled.append(pool_mv(y, v, random=[ids], spatial=Spatial(xy[perm])).se[0] / iid)
+    assert min(ratios) > 2.5, ratios
+    assert np.median(shuffled) < 1.6, shuffled
+
+
+def test_spatial_bad_input_and_great_circle_distances():
+    from spatialmeta.meta_analysis.multilevel import Spatial
+
+    y = np.array([0.1, 0.3, 0.2, 0.5])
+    v = np.full(4, 0.02)
+    with pytest.raises(ValueError, match=r"spatial structure 'SPCUBE' is not one of SPEXP"):
+        pool_mv(y, v, spatial=Spatial(np.zeros((4, 2)), "SPCUBE"))
+    with pytest.raises(ValueError, match=r"`Spatial.coords` must be finite \(k, 2\) = \(4, 2\)"):
+        pool_mv(y, v, spatial=Spatial(np.zeros((3, 2))))
+    # London-Paris and the equator's quarter, by the haversine formula on a 6371 km sphere
+    d = Spatial(np.array([[-0.1276, 51.5072], [2.3522, 48.8566], [0, 0], [90, 0]]), "SPEXP",
+                "gcd").distances(4)  # fmt: skip
+    assert d[0, 1] == pytest.approx(343.5, abs=1.0)
+    assert d[2, 3] == pytest.approx(np.pi / 2 * 6371.0, rel=1e-12)

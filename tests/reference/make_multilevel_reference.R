@@ -28,6 +28,30 @@ cases <- list(
   case("assink2016_REML_year", rma.mv(yi, vi, mods = ~ year, random = ~ 1 | study/esid, data = a),
        a$study, a$esid, a$year)
 )
-writeLines(toJSON(list(metafor = as.character(packageVersion("metafor")), cases = cases),
+# spatial structures on a simulated field (80 points on a 10 x 10 square, exponential
+# correlation with range 2, variance 0.1), the data stored with the results
+set.seed(3)
+n <- 80
+sp <- data.frame(x = runif(n, 0, 10), y = runif(n, 0, 10), vi = runif(n, 0.005, 0.02))
+D <- as.matrix(dist(sp[, c("x", "y")]))
+sp$yi <- 0.3 + as.numeric(t(chol(0.1 * exp(-D / 2))) %*% rnorm(n)) + rnorm(n, 0, sqrt(sp$vi))
+sp$const <- 1
+sp$id <- seq_len(n)
+spatial <- function(name, fit) {
+  list(name = name, yi = num(fit$yi), vi = num(fit$vi), x = num(sp$x), y = num(sp$y),
+       struct = fit$struct[1], nugget = fit$withS, sigma2 = if (fit$withS) num(fit$sigma2) else NULL,
+       tau2 = num(fit$tau2), rho = num(fit$rho), beta = num(fit$beta), se = num(fit$se),
+       zval = num(fit$zval), ci_lb = num(fit$ci.lb), ci_ub = num(fit$ci.ub), QE = num(fit$QE),
+       logLik = num(logLik(fit)), method = fit$method)
+}
+spatial_cases <- list(
+  spatial("SPEXP", rma.mv(yi, vi, random = ~ x + y | const, struct = "SPEXP", data = sp)),
+  spatial("SPGAU", rma.mv(yi, vi, random = ~ x + y | const, struct = "SPGAU", data = sp)),
+  spatial("SPRAT", rma.mv(yi, vi, random = ~ x + y | const, struct = "SPRAT", data = sp)),
+  spatial("SPEXP_nugget", rma.mv(yi, vi, random = list(~ x + y | const, ~ 1 | id),
+                                 struct = "SPEXP", data = sp))
+)
+writeLines(toJSON(list(metafor = as.character(packageVersion("metafor")), cases = cases,
+                       spatial = spatial_cases),
                   digits = NA, auto_unbox = TRUE, null = "null"),
            "tests/reference/multilevel_reference.json")
