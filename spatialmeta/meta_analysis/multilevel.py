@@ -112,6 +112,12 @@ class MultilevelResult(Result):
     tau2: float | None = None  # the spatial variance, with its range rho and structure
     rho: float | None = None
     structure: str | None = None
+    yi: np.ndarray | None = None  # the data, design and fitted marginal covariance (for
+    X: np.ndarray | None = None  # robust inference on the fit)
+    Sigma: np.ndarray | None = None
+    user_weights: bool = False
+
+    _dict_skip = ("X", "Sigma")
 
     def summary(self) -> str:
         lines = [f"Multilevel random-effects model (k = {self.k}; method: {self.method})", "",
@@ -312,5 +318,5 @@ def pool_mv(yi, V, *, random=(), spatial: Spatial | None = None, mods=None,
         converged, tuple(coef),
         None if spatial is None else float(xs[n_var]),
         None if spatial is None else float(math.exp(xs[n_var + 1])),
-        None if spatial is None else spatial.structure,
+        None if spatial is None else spatial.structure, y, X, sigma(xs)[0],
     )  # fmt: skip

@@ -221,11 +221,14 @@ def robust(fit, cluster, *, type: str = "CR2", level: float | None = None) -> Ro
     if getattr(fit, "user_weights", False):
         raise ValueError("robust: a fit with user weights is not supported; refit without them.")
     y = np.asarray(fit.yi, dtype=float)
-    v = np.asarray(fit.vi, dtype=float)
     keep = np.isfinite(y)
-    y, v = y[keep], v[keep]
+    y = y[keep]
     k = y.size
     X = np.ones((k, 1)) if fit.X is None else np.asarray(fit.X, dtype=float)[keep]
+    if getattr(fit, "Sigma", None) is not None:  # a pool_mv fit: its marginal covariance
+        theta = np.asarray(fit.Sigma, dtype=float)
+    else:  # pool: the working covariance diag(v + tau^2)
+        theta = np.diag(np.asarray(fit.vi, dtype=float)[keep] + float(fit.tau2))
     beta = np.atleast_1d(np.asarray(fit.beta if fit.beta is not None else fit.estimate, float))
     cl = np.asarray(cluster, dtype=object).ravel()
     if cl.size == keep.size and cl.size != k:
@@ -243,29 +246,37 @@ def robust(fit, cluster, *, type: str = "CR2", level: float | None = None) -> Ro
             "at least two (and work well with many more)."
         )
     p = X.shape[1]
-    w = 1.0 / (v + float(fit.tau2))
-    M = np.linalg.inv(X.T @ (w[:, None] * X))
+    cross = codes[:, None] != codes[None, :]
+    if np.abs(theta[cross]).max(initial=0.0) > 1e-12 * np.abs(np.diag(theta)).max():
+        raise ValueError(
+            "robust: the model's covariance links effects of different clusters (a random "
+            "level above the cluster, or a spatial effect); cluster at the model's outermost "
+            "level or above."
+        )
+    Winv = np.linalg.inv(theta)  # block diagonal by cluster, as theta
+    M = np.linalg.inv(X.T @ Winv @ X)
     e = y - X @ beta
     u = np.empty((J, p))  # each cluster's adjusted score X_j' W_j A_j e_j
     GG = np.empty((J, p, p))  # G_j G_j' = M E_j Theta_j E_j' M, for the df
     H = np.empty((J, p, p))  # M E_j X_j L, L = chol(M)
     L = np.linalg.cholesky(M)
     for which, rows in _by_size(codes):  # stacked clusters of one size
-        Xj, wj, ej = X[rows], w[rows], e[rows]  # (n, s, p), (n, s), (n, s)
-        XW = np.swapaxes(Xj * wj[..., None], 1, 2)  # (n, p, s)
+        Xj, ej = X[rows], e[rows]  # (n, s, p), (n, s)
+        th = theta[rows[:, :, None], rows[:, None, :]]  # (n, s, s) working covariance blocks
+        Wj = Winv[rows[:, :, None], rows[:, None, :]]
+        XW = np.swapaxes(Xj, 1, 2) @ Wj  # (n, p, s)
         if type == "CR2":
             s = rows.shape[1]
             ih = np.eye(s)[None] - Xj @ M @ XW  # I - X_j M X_j' W_j
-            r = 1.0 / np.sqrt(wj)  # chol(Theta_j), Theta = W^-1 (diagonal)
-            # G_j = R IH Theta R' (R diagonal): G_ab = r_a IH_ab theta_b r_b
-            g = r[:, :, None] * ih * (r**3)[:, None, :]
-            A = r[:, :, None] * _inv_sqrt(0.5 * (g + np.swapaxes(g, 1, 2))) * r[:, None, :]
+            R = np.swapaxes(np.linalg.cholesky(th), 1, 2)  # upper: R' R = Theta_j
+            g = R @ ih @ th @ np.swapaxes(R, 1, 2)  # G_j = R IH Theta R'
+            A = np.swapaxes(R, 1, 2) @ _inv_sqrt(0.5 * (g + np.swapaxes(g, 1, 2))) @ R
             E = XW @ A  # (n, p, s)
         else:
             E = XW
         u[which] = np.einsum("nps,ns->np", E, ej)
         ME = M @ E  # (n, p, s)
-        GG[which] = (ME * (1.0 / wj)[:, None, :]) @ np.swapaxes(ME, 1, 2)  # G = ME chol(Theta)'
+        GG[which] = ME @ th @ np.swapaxes(ME, 1, 2)  # G G' with G = ME chol(Theta)'
         H[which] = ME @ Xj @ L
     if type == "CR1":
         u = u * np.sqrt(J / (J - 1))

@@ -153,3 +153,28 @@ def test_wald_test_contrasts_by_name_and_bad_ones():
         res.wald_test([9])
     with pytest.raises(ValueError, match=r"needs 4 columns; got 2"):
         res.wald_test(np.ones((1, 2)))
+
+
+MV = {c["name"]: c for c in json.loads((Path(__file__).resolve().parents[1] / "reference" /
+                                        "robust_reference.json").read_text())["mv"]}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(MV))
+def test_robust_on_three_level_models_equals_clubsandwich(name):
+    """coef_test(rma.mv(...), vcov = "CR2", cluster = outer level): the working covariance
+    is the fitted Sigma's blocks (not diagonal); agreement is bounded by the variance
+    components' (1e-7), so 1e-7 here."""
+    from spatialmeta.meta_analysis.multilevel import pool_mv
+
+    c = MV[name]
+    mods = None if not c["mods"] else np.array(c["mods"])[:, None]
+    outer, inner = np.array(c["outer"]), np.array(c["inner"])
+    fit = pool_mv(c["yi"], c["vi"], random=[outer, (outer, inner)], mods=mods)
+    res = robust(fit, c["cluster"])
+    np.testing.assert_allclose(res.se, c["se_CR2"], rtol=1e-7)
+    np.testing.assert_allclose(res.df, c["df_CR2"], rtol=1e-7)
+    np.testing.assert_allclose(res.pval, c["p_CR2"], rtol=1e-7)
+    np.testing.assert_allclose(robust(fit, c["cluster"], type="CR1").vcov,
+                               np.column_stack(c["vcov_CR1"]), rtol=1e-7)  # fmt: skip
+    with pytest.raises(ValueError, match=r"links effects of different clusters"):
+        robust(fit, np.arange(len(c["yi"])))  # clusters below the model's outer level

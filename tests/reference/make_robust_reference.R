@@ -63,7 +63,23 @@ cases <- list(
   case("assink2016_REML_mods", rma(yi, vi, mods = ~ year + deltype, data = a), a$study),
   case("bcg_DL_ablat", rma(yi, vi, mods = ~ ablat, data = b, method = "DL"), b$alloc)
 )
-writeLines(toJSON(list(clubSandwich = as.character(packageVersion("clubSandwich")),
+# rma.mv fits (three-level models), clusters at the outer level
+mv_case <- function(name, fit, outer, inner, cluster, mods = NULL) {
+  ct <- coef_test(fit, vcov = "CR2", cluster = cluster, test = "Satterthwaite")
+  V1 <- vcovCR(fit, cluster = cluster, type = "CR1")
+  list(name = name, yi = num(fit$yi), vi = num(fit$vi), outer = as.character(outer),
+       inner = as.character(inner), mods = if (is.null(mods)) NULL else num(mods),
+       cluster = as.character(cluster), beta = num(coef(fit)), sigma2 = num(fit$sigma2),
+       se_CR2 = num(ct$SE), df_CR2 = num(ct$df_Satt), p_CR2 = num(ct$p_Satt),
+       vcov_CR1 = unname(lapply(seq_len(ncol(V1)), function(j) num(V1[, j]))))
+}
+mv_cases <- list(
+  mv_case("konstantopoulos2011_mv", rma.mv(yi, vi, random = ~ 1 | district/school, data = k),
+          k$district, k$school, k$district),
+  mv_case("assink2016_mv_year", rma.mv(yi, vi, mods = ~ year, random = ~ 1 | study/esid, data = a),
+          a$study, a$esid, a$study, a$year)
+)
+writeLines(toJSON(list(mv = mv_cases, clubSandwich = as.character(packageVersion("clubSandwich")),
                        metafor = as.character(packageVersion("metafor")), cases = cases),
                   digits = NA, auto_unbox = TRUE),
            "tests/reference/robust_reference.json")
