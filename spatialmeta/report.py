@@ -52,7 +52,20 @@ def _ranking(frame: pd.DataFrame, units: str) -> list[str]:
     return out
 
 
-def _pooled(pooled) -> list[str]:
+def _spatial(sp: dict) -> list[str]:
+    """The spatial model's lines of the pooled-skill section."""
+    ratio, lo, hi = (float(np.exp(sp[c])) for c in ("estimate", "ci_lb", "ci_ub"))
+    return [
+        f"- with neighbouring regions' errors correlated (exponential in the distance between "
+        f"centroids, fitted range {sp['range_km']:.0f} km; spatial variance "
+        f"{sp['tau2_spatial']:.4f}, independent {sp['sigma2_independent']:.4f}): pooled MSE "
+        f"ratio {ratio:.3f} (95% CI {lo:.3f} to {hi:.3f}), i.e. skill {1 - ratio:+.1%} "
+        f"(95% CI {1 - hi:+.1%} to {1 - lo:+.1%}). This is the interval to quote; the one "
+        "above takes regions as independent.",
+    ]
+
+
+def _pooled(pooled, spatial: dict | None = None) -> list[str]:
     """The pooled-skill section: random-effects pooling of per-region log MSE ratios."""
     ratio = float(np.exp(pooled.estimate))
     lo, hi = float(np.exp(pooled.ci_lb)), float(np.exp(pooled.ci_ub))
@@ -70,6 +83,7 @@ def _pooled(pooled) -> list[str]:
         f"- 95% prediction interval for a new region's MSE ratio: {plo:.3f} to {phi:.3f}",
         f"- heterogeneity: tau² = {float(pooled.tau2):.4f}, I² = {float(pooled.I2):.1f}%, "
         f"Q({int(pooled.k) - 1}) = {float(pooled.QE):.2f}, p = {float(pooled.QEp):.3g}",
+        *([] if spatial is None else _spatial(spatial)),
         "",
     ]
 
@@ -121,6 +135,7 @@ def forecast_summary(
     pooled,
     units: str,
     outputs: dict[str, str],
+    spatial: dict | None = None,
     shots: pd.DataFrame | None = None,
     notes: list[str] | None = None,
     comparison: pd.DataFrame | None = None,
@@ -135,6 +150,9 @@ def forecast_summary(
         What was run (data, regions, hold-out, support, test period, training), as shown.
     table : DataFrame
         Area-weighted scores per method (from :class:`ForecastEvaluation`).
+    spatial : dict, optional
+        The pooled skill with spatially correlated regions
+        (:func:`spatialmeta.learn.publish.spatial_skill`), shown beside the independent one.
     pooled : PoolResult or None
         Random-effects pooling of the per-region log MSE ratios (meta vs climatology);
         None (fewer than two held-out regions) leaves the section out.
@@ -184,7 +202,7 @@ def forecast_summary(
                 "",
             ]
     if pooled is not None:
-        lines += _pooled(pooled)
+        lines += _pooled(pooled, spatial)
     lines += [
         "## Outputs",
         "",

@@ -126,6 +126,41 @@ def plot_pit(pit_table: pd.DataFrame, path: str | os.PathLike):
     return fig
 
 
+SPATIAL_MAX_REGIONS = 1000  # dense k x k algebra: the spatial model above this is skipped
+SPATIAL_MIN_REGIONS = 5  # a range needs a few regions to be told from the nugget
+
+
+def spatial_skill(tasks, evaluation, pooled) -> dict | None:
+    """The per-region log MSE ratios pooled with spatially correlated regions: an
+    exponential correlation of the great-circle distance between region centroids (range
+    fitted) plus an independent part, REML (:func:`~spatialmeta.meta_analysis.multilevel.pool_mv`,
+    as metafor's ``rma.mv(random = list(~ lon + lat | const, ~ 1 | region), struct =
+    "SPEXP")``). None without a graph (no centroids) or outside 5 to 1,000 regions."""
+    from spatialmeta.meta_analysis.multilevel import Spatial, pool_mv
+
+    k = int(pooled.k)
+    if tasks.graph is None or not SPATIAL_MIN_REGIONS <= k <= SPATIAL_MAX_REGIONS:
+        return None
+    pos = tasks.graph.data.pos.numpy().astype(float)
+    idx = pd.Index(tasks.region_ids.astype(str)).get_indexer(
+        np.asarray(evaluation.region_ids).astype(str)
+    )
+    y, v = np.asarray(pooled.yi, dtype=float), np.asarray(pooled.vi, dtype=float)
+    ok = np.isfinite(y) & (idx >= 0)
+    if ok.sum() < SPATIAL_MIN_REGIONS:
+        return None
+    fit = pool_mv(y[ok], v[ok], random=[np.arange(int(ok.sum()))],
+                  spatial=Spatial(pos[idx[ok]], "SPEXP", "gcd"))  # fmt: skip
+    return {
+        "model": "exponential spatial correlation of centroid distance + independent part, REML",
+        "k": int(ok.sum()), "estimate": float(fit.beta[0]), "se": float(fit.se[0]),
+        "ci_lb": float(fit.ci_lb[0]), "ci_ub": float(fit.ci_ub[0]), "pval": float(fit.pval[0]),
+        "tau2_spatial": float(fit.tau2), "range_km": float(fit.rho),
+        "sigma2_independent": float(fit.sigma2[0]), "logLik": float(fit.logLik),
+        "converged": bool(fit.converged),
+    }  # fmt: skip
+
+
 def publish_report(
     tasks: RegionTaskSet,
     forecasts: list[Forecast],
@@ -232,11 +267,15 @@ def publish_report(
         )
     if shots is not None:
         notes.append(catch_up_note(shots, method))
-    pooled = None
+    pooled = spatial = None
     if len(evaluation.region_ids) >= 2:
         pooled = pool(evaluation, method="REML")
+        spatial = spatial_skill(tasks, evaluation, pooled)
+        doc = pooled.to_dict()
+        if spatial is not None:
+            doc["spatial"] = spatial
         with atomic_path(out / "pooled_skill.json") as tmp:
-            tmp.write_text(json.dumps(pooled.to_dict(), indent=1))
+            tmp.write_text(json.dumps(doc, indent=1))
         outputs["pooled skill (JSON)"] = str(out / "pooled_skill.json")
         if pooled.k <= FOREST_MAX_REGIONS:
             forest_plot(
@@ -265,6 +304,7 @@ def publish_report(
         setup=setup,
         table=evaluation.table,
         pooled=pooled,
+        spatial=spatial,
         units=tasks.units,
         outputs=outputs,
         shots=shots,

@@ -119,3 +119,32 @@ def test_many_regions_skip_the_forest_plot_and_say_so(run, tmp_path, monkeypatch
     assert not (tmp_path / "forest_skill.png").exists() and "forest plot" not in rep.outputs
     assert "No forest plot: 4 held-out regions" in rep.summary
     assert rep.pooled.k == 4 and (tmp_path / "pooled_skill.json").exists()
+
+
+def test_pooled_skill_with_spatially_correlated_regions(run, tmp_path):
+    """With 5 or more held-out regions the pooled skill is also fitted with an exponential
+    spatial correlation of the centroids' great-circle distance (issue 15, item 5): the
+    JSON's ``spatial`` block is pool_mv's fit on the same ratios and centroids, and the
+    summary quotes it beside the independent one; with 4 regions it is left out."""
+    from spatialmeta.meta_analysis import pool
+    from spatialmeta.meta_analysis.multilevel import Spatial, pool_mv
+
+    tasks, regions, forecasts, ev = run
+    publish_report(tasks, forecasts, ev, regions, tmp_path / "a", title="t", setup={})
+    four = json.loads((tmp_path / "a" / "pooled_skill.json").read_text())
+    assert four["k"] == 4 and "spatial" not in four  # 4 held-out regions: too few
+    held = np.zeros(tasks.n_regions, bool)
+    held[::2] = True  # 8 regions
+    split = tasks.split(held_out=held, test_start="2006-01", support=24)
+    fc = [f(tasks, split, 2) for f in (ridge_ar, climatology, persistence)]
+    ev8 = evaluate(tasks, fc, method="ridge_ar")
+    rep = publish_report(tasks, fc, ev8, regions, tmp_path / "b", title="t", setup={})
+    sp = json.loads((tmp_path / "b" / "pooled_skill.json").read_text())["spatial"]
+    pooled = pool(ev8, method="REML")
+    idx = [list(tasks.region_ids).index(r) for r in ev8.region_ids]
+    ref = pool_mv(np.asarray(pooled.yi), np.asarray(pooled.vi), random=[np.arange(8)],
+                  spatial=Spatial(tasks.graph.data.pos.numpy()[idx], "SPEXP", "gcd"))  # fmt: skip
+    assert sp["k"] == 8 and sp["estimate"] == pytest.approx(float(ref.beta[0]), rel=1e-10)
+    assert sp["range_km"] == pytest.approx(ref.rho, rel=1e-10) and sp["range_km"] > 0
+    assert "with neighbouring regions' errors correlated" in rep.summary
+    assert f"fitted range {sp['range_km']:.0f} km" in rep.summary
