@@ -428,10 +428,11 @@ def learn_tau_prior(yi, vi=None, *, family: str = "lognormal_tau2", scale: str |
             lp = TauPrior(family, params).logpdf(tau[None, :])  # (Q, G)
             return _mixture_loglik(base, base_max, base_exp, lp).T @ onehot
 
-        def total(x: np.ndarray) -> float:  # noqa: F811 (the grouped objective)
+        def total_grouped(x: np.ndarray) -> float:
             val = -float(special.logsumexp(per_group(x) + logwq[:, None], axis=0).sum())
             return val if math.isfinite(val) else 1e300
 
+    objective = total if gcodes is None else total_grouped
     start = math.log(max(spread, sd) ** 2 / 4)
     loc0 = {"identity": start, "log": math.log(max(spread, sd) / 2)}[_TARGET[family][1]]
     shared0 = {"lognormal_tau2": [0.0], "logt_tau2": [0.0], "invgamma_tau": [math.log(2.0)],
@@ -444,15 +445,15 @@ def learn_tau_prior(yi, vi=None, *, family: str = "lognormal_tau2", scale: str |
         x0 += [float(np.median(first))] + [0.0] * (p - 1) + [math.log(max(np.std(first), sd))]
     x0 = np.asarray(x0, dtype=float)
     if len(x0) <= 2:  # the simplex: robust, and quick in one or two dimensions
-        res = optimize.minimize(total, x0, method="Nelder-Mead",
+        res = optimize.minimize(objective, x0, method="Nelder-Mead",
                                 options={"xatol": 1e-8, "fatol": 1e-10, "maxiter": 4000})  # fmt: skip
     else:  # quasi-Newton on the smooth log marginal likelihood, then the simplex to settle
-        res = optimize.minimize(total, x0, method="BFGS", options={"gtol": 1e-5})
-        res2 = optimize.minimize(total, res.x, method="Nelder-Mead",
+        res = optimize.minimize(objective, x0, method="BFGS", options={"gtol": 1e-5})
+        res2 = optimize.minimize(objective, res.x, method="Nelder-Mead",
                                  options={"xatol": 1e-7, "fatol": 1e-9, "adaptive": True,
                                           "maxiter": 400 * len(x0)})  # fmt: skip
         res = res2 if res2.fun <= res.fun else res
-        res.success = bool(np.linalg.norm(optimize.approx_fprime(res.x, total, 1e-6)) < 1e-2)
+        res.success = bool(np.linalg.norm(optimize.approx_fprime(res.x, objective, 1e-6)) < 1e-2)
     x, fun, ok = bounded(res.x), res.fun, bool(res.success)
     collapsed = (n_shared and x[p] <= floor + 1e-9) or bool(((X @ x[:p]) <= eta_lo + 1e-6).any())
     if collapsed:
@@ -465,7 +466,7 @@ def learn_tau_prior(yi, vi=None, *, family: str = "lognormal_tau2", scale: str |
             UserWarning,
             stacklevel=2,
         )
-    hess = _hessian(total, x)
+    hess = _hessian(objective, x)
     with np.errstate(invalid="ignore"):
         cov = np.linalg.pinv(hess)
     names = design.names
