@@ -5,10 +5,12 @@ tiles, land-only tiles dropped; FNOC zonal wind on 10° tiles; CCSM b003 TS on t
 states), holds out 30 % of the regions (seed 0), gives them a 24-month support (or
 ``--support``), trains ``LearnConfig(learner="hier")`` on the training regions and scores
 it with every reference of :mod:`spatialmeta.learn.references` over the test period (the
-last 24 months; 1991-1992 for the winds), horizons 1-3. Prints one table per data set and
-the meta-learner's margin over the best reference (negative: meta ahead).
+last 24 months; 1991-1992 for the winds), horizons 1-3, beside the global graph network
+(supervised on the same training regions, as the forecast job trains it; ``--no-global``
+leaves it out). Prints one table per data set and the meta-learner's margin over the best
+reference and over the global network (negative: meta ahead).
 
-    .venv/bin/python benchmarks/eval_monthly.py            # all three, about 1 minute
+    .venv/bin/python benchmarks/eval_monthly.py            # all three, about 4 minutes
     .venv/bin/python benchmarks/eval_monthly.py ts --support 6 --seeds 0 1 2
 """
 
@@ -60,12 +62,14 @@ def load(name: str, work: Path, *, support: int, seed: int):
     return tasks, tasks.split(held_out=held, test_start=start, support=support)
 
 
-def run(name: str, work: Path, *, support: int, seed: int, episodes: int):
+def run(name: str, work: Path, *, support: int, seed: int, episodes: int, glob: bool = False):
     from spatialmeta.learn.algorithms.hier import HierarchicalLearner
     from spatialmeta.learn.baselines import climatology, persistence
     from spatialmeta.learn.config import LearnConfig
     from spatialmeta.learn.evaluate import evaluate
+    from spatialmeta.learn.forecast import forecast_heldout
     from spatialmeta.learn.references import REFERENCES, references
+    from spatialmeta.learn.train import global_train
 
     tasks, split = load(name, work, support=support, seed=seed)
     cfg = LearnConfig(learner="hier", seed=seed, device="cpu", episodes=episodes, horizon=3)
@@ -74,10 +78,16 @@ def run(name: str, work: Path, *, support: int, seed: int, episodes: int):
     took = time.perf_counter() - t
     fc = [res.learner.forecast_split(tasks, split, cfg),
           res.learner.forecast_split(tasks, split, cfg, adapt=False)]  # fmt: skip
+    if glob:
+        g = global_train(tasks, split, cfg, progress=False)
+        fc.append(forecast_heldout(g.learner, tasks, split, cfg, adapt=False))
     fc += references(tasks, split, 3) + [climatology(tasks, split, 3), persistence(tasks, split, 3)]
     table = evaluate(tasks, fc).table.set_index("method")
     refs = table.loc[list(REFERENCES)]
     margin = {c: 100 * (table.loc["meta", c] / refs[c].min() - 1) for c in ("rmse", "crps")}
+    if glob:
+        margin.update({f"{c}_global": 100 * (table.loc["meta", c] / table.loc["global", c] - 1)
+                       for c in ("rmse", "crps")})  # fmt: skip
     return tasks, split, table, margin, took, len(res.history), fc
 
 
@@ -89,13 +99,19 @@ def main() -> None:
     ap.add_argument("--support", type=int, default=24)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--episodes", type=int, default=400)
+    ap.add_argument("--no-global", action="store_true", help="leave the global network out")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.sets:
             for seed in args.seeds:
                 tasks, split, table, margin, took, steps, _ = run(
-                    name, Path(tmp), support=args.support, seed=seed, episodes=args.episodes
+                    name,
+                    Path(tmp),
+                    support=args.support,
+                    seed=seed,
+                    episodes=args.episodes,
+                    glob=not args.no_global,
                 )
                 cols = ["rmse", "crps", "coverage_50", "coverage_90", "interval_score_90"]
                 print(f"\n## {name}: {tasks.n_regions} regions, {int(split.held_out.sum())} held "
@@ -104,6 +120,9 @@ def main() -> None:
                 print(table[cols].round(4).to_string())
                 print(f"meta vs the best reference: RMSE {margin['rmse']:+.2f} %, "
                       f"CRPS {margin['crps']:+.2f} %")  # fmt: skip
+                if "rmse_global" in margin:
+                    print(f"meta vs the global network: RMSE {margin['rmse_global']:+.2f} %, "
+                          f"CRPS {margin['crps_global']:+.2f} %")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -13,7 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from spatialmeta.learn.features import climatology_period, origin_batch, window_stats
+from spatialmeta.learn.features import (
+    SEASON_SHRINK,
+    climatology_period,
+    origin_batch,
+    window_stats,
+)
 from spatialmeta.tasks.region import RegionTaskSet
 from spatialmeta.tasks.sampling import batch_subgraph, support_query_origins
 
@@ -111,11 +116,14 @@ def episode_inputs(
     s: int,
     support: int,
     config,
+    *,
+    shrink: float = SEASON_SHRINK,
 ) -> EpisodeInputs:
     """Inputs of the meta-batch ``task_idx`` with support window ``[s - support, s)``.
 
     Per-region normalization from the support window only (its level by season slot and
-    its spread, :func:`~spatialmeta.learn.features.window_stats`), origins from
+    its spread, :func:`~spatialmeta.learn.features.window_stats` with the seasonal
+    pseudo-count ``shrink``), origins from
     :func:`~spatialmeta.tasks.sampling.support_query_origins`, and with
     ``config.subgraph_hops`` the task regions' neighbourhood instead of the whole graph;
     tensors are on ``covariates.device``.
@@ -135,7 +143,8 @@ def episode_inputs(
     L, H, Q = config.lags, config.horizon, config.query
     sup, qry = support_query_origins(s, support, L, H, Q)
     qry = query_origins(s, Q, getattr(config, "query_span", None))
-    norm = window_stats(tasks.series, known, s - support, s, climatology_period(tasks.time))
+    period = climatology_period(tasks.time)
+    norm = window_stats(tasks.series, known, s - support, s, period, shrink=shrink)
     device = covariates.device
     edge_index = tasks.graph.data.edge_index
     regions, cov, ti = None, covariates, torch.as_tensor(np.asarray(task_idx), dtype=torch.long)

@@ -80,7 +80,10 @@ def forecast_heldout(
     known_support[:, t0:] = False  # adaptation sees nothing from the test period
     device = next(learner.parameters()).device
     covariates = standardized_covariates(tasks).to(device)
-    norm = window_stats(tasks.series, known, t0 - S, t0, climatology_period(tasks.time))
+    shrink = float(learner.backbone.season_shrink)  # fitted on the training regions
+    norm = window_stats(
+        tasks.series, known, t0 - S, t0, climatology_period(tasks.time), shrink=shrink
+    )
     held = np.flatnonzero(split.held_out)
     ei = tasks.graph.data.edge_index.to(device)
     origins = test_origins(tasks, split, H)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch_geometric.nn import GATConv, GCNConv, SAGEConv
 
-from spatialmeta.learn.features import CALENDAR_FEATURES
+from spatialmeta.learn.features import CALENDAR_FEATURES, SEASON_SHRINK
 
 __all__ = ["GraphForecaster", "CONVS"]
 
@@ -49,6 +49,9 @@ class GraphForecaster(nn.Module):
         )
         self.mean_head = nn.Linear(hidden, horizon)  # global head; adapted per task by the learner
         self.var_head = nn.Linear(hidden, horizon)
+        # the seasonal pseudo-count of the input normalization (features.window_stats),
+        # fitted on the training regions when training starts and saved with the model
+        self.register_buffer("season_shrink", torch.tensor(SEASON_SHRINK, dtype=torch.float64))
 
     def features(
         self,

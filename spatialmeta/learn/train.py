@@ -23,7 +23,7 @@ from spatialmeta.learn.algorithms import build_learner, learner_entry
 from spatialmeta.learn.algorithms.global_net import GlobalLearner, select_finetune, supervised_loss
 from spatialmeta.learn.config import LearnConfig, resolve_device
 from spatialmeta.learn.episode import episode_inputs
-from spatialmeta.learn.features import standardized_covariates
+from spatialmeta.learn.features import fit_season_shrink, standardized_covariates
 from spatialmeta.learn.loop import TrainResult, fit
 from spatialmeta.learn.model import GraphForecaster
 from spatialmeta.tasks.region import RegionSplit, RegionTaskSet
@@ -46,13 +46,16 @@ class _Setup:
     support: int
     config: LearnConfig
     val_config: LearnConfig  # every origin of the validation period is a query origin
+    shrink: float  # seasonal pseudo-count of the input normalization, fitted on fit_idx
 
     def episode(self, tasks: RegionTaskSet, task_idx, s: int, validation: bool = False):
         """The :class:`~spatialmeta.learn.episode.EpisodeInputs` of regions ``task_idx``
         with the support window ending at ``s`` (``validation``: every origin of the
         validation period a query origin)."""
         cfg = self.val_config if validation else self.config
-        return episode_inputs(tasks, self.known, self.covariates, task_idx, s, self.support, cfg)
+        return episode_inputs(
+            tasks, self.known, self.covariates, task_idx, s, self.support, cfg, shrink=self.shrink
+        )
 
 
 def _prepare(tasks: RegionTaskSet, split: RegionSplit, config: LearnConfig) -> _Setup:
@@ -94,17 +97,26 @@ def _prepare(tasks: RegionTaskSet, split: RegionSplit, config: LearnConfig) -> _
     train_idx = np.flatnonzero(split.training)
     n_val = max(1, int(round(config.val_fraction * len(train_idx))))
     val_idx = np.sort(rng.choice(train_idx, size=n_val, replace=False))
+    fit_idx = np.setdiff1d(train_idx, val_idx)
+    # the input normalization's seasonal pseudo-count, fitted on the training regions by a
+    # linear probe of the network's inputs: fitting regions with support windows ending
+    # where fitting episodes do, scored on the validation regions and period
+    ends = np.unique(np.round(np.linspace(s_lo, s_hi, 4)).astype(np.int64))
+    shrink, _ = fit_season_shrink(
+        tasks, known, fit_idx, ends, val_idx, t_val, support=S, span=span, lags=L, horizon=H
+    )
     return _Setup(
         known=known,
         device=device,
         covariates=standardized_covariates(tasks).to(device),
-        fit_idx=np.setdiff1d(train_idx, val_idx),
+        fit_idx=fit_idx,
         val_idx=val_idx,
         s_range=(s_lo, s_hi),
         val_s=[t_val],
         config=config,
         val_config=replace(config, query=span),
         support=S,
+        shrink=shrink,
     )
 
 
@@ -192,6 +204,7 @@ def meta_train(
     backbone = _backbone(tasks, config)
     if init is not None:
         backbone.load_state_dict(_init_backbone(init).state_dict())
+    backbone.season_shrink.fill_(setup.shrink)
     learner = build_learner(config.learner, backbone, config).to(setup.device)
     bb = config.pretrained_lr if init is not None else 1.0
     groups = [
@@ -263,6 +276,7 @@ def global_train(
     backbone = _backbone(tasks, config)
     if init is not None:
         backbone.load_state_dict(_init_backbone(init).state_dict())
+    backbone.season_shrink.fill_(setup.shrink)
     learner = GlobalLearner(
         backbone,
         finetune=config.finetune,
