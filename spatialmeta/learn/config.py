@@ -32,8 +32,9 @@ class LearnConfig:
         (the origins from ``test_start`` to the end of the record), so that training
         episodes reach as far past the support window as the forecasts do. Training and
         validation windows end ``query_span + horizon - 1`` steps before ``test_start``.
-    hidden : int
-        Backbone width.
+    hidden : int, optional
+        Width of the learner's network: the graph backbone's (default 32) or, for
+        ``"hier"``, its prior network's (default 16). None: that default.
     conv : str
         Graph layer (``"sage"``, ``"gat"``, ``"gcn"``).
     meta_batch : int
@@ -103,7 +104,7 @@ class LearnConfig:
     horizon: int = 3
     query: int = 12
     query_span: int | None = None
-    hidden: int = 32
+    hidden: int | None = None
     conv: str = "sage"
     meta_batch: int = 16
     episodes: int = 400

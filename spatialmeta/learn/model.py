@@ -13,9 +13,10 @@ from torch_geometric.nn import GATConv, GCNConv, SAGEConv
 
 from spatialmeta.learn.features import CALENDAR_FEATURES, SEASON_SHRINK
 
-__all__ = ["GraphForecaster", "CONVS"]
+__all__ = ["GraphForecaster", "CONVS", "BACKBONE_HIDDEN"]
 
 CONVS = {"sage": SAGEConv, "gat": GATConv, "gcn": GCNConv}
+BACKBONE_HIDDEN = 32  # the backbone's width when ``LearnConfig.hidden`` is None
 
 
 class GraphForecaster(nn.Module):
@@ -33,7 +34,9 @@ class GraphForecaster(nn.Module):
         Message-passing layer.
     """
 
-    def __init__(self, n_covariates: int, horizon: int, *, hidden: int = 32, conv: str = "sage"):
+    def __init__(
+        self, n_covariates: int, horizon: int, *, hidden: int = BACKBONE_HIDDEN, conv: str = "sage"
+    ):
         super().__init__()
         if conv not in CONVS:
             raise ValueError(f"`conv` must be one of {sorted(CONVS)}; got {conv!r}.")

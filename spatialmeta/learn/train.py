@@ -25,7 +25,7 @@ from spatialmeta.learn.config import LearnConfig, resolve_device
 from spatialmeta.learn.episode import episode_inputs
 from spatialmeta.learn.features import fit_season_shrink, standardized_covariates
 from spatialmeta.learn.loop import TrainResult, fit
-from spatialmeta.learn.model import GraphForecaster
+from spatialmeta.learn.model import BACKBONE_HIDDEN, GraphForecaster
 from spatialmeta.tasks.region import RegionSplit, RegionTaskSet
 from spatialmeta.tasks.sampling import Episode, EpisodeSampler
 
@@ -122,7 +122,10 @@ def _prepare(tasks: RegionTaskSet, split: RegionSplit, config: LearnConfig) -> _
 
 def _backbone(tasks: RegionTaskSet, config: LearnConfig) -> GraphForecaster:
     return GraphForecaster(
-        len(tasks.covariate_names), config.horizon, hidden=config.hidden, conv=config.conv
+        len(tasks.covariate_names),
+        config.horizon,
+        hidden=config.hidden or BACKBONE_HIDDEN,
+        conv=config.conv,
     )
 
 

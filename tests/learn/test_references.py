@@ -317,3 +317,47 @@ def test_hier_seed_ensemble_is_the_moment_matched_mixture_of_its_members(hier, t
     assert (tmp_path / "model.pt").exists() and (tmp_path / "member2" / "model.pt").exists()
     with pytest.raises(ValueError, match=r"`members` must be an integer >= 1"):
         HierarchicalLearner.train_on(tasks, split, dataclasses.replace(cfg, members=0))
+
+
+@pytest.mark.parametrize("hidden, width", [(None, 16), (6, 6)])
+def test_hier_prior_network_width_follows_the_config(hidden, width):
+    """``LearnConfig.hidden`` sets the prior network's width (None: hier's own 16)."""
+    tasks, split = _setup()
+    cfg = LearnConfig(learner="hier", episodes=4, val_every=2, seed=0, device="cpu", members=1,
+                      hidden=hidden)  # fmt: skip
+    net = HierarchicalLearner.train_on(tasks, split, cfg).learner.net
+    assert net.encode[0].out_features == width
+    assert net.conv.out_channels == width
+
+
+def test_weighted_quantile_equals_the_repeated_sample():
+    from spatialmeta.learn.algorithms.hier import _weighted_quantile
+
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=57)
+    w = rng.integers(1, 5, size=57)
+    for q in (0.1, 0.5, 0.9):
+        got = float(
+            _weighted_quantile(torch.as_tensor(v), torch.as_tensor(w, dtype=torch.float64), q)
+        )
+        assert got == np.quantile(np.repeat(v, w), q, method="inverted_cdf")
+
+
+def test_calibration_covers_90_percent_of_the_area():
+    """Two validation regions, one with 9 times the area and residuals twice as large: the
+    variance factor is the 90 % quantile of the residuals with each region counted by its
+    area (as area-weighted coverage scores it), wider than with regions counted equally."""
+    from spatialmeta.learn.algorithms.hier import Z90, HierarchicalForecaster
+
+    net = HierarchicalForecaster(21, 12, 1, hidden=4)
+    rng = np.random.default_rng(1)
+    z = torch.as_tensor(rng.normal(size=(2, 400, 1)) * np.array([2.0, 1.0])[:, None, None])
+    mean, var, mask = torch.zeros_like(z), torch.ones_like(z), torch.ones_like(z)
+    a = np.abs(z[..., 0].numpy())
+    net.calibrate([(mean, var, z, mask)], [torch.tensor([9.0, 1.0])])
+    weighted = np.quantile(np.concatenate([np.tile(a[0], 9), a[1]]), 0.9, method="inverted_cdf")
+    assert float(net.var_scale[0]) == pytest.approx((weighted / Z90) ** 2, rel=1e-6)
+    net.calibrate([(mean, var, z, mask)])  # equal weights
+    equal = np.quantile(a.ravel(), 0.9, method="inverted_cdf")
+    assert float(net.var_scale[0]) == pytest.approx((equal / Z90) ** 2, rel=1e-6)
+    assert equal < 0.9 * weighted

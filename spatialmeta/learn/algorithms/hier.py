@@ -77,6 +77,7 @@ N_LAGS = 3  # recent anomalies the forecast reads (besides the slow mean anomaly
 Z90 = 1.6448536269514722  # standard normal 95 % quantile: a central 90 % interval is ±Z90 sd
 POOL_EPISODES = 48  # seeded training episodes of the pool hier cycles through
 SLOW = 12  # steps of the slow mean anomaly (one annual cycle of a monthly record)
+PRIOR_HIDDEN = 16  # width of the prior network when ``LearnConfig.hidden`` is None
 
 
 @dataclass(frozen=True)
@@ -244,7 +245,7 @@ class HierarchicalForecaster(nn.Module):
 
     N_SCALARS = 8
 
-    def __init__(self, n_features: int, period: int, horizon: int, *, hidden: int = 16):
+    def __init__(self, n_features: int, period: int, horizon: int, *, hidden: int = PRIOR_HIDDEN):
         super().__init__()
         self.period, self.horizon = int(period), int(horizon)
         self.n_anom = N_LAGS + 1  # recent anomalies and the slow mean anomaly
@@ -274,23 +275,33 @@ class HierarchicalForecaster(nn.Module):
         # every validation (:meth:`calibrate`), so the kept state carries its own
         self.register_buffer("var_scale", torch.ones(self.horizon))
 
-    def calibrate(self, outputs) -> None:
+    def calibrate(self, outputs, weights=None) -> None:
         """Set :attr:`var_scale` so that the central 90 % intervals cover 90 % of the
         validation targets, per horizon (split-conformal on the standardized residuals).
 
         ``outputs``: ``(mean, var, target, mask)`` tuples ``(R, O, H)`` of the validation
-        episodes. The CRPS fit leaves the interval widths to the training regions; this
-        moves them to what unseen regions need (e.g. 81-87 % coverage uncalibrated on the
-        FNOC winds). The factor is held in [1/4, 4].
+        episodes; ``weights``: one ``(R,)`` tensor per episode (the regions' areas), so
+        that the intervals cover 90 % of the validation *area*, as forecasts are scored
+        (area-weighted means over regions); None weighs regions equally. The CRPS fit
+        leaves the interval widths to the training regions; this moves them to what unseen
+        regions need (e.g. 81-87 % coverage uncalibrated on the FNOC winds). The factor is
+        held in [1/4, 4].
         """
         with torch.no_grad():
             z = torch.cat([((t - m).abs() / v.sqrt()).flatten(0, 1) for m, v, t, _ in outputs])
             ok = torch.cat([k.flatten(0, 1) > 0 for *_, k in outputs])
+            if weights is None:
+                weights = [
+                    torch.ones(m.shape[0], dtype=z.dtype, device=z.device) for m, *_ in outputs
+                ]
+            w = torch.cat(
+                [wt.to(z)[:, None].expand(m.shape[:2]).flatten() for wt, (m, *_) in zip(weights, outputs, strict=True)]
+            )  # fmt: skip
             scale = torch.ones(self.horizon, dtype=z.dtype, device=z.device)
             for h in range(self.horizon):  # a handful of horizons, each over every residual
-                zh = z[ok[:, h], h]
-                if zh.numel() >= 20:
-                    q = torch.quantile(zh, 0.9)
+                zh, wh = z[ok[:, h], h], w[ok[:, h]]
+                if zh.numel() >= 20 and float(wh.sum()) > 0:
+                    q = _weighted_quantile(zh, wh, 0.9)
                     scale[h] = (q / Z90) ** 2
             self.var_scale.copy_(scale.clamp(0.25, 4.0).to(self.var_scale))
 
@@ -446,6 +457,16 @@ class _LowRankPosterior:
         ae = self.ainv[:, :, None] * e
         uae = torch.einsum("ropi,rohp->rohi", self.u.expand(-1, e.shape[1], -1, -1), ae)
         return (e * ae).sum(-1) + torch.einsum("rohi,roij,rohj->roh", uae, self.minv, uae)
+
+
+def _weighted_quantile(values: torch.Tensor, weights: torch.Tensor, q: float) -> torch.Tensor:
+    """The ``q`` quantile of ``values`` under ``weights`` (the smallest value whose
+    cumulative weight reaches ``q`` of the total; equal weights: the empirical quantile's
+    lower value)."""
+    order = torch.argsort(values)
+    cum = torch.cumsum(weights[order], 0)
+    i = int(torch.searchsorted(cum, q * cum[-1]))
+    return values[order][min(i, len(values) - 1)]
 
 
 def heldout_stats(
@@ -637,7 +658,8 @@ class HierarchicalLearner(Learner):
         val_lengths = sorted({min(split.support, room), *lengths[:: max(1, len(lengths) // 3)]})
         vals = [episode(room, n, val, floor) for n in val_lengths] if len(val) else []
         edge_index = tasks.graph.data.edge_index.to(device)
-        net = HierarchicalForecaster(pool[0].x.shape[1], period, H, hidden=16).to(device)
+        width = config.hidden or PRIOR_HIDDEN
+        net = HierarchicalForecaster(pool[0].x.shape[1], period, H, hidden=width).to(device)
         net.set_normalization(pool)
         # warm start from the statistician's fit on the same training regions (eb shrinkage
         # and lag-1 anomaly coefficients of :func:`fit_references`): training starts at the
@@ -653,6 +675,12 @@ class HierarchicalLearner(Learner):
         )
 
         vals = vals or pool[:1]  # no region to spare for validation: the first episode
+        # the validation regions' areas: intervals calibrated to cover 90 % of the area,
+        # as forecasts are scored (equal weights where the task set has no areas)
+        size = tasks.area_km2 if tasks.area_km2 is not None else np.ones(tasks.n_regions)
+        area = [
+            torch.as_tensor(np.asarray(size, dtype=np.float64)[v.index.cpu().numpy()]) for v in vals
+        ]
         sampler = _PoolCycle(len(pool))
 
         def step(ep) -> float:  # one episode of the seeded pool, all its regions at once
@@ -666,7 +694,7 @@ class HierarchicalLearner(Learner):
 
         def validate() -> float:
             out = [(*net(v, edge_index), v.target, v.mask) for v in vals]
-            net.calibrate(out)  # the interval widths for unseen regions, kept with the state
+            net.calibrate(out, area)  # the widths for unseen regions, kept with the state
             return float(torch.stack([_gaussian_crps(*o) for o in out]).mean())
 
         # the loop every learner shares: early stopping with the initial state a candidate,
