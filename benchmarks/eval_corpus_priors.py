@@ -153,6 +153,17 @@ def main(argv=None) -> None:
     for name in ("learned, partial pooling", "learned, same measure"):
         d = table[name] - table["flat U(0, U)"]
         print(f"  {name:30s} {d.mean():+8.3f}")
+    print("\nPaired: the learned prior (partial pooling, `prior learn`'s default) minus each")
+    print("published prior for the same held-out analyses (mean difference in log predictive")
+    print("density, its standard error over analyses, and in how many the learned one is higher)")
+    learned = "learned, partial pooling"
+    for m, part in table.groupby("measure"):
+        for name in [c for c in names if not c.startswith("learned")]:
+            d = (part[learned] - part[name]).dropna()
+            if len(d) >= 2:
+                se = d.std(ddof=1) / np.sqrt(len(d))
+                print(f"  {m:5s} vs {name:26s} {d.mean():+7.3f} (SE {se:.3f}; higher in "
+                      f"{int((d > 0).sum())} of {len(d)})")  # fmt: skip
     if cover:
         c = pd.DataFrame(cover)
         print(f"\nThree random studies of each analysis with k >= 6 ({c.meta_id.nunique()} analyses,"
