@@ -1,17 +1,32 @@
-"""Multilevel random-effects models: effect sizes with a known sampling covariance ``V`` and
-nested random intercepts (metafor's ``rma.mv(yi, V, random = ~ 1 | district/school)``).
+"""Multilevel and multivariate random-effects models: effect sizes with a known sampling
+covariance ``V`` and random components (metafor's ``rma.mv``).
 
-The marginal model is ``y ~ N(X beta, Sigma)``, ``Sigma = V + sum_l sigma_l^2 Z_l Z_l'``,
-with ``Z_l`` the indicator of each cluster of level ``l`` (for ``district/school`` the
-districts, then the schools within districts). The variance components maximize the
-restricted (REML) or full (ML) log-likelihood, by L-BFGS-B on ``sigma^2 >= 0`` with the
-analytic gradient (``-1/2 tr(P A_l) + 1/2 r' P A_l P r``, ``A_l = Z_l Z_l'``); ``beta`` is
-then the GLS estimate with ``Var(beta) = (X' Sigma^-1 X)^-1`` and z tests. ``QE`` is the
-test of residual heterogeneity with ``V`` alone, as metafor reports it.
+The marginal model is ``y ~ N(X beta, Sigma)``, ``Sigma = V + sum_c S_c(theta_c)``, one
+``S_c`` per random component of :mod:`~spatialmeta.meta_analysis.structures`: nested random
+intercepts (``~ 1 | district/school``: ``sigma_l^2 Z_l Z_l'``), effects correlated within
+clusters (``~ inner | outer`` with a CS, HCS, UN, AR or DIAG structure), a spatially
+correlated effect, a known correlation matrix. The parameters maximize the restricted
+(REML) or full (ML) log-likelihood, by L-BFGS-B (variances ``>= 0``, correlations inside
+(-1, 1)) with the analytic gradient (``-1/2 tr(P dS) + 1/2 r' P dS P r``); ``beta`` is then
+the GLS estimate with ``Var(beta) = (X' Sigma^-1 X)^-1`` and z tests. ``QE`` is the test of
+residual heterogeneity with ``V`` alone and ``QM`` the Wald test of the moderators, as
+metafor reports them; ``I2`` splits the total heterogeneity between the nested levels
+(Cheung 2014's formula, as metafor's FAQ computes it); :meth:`MultilevelResult.ranef`
+gives the BLUPs of the random intercepts and :meth:`MultilevelResult.confint` the profile
+likelihood intervals of their variances.
 
 Written by hand because no Python package fits rma.mv's models (statsmodels' MixedLM has
 no known sampling covariance); the k x k algebra is dense, which suits meta-analyses of up
 to a few thousand effects.
+
+References
+----------
+Konstantopoulos, S. (2011). Fixed effects and variance components estimation in
+three-level meta-analysis. Research Synthesis Methods 2(1), 61-76. doi:10.1002/jrsm.35
+
+Cheung, M. W.-L. (2014). Modeling dependent effect sizes with three-level meta-analyses: a
+structural equation modeling approach. Psychological Methods 19(2), 211-229.
+doi:10.1037/a0032968
 """
 
 from __future__ import annotations
@@ -24,72 +39,110 @@ import pandas as pd
 from scipy import linalg, optimize, stats
 
 from spatialmeta.meta_analysis.results import Result, fmt_num, fmt_p
+from spatialmeta.meta_analysis.structures import (
+    KnownCorrelation,
+    Spatial,
+    Structured,
+    _Component,
+    _Nested,
+)
 
-__all__ = ["MultilevelResult", "Spatial", "pool_mv"]
-
-# spatial correlation functions of distance d and range rho (metafor's struct = "SP..."),
-# each with its derivative in rho
-STRUCTURES = ("SPEXP", "SPGAU", "SPLIN", "SPRAT", "SPSPH")
-
-
-def _correlation(structure: str, d: np.ndarray, rho: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(R, dR/drho)`` of a spatial structure at distances ``d``."""
-    u = d / rho
-    if structure == "SPEXP":
-        R = np.exp(-u)
-        return R, R * d / rho**2
-    if structure == "SPGAU":
-        R = np.exp(-(u**2))
-        return R, R * 2 * d**2 / rho**3
-    if structure == "SPLIN":
-        inside = d < rho
-        return np.where(inside, 1 - u, 0.0), np.where(inside, d / rho**2, 0.0)
-    if structure == "SPRAT":
-        R = 1 / (1 + u**2)
-        return R, 2 * d**2 / rho**3 * R**2
-    inside = d < rho  # SPSPH
-    R = np.where(inside, 1 - 1.5 * u + 0.5 * u**3, 0.0)
-    return R, np.where(inside, 1.5 * d / rho**2 - 1.5 * d**3 / rho**4, 0.0)
+__all__ = ["MultilevelResult", "Spatial", "Structured", "KnownCorrelation", "pool_mv"]
 
 
-@dataclass(frozen=True)
-class Spatial:
-    """A spatially correlated random effect: variance ``tau^2`` times a correlation of the
-    distance between effects (``structure``, one of SPEXP, SPGAU, SPLIN, SPRAT, SPSPH, as
-    metafor's), with range ``rho`` estimated. ``coords`` are ``(k, 2)``: planar x, y
-    (Euclidean distances, metafor's default) or, with ``distance="gcd"``, longitude and
-    latitude in degrees (great-circle distances in km, haversine on a 6371 km sphere)."""
+class _Model:
+    """The marginal likelihood of one data set under its bound components (shared by the
+    fit and the profile intervals)."""
 
-    coords: np.ndarray
-    structure: str = "SPEXP"
-    distance: str = "euclidean"
+    def __init__(self, y, Vm, X, comps: list[_Component], reml: bool):
+        self.y, self.V, self.X, self.comps, self.reml = y, Vm, X, comps, reml
+        self.k, self.p = X.shape
+        self.half_xx = 0.5 * np.linalg.slogdet(X.T @ X)[1]
+        self.slices, i = [], 0
+        for c in comps:
+            self.slices.append(slice(i, i + c.n_par))
+            i += c.n_par
+        self.n_par = i
+        self.bounds = [b for c in comps for b in c.bounds()]
 
-    def distances(self, k: int) -> np.ndarray:
-        c = np.asarray(self.coords, dtype=float)
-        if c.shape != (k, 2) or not np.isfinite(c).all():
-            raise ValueError(f"pool_mv: `Spatial.coords` must be finite (k, 2) = ({k}, 2); got "
-                             f"{c.shape}.")  # fmt: skip
-        if self.structure not in STRUCTURES:
-            raise ValueError(f"pool_mv: spatial structure {self.structure!r} is not one of "
-                             f"{', '.join(STRUCTURES)}.")  # fmt: skip
-        if self.distance == "euclidean":
-            diff = c[:, None, :] - c[None, :, :]
-            return np.sqrt((diff**2).sum(-1))
-        if self.distance == "gcd":
-            lon, lat = np.radians(c[:, 0]), np.radians(c[:, 1])
-            a = (np.sin((lat[:, None] - lat[None, :]) / 2) ** 2 + np.cos(lat[:, None])
-                 * np.cos(lat[None, :]) * np.sin((lon[:, None] - lon[None, :]) / 2) ** 2)  # fmt: skip
-            return 2 * 6371.0 * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
-        raise ValueError(f"pool_mv: `Spatial.distance` must be 'euclidean' or 'gcd'; got "
-                         f"{self.distance!r}.")  # fmt: skip
+    def sigma(self, x):
+        """Sigma and its derivatives in every parameter."""
+        S, dS = self.V.copy(), []
+        for c, sl in zip(self.comps, self.slices, strict=True):
+            Sc, dc = c.cov(x[sl])
+            S += Sc
+            dS += dc
+        return S, dS
+
+    def parts(self, x):
+        X, y = self.X, self.y
+        S, dS = self.sigma(x)
+        cf = linalg.cho_factor(S, lower=True)
+        Si_X = linalg.cho_solve(cf, X)
+        cx = linalg.cho_factor(X.T @ Si_X, lower=True)
+        beta = linalg.cho_solve(cx, Si_X.T @ y)
+        r = y - X @ beta
+        Si_r = linalg.cho_solve(cf, r)
+        logdet = 2 * np.log(np.diag(cf[0])).sum()
+        logdet_x = 2 * np.log(np.diag(cx[0])).sum()
+        return S, dS, cf, Si_X, cx, beta, Si_r, logdet, logdet_x, float(r @ Si_r)
+
+    def loglik(self, x, grad: bool = True):
+        """The (restricted) log-likelihood, with metafor's constants, and its gradient."""
+        try:
+            S, dS, cf, Si_X, cx, beta, Si_r, logdet, logdet_x, q = self.parts(x)
+        except (np.linalg.LinAlgError, linalg.LinAlgError, ValueError):
+            return -1e300, np.zeros_like(x)
+        k, p = self.k, self.p
+        if self.reml:  # with metafor's + 1/2 log|X'X| (so that logLik matches rma.mv's)
+            ll = -0.5 * ((k - p) * math.log(2 * math.pi) + logdet + logdet_x + q) + self.half_xx
+        else:
+            ll = -0.5 * (k * math.log(2 * math.pi) + logdet + q)
+        if not grad:
+            return ll, None
+        # d/dtheta = -1/2 tr(P dS) + 1/2 (P r)' dS (P r); P = Sigma^-1 for ML
+        Si = linalg.cho_solve(cf, np.eye(k))
+        P = Si - Si_X @ linalg.cho_solve(cx, Si_X.T) if self.reml else Si
+        g = np.array([-0.5 * np.sum(P * d) + 0.5 * Si_r @ d @ Si_r for d in dS])
+        return ll, g
+
+    def maximize(self, start, fixed: dict | None = None):
+        """Maximize over the parameters (``fixed``: index -> value held)."""
+        bounds = list(self.bounds)
+        x0 = np.array(start, dtype=float)
+        for i, v in (fixed or {}).items():
+            bounds[i] = (v, v)
+            x0[i] = v
+        lo = np.array([b[0] if b[0] is not None else -np.inf for b in bounds])
+        hi = np.array([b[1] if b[1] is not None else np.inf for b in bounds])
+        x0 = np.clip(x0, lo, hi)
+
+        def neg(x):
+            ll, g = self.loglik(x)
+            return -ll, -g
+
+        res = optimize.minimize(neg, x0, jac=True, method="L-BFGS-B", bounds=bounds,
+                                options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 5000})  # fmt: skip
+        x = np.clip(np.array(res.x, dtype=float), lo, hi)
+        g = -neg(x)[1]
+        # converged: the optimizer says so, or the gradient vanishes where no bound holds
+        free = ~(np.isclose(x, lo) & (g < 0)) & ~(np.isclose(x, hi) & (g > 0))
+        if fixed:
+            free[list(fixed)] = False
+        ok = bool(res.success) or bool(np.abs(g[free]).max(initial=0.0) < 1e-4)
+        return x, -float(res.fun), ok
 
 
 @dataclass(frozen=True, eq=False)
 class MultilevelResult(Result):
-    """A fitted multilevel model (:func:`pool_mv`): ``sigma2`` per level (named in
-    ``levels``, with ``n_levels`` clusters each), ``beta``/``se``/``zval``/``pval``/``ci_lb``/
-    ``ci_ub``, ``vb``, ``QE``/``QEp`` (residual heterogeneity under ``V`` alone), ``logLik``
-    (of ``method``), ``k``, ``method``, ``converged``."""
+    """A fitted multilevel model (:func:`pool_mv`): ``sigma2`` per nested level (named in
+    ``levels``, with ``n_levels`` clusters each) and ``I2`` (percent of the total variance
+    at each), ``beta``/``se``/``zval``/``pval``/``ci_lb``/``ci_ub``, ``vb``, ``QE``/``QEp``
+    (residual heterogeneity under ``V`` alone), ``QM``/``QMp`` (Wald test of the
+    moderators; NaN without any), ``logLik`` (of ``method``), ``k``, ``method``,
+    ``converged``. A spatial or structured component fills ``structure``, ``tau2`` and
+    ``rho`` (floats for a spatial one: variance and range; arrays for ``~ inner | outer``:
+    the variances and correlations, metafor's order, over ``struct_levels``)."""
 
     sigma2: np.ndarray
     levels: tuple
@@ -109,15 +162,22 @@ class MultilevelResult(Result):
     level: float
     converged: bool
     coef_names: tuple
-    tau2: float | None = None  # the spatial variance, with its range rho and structure
-    rho: float | None = None
+    tau2: float | np.ndarray | None = None  # the spatial or structured component
+    rho: float | np.ndarray | None = None
     structure: str | None = None
     yi: np.ndarray | None = None  # the data, design and fitted marginal covariance (for
     X: np.ndarray | None = None  # robust inference on the fit)
     Sigma: np.ndarray | None = None
     user_weights: bool = False
+    QM: float = float("nan")
+    QMp: float = float("nan")
+    QMdf: int = 0
+    I2: np.ndarray | None = None
+    struct_levels: tuple | None = None
+    model: object = None  # the fitted likelihood (for ranef and confint)
+    theta: np.ndarray | None = None
 
-    _dict_skip = ("X", "Sigma")
+    _dict_skip = ("X", "Sigma", "model", "theta")
 
     def summary(self) -> str:
         lines = [f"Multilevel random-effects model (k = {self.k}; method: {self.method})", "",
@@ -125,20 +185,89 @@ class MultilevelResult(Result):
         for i, (name, n) in enumerate(zip(self.levels, self.n_levels, strict=True)):
             lines.append(f"sigma^2.{i + 1:<4}{fmt_num(self.sigma2[i]):>9}"
                          f"{fmt_num(math.sqrt(self.sigma2[i])):>9}{n:>7}  {name}")  # fmt: skip
-        if self.structure is not None:
+        if self.structure in ("CS", "HCS", "UN", "AR", "DIAG"):
+            tau2 = np.atleast_1d(self.tau2)
+            names = self.struct_levels if len(tau2) > 1 else ("",)
+            lines.append(f"structure {self.structure}:")
+            for n, t in zip(names, tau2, strict=True):
+                lines.append(f"  tau^2 {n:<10}{fmt_num(t):>9}{fmt_num(math.sqrt(t)):>9}")
+            for r in np.atleast_1d(self.rho):
+                lines.append(f"  rho{'':>8}{fmt_num(r):>9}")
+        elif self.structure is not None:
             lines.append(f"spatial ({self.structure}): tau^2 = {fmt_num(self.tau2)}, rho = "
                          f"{fmt_num(self.rho)}")  # fmt: skip
         lines += ["", f"Test for Heterogeneity: Q(df = {self.k - len(self.beta)}) = "
-                  f"{fmt_num(self.QE)}, p-val {fmt_p(self.QEp)}", ""]  # fmt: skip
+                  f"{fmt_num(self.QE)}, p-val {fmt_p(self.QEp)}"]  # fmt: skip
+        if self.QMdf:
+            lines.append(f"Test of Moderators: QM(df = {self.QMdf}) = {fmt_num(self.QM)}, "
+                         f"p-val {fmt_p(self.QMp)}")  # fmt: skip
+        lines.append("")
         for i, n in enumerate(self.coef_names):
             lines.append(f"{n[:10]:10} {fmt_num(self.beta[i])} (se {fmt_num(self.se[i])}, z "
                          f"{fmt_num(self.zval[i])}, p {fmt_p(self.pval[i])}, "
                          f"{self.level:g}% CI {fmt_num(self.ci_lb[i])} to {fmt_num(self.ci_ub[i])})")  # fmt: skip
         return "\n".join(lines)
 
+    def _nested(self):
+        return [(i, c) for i, c in enumerate(self.model.comps) if isinstance(c, _Nested)]
 
-def _labels(spec, k: int, i: int) -> tuple[str, np.ndarray]:
-    """A level's name and its cluster codes; a tuple of label arrays is a nesting."""
+    def ranef(self, level: float | None = None) -> dict:
+        """BLUPs of the nested random intercepts (metafor's ``ranef``): per level, a frame
+        indexed by cluster with ``pred``, the best linear unbiased predictor ``sigma^2 Z'
+        Sigma^-1 (y - X beta)``, its ``se``, ``sqrt(diag(sigma^2 I - sigma^4 Z' P Z))`` with
+        ``P = Sigma^-1 - Sigma^-1 X (X' Sigma^-1 X)^-1 X' Sigma^-1``, and a prediction
+        interval."""
+        m = self.model
+        crit = stats.norm.isf((1 - (level or self.level) / 100) / 2)
+        S = self.Sigma
+        cf = linalg.cho_factor(S, lower=True)
+        Si_X = linalg.cho_solve(cf, m.X)
+        P = linalg.cho_solve(cf, np.eye(m.k)) - Si_X @ np.linalg.solve(m.X.T @ Si_X, Si_X.T)
+        e = linalg.cho_solve(cf, m.y - m.X @ self.beta)
+        out = {}
+        for j, (_, comp) in enumerate(self._nested()):
+            s2 = float(self.sigma2[j])
+            Z = (comp.codes[:, None] == np.arange(comp.codes.max() + 1)[None, :]).astype(float)
+            pred = s2 * (Z.T @ e)
+            var = s2 - s2 * s2 * np.einsum("ki,kl,li->i", Z, P, Z)
+            se = np.sqrt(np.maximum(var, 0.0))
+            out[self.levels[j]] = pd.DataFrame(
+                {"pred": pred, "se": se, "pi_lb": pred - crit * se, "pi_ub": pred + crit * se},
+                index=pd.Index(comp.labels, name=self.levels[j]),
+            )
+        return out
+
+    def confint(self, level: float | None = None) -> pd.DataFrame:
+        """Profile likelihood intervals of the nested levels' variances (metafor's
+        ``confint`` of an ``rma.mv`` fit): where the (restricted) log-likelihood, maximized
+        over every other parameter, drops by ``chi2_1(level) / 2`` from its maximum; a bound
+        at 0 when the drop there is smaller."""
+        m, theta = self.model, np.asarray(self.theta, dtype=float)
+        drop = stats.chi2.ppf((level or self.level) / 100, 1) / 2
+        target = self.logLik - drop
+        rows = []
+        for j, (i, _) in enumerate(self._nested()):
+            est = float(theta[i])
+
+            def prof(v, i=i):
+                return m.maximize(theta, {i: v})[1] - target
+
+            lo = 0.0
+            if est > 0 and prof(0.0) < 0:
+                lo = optimize.brentq(prof, 0.0, est, xtol=1e-12, rtol=1e-10)
+            hi, step = np.nan, max(est, 1e-4)
+            for _ in range(60):  # widen until the drop is passed (a handful of doublings)
+                if prof(est + step) < 0:
+                    hi = optimize.brentq(prof, est, est + step, xtol=1e-12, rtol=1e-10)
+                    break
+                step *= 2
+            rows.append({"component": self.levels[j], "estimate": est, "ci_lb": lo, "ci_ub": hi})
+        return pd.DataFrame(rows).set_index("component")
+
+
+def _labels(spec, k: int, i: int) -> tuple[str, np.ndarray, np.ndarray]:
+    """A level's name, cluster codes and cluster labels; a tuple of label arrays is a
+    nesting (labels joined with '/')."""
     parts = spec if isinstance(spec, tuple) else (spec,)
     cols = []
     for part in parts:
@@ -152,54 +281,12 @@ def _labels(spec, k: int, i: int) -> tuple[str, np.ndarray]:
             raise ValueError(f"pool_mv: random level {i + 1} has no label for effect {j}.")
         cols.append(arr.astype(str))
     joined = cols[0] if len(cols) == 1 else cols[0].str.cat(cols[1:], sep="/")
-    codes, _ = pd.factorize(joined)
+    codes, uniq = pd.factorize(joined)
     name = getattr(parts[-1], "name", None) or f"level {i + 1}"
-    return str(name), codes
+    return str(name), codes, np.asarray(uniq)
 
 
-def pool_mv(yi, V, *, random=(), spatial: Spatial | None = None, mods=None,
-            method: str = "REML", level: float = 95.0, names=None) -> MultilevelResult:  # fmt: skip
-    """Fit ``y ~ N(X beta, V + sum_l sigma_l^2 Z_l Z_l')``: a multilevel meta-analysis.
-
-    Parameters
-    ----------
-    yi : array_like ``(k,)``
-    V : array_like ``(k,)`` sampling variances or ``(k, k)`` sampling covariance matrix
-        (positive definite).
-    random : list
-        The random intercepts, outermost first: each a label array (a level's clusters)
-        or a tuple of label arrays (a level nested in the ones before it), e.g.
-        ``[district, (district, school)]`` for metafor's ``~ 1 | district/school``.
-    spatial : Spatial, optional
-        A spatially correlated random effect (metafor's ``random = ~ x + y | const,
-        struct = "SPEXP"``), its variance and range estimated with the rest.
-    mods : array_like ``(k, m)``, optional
-        Moderators (an intercept is added).
-    method : {"REML", "ML"}
-    level : float
-        Confidence level, percent.
-    names : sequence of str, optional
-        Names of the levels (default: the label Series' names, else "level 1", ...).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> rng = np.random.default_rng(0)
-    >>> study = np.repeat(np.arange(20), 3)
-    >>> vi = rng.uniform(0.01, 0.05, 60)
-    >>> yi = 0.3 + rng.normal(0, 0.2, 20)[study] + rng.normal(0, np.sqrt(vi))
-    >>> res = pool_mv(yi, vi, random=[study, (study, np.arange(60))])
-    >>> res.n_levels, bool(res.sigma2[0] > res.sigma2[1])
-    ((20, 60), True)
-    """
-    if method not in ("REML", "ML"):
-        raise ValueError(f"pool_mv: `method` must be 'REML' or 'ML'; got {method!r}.")
-    y = np.asarray(yi, dtype=float).ravel()
-    k = y.size
-    if not np.isfinite(y).all():
-        raise ValueError(
-            f"pool_mv: `yi` is not finite at effect {int(np.flatnonzero(~np.isfinite(y))[0])}."
-        )
+def _check_V(V, k: int) -> np.ndarray:
     Vm = np.asarray(V, dtype=float)
     if Vm.ndim == 1:
         if Vm.size != k or not (Vm > 0).all():
@@ -220,86 +307,128 @@ def pool_mv(yi, V, *, random=(), spatial: Spatial | None = None, mods=None,
             f"pool_mv: `V` is not positive definite (smallest eigenvalue {w[0]:.3g}, carried "
             f"mostly by effect {worst}); check that effect's variance and covariances."
         ) from None
-    X = np.ones((k, 1)) if mods is None else np.column_stack([np.ones(k), np.asarray(mods, float)])
+    return Vm
+
+
+def pool_mv(yi, V, *, random=(), structured: Structured | None = None,
+            spatial: Spatial | None = None, mods=None, intercept: bool = True,
+            method: str = "REML", level: float = 95.0, names=None) -> MultilevelResult:  # fmt: skip
+    """Fit ``y ~ N(X beta, V + sum_c S_c)``: a multilevel or multivariate meta-analysis.
+
+    Parameters
+    ----------
+    yi : array_like ``(k,)``
+    V : array_like ``(k,)`` sampling variances or ``(k, k)`` sampling covariance matrix
+        (positive definite; :mod:`~spatialmeta.meta_analysis.vcov` builds one).
+    random : list
+        The random intercepts, outermost first: each a label array (a level's clusters),
+        a tuple of label arrays (a level nested in the ones before it), e.g.
+        ``[district, (district, school)]`` for metafor's ``~ 1 | district/school``, or a
+        :class:`KnownCorrelation` (a level whose clusters are correlated by a known
+        matrix, metafor's ``R``).
+    structured : Structured, optional
+        Effects correlated within clusters across inner levels (metafor's ``random = ~
+        inner | outer, struct = "CS" | "HCS" | "UN" | "AR" | "DIAG"``).
+    spatial : Spatial, optional
+        A spatially correlated random effect (metafor's ``random = ~ x + y | const,
+        struct = "SPEXP"``), its variance and range estimated with the rest.
+    mods : array_like ``(k, m)``, optional
+        Moderators.
+    intercept : bool
+        Add an intercept to ``mods`` (False: ``mods`` is the whole design, as ``~ outcome
+        - 1`` gives one mean per outcome).
+    method : {"REML", "ML"}
+    level : float
+        Confidence level, percent.
+    names : sequence of str, optional
+        Names of the levels of ``random`` (default: the label Series' names, else "level
+        1", ...).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> study = np.repeat(np.arange(20), 3)
+    >>> vi = rng.uniform(0.01, 0.05, 60)
+    >>> yi = 0.3 + rng.normal(0, 0.2, 20)[study] + rng.normal(0, np.sqrt(vi))
+    >>> res = pool_mv(yi, vi, random=[study, (study, np.arange(60))])
+    >>> res.n_levels, bool(res.sigma2[0] > res.sigma2[1])
+    ((20, 60), True)
+
+    Two outcomes per study, correlated (metafor's ``~ outcome | study, struct = "UN"``):
+
+    >>> outcome = np.tile(["a", "b"], 30)
+    >>> y2 = np.where(outcome == "a", 0.2, -0.3) + rng.normal(0, 0.3, 60)
+    >>> fit = pool_mv(y2, 0.02, structured=Structured(outcome, np.repeat(np.arange(30), 2), "UN"),
+    ...               mods=(outcome[:, None] == np.array(["a", "b"])).astype(float),
+    ...               intercept=False)
+    >>> fit.tau2.shape, fit.rho.shape, fit.coef_names
+    ((2,), (1,), ('mod1', 'mod2'))
+    """
+    if method not in ("REML", "ML"):
+        raise ValueError(f"pool_mv: `method` must be 'REML' or 'ML'; got {method!r}.")
+    y = np.asarray(yi, dtype=float).ravel()
+    k = y.size
+    if not np.isfinite(y).all():
+        raise ValueError(
+            f"pool_mv: `yi` is not finite at effect {int(np.flatnonzero(~np.isfinite(y))[0])}."
+        )
+    if np.ndim(V) == 0:
+        V = np.full(k, float(V))
+    Vm = _check_V(V, k)
+    if mods is None:
+        if not intercept:
+            raise ValueError("pool_mv: `intercept=False` needs `mods` (the whole design).")
+        X = np.ones((k, 1))
+    else:
+        M = np.asarray(mods, dtype=float).reshape(k, -1)
+        X = np.column_stack([np.ones(k), M]) if intercept else M
     p = X.shape[1]
-    if not random and spatial is None:
-        raise ValueError("pool_mv: give at least one random level in `random`, or `spatial`.")
-    levels = [_labels(spec, k, i) for i, spec in enumerate(random)]
-    if names is not None:
-        levels = [(str(n), c) for n, (_, c) in zip(names, levels, strict=True)]
-    A = [(c[:, None] == c[None, :]).astype(float) for _, c in levels]  # Z_l Z_l'
-    for (name, c), _a in zip(levels, A, strict=True):
-        if c.max() + 1 == 1:
-            raise ValueError(f"pool_mv: random level {name!r} has one cluster; its variance "
-                             "cannot be told apart from the intercept; drop it.")  # fmt: skip
-    n_var = len(A)
-    if spatial is not None:
-        dist = spatial.distances(k)
-        scale = float(np.median(dist[np.triu_indices(k, 1)])) if k > 1 else 1.0
-        extent = float(dist.max())
-    reml = method == "REML"
-    half_xx = 0.5 * np.linalg.slogdet(X.T @ X)[1]
-
-    def sigma(x):
-        """Sigma and its derivatives in every parameter (variances, then log rho)."""
-        S = Vm + sum(si * a for si, a in zip(x[:n_var], A, strict=True))
-        dS = list(A)
-        if spatial is not None:
-            tau2, rho = x[n_var], math.exp(x[n_var + 1])
-            R, dR = _correlation(spatial.structure, dist, rho)
-            S = S + tau2 * R
-            dS += [R, tau2 * dR * rho]  # d/d log rho = rho d/d rho
-        return S, dS
-
-    def parts(x):
-        S, _ = sigma(x)
-        cf = linalg.cho_factor(S, lower=True)
-        Si_X = linalg.cho_solve(cf, X)
-        XtSiX = X.T @ Si_X
-        cx = linalg.cho_factor(XtSiX, lower=True)
-        beta = linalg.cho_solve(cx, Si_X.T @ y)
-        r = y - X @ beta
-        Si_r = linalg.cho_solve(cf, r)
-        logdet = 2 * np.log(np.diag(cf[0])).sum()
-        logdet_x = 2 * np.log(np.diag(cx[0])).sum()
-        return cf, Si_X, cx, beta, Si_r, logdet, logdet_x, float(r @ Si_r)
-
-    def negll(x):
-        try:
-            cf, Si_X, cx, beta, Si_r, logdet, logdet_x, q = parts(x)
-        except (np.linalg.LinAlgError, linalg.LinAlgError):
-            return 1e300, np.zeros_like(x)
-        if reml:  # with metafor's + 1/2 log|X'X| (so that logLik matches rma.mv's)
-            ll = -0.5 * ((k - p) * math.log(2 * math.pi) + logdet + logdet_x + q) + half_xx
+    if np.linalg.matrix_rank(X) < p:
+        raise ValueError(f"pool_mv: the design (`mods`{' and the intercept' if intercept else ''})"
+                         f" has rank {np.linalg.matrix_rank(X)} < {p} columns; drop a "
+                         "redundant moderator.")  # fmt: skip
+    if not random and spatial is None and structured is None:
+        raise ValueError("pool_mv: give at least one random level in `random`, or "
+                         "`structured` or `spatial`.")  # fmt: skip
+    if spatial is not None and structured is not None:
+        raise ValueError("pool_mv: give one of `structured` and `spatial` (one correlated "
+                         "component per model, as rma.mv's G term).")  # fmt: skip
+    comps: list[_Component] = []
+    lv_names, n_lv = [], []
+    for i, spec in enumerate(random):
+        if isinstance(spec, KnownCorrelation):
+            comp = spec.bind(k)
+            nm, n = f"R level {i + 1}", int(np.unique(np.asarray(spec.labels, object)).size)
         else:
-            ll = -0.5 * (k * math.log(2 * math.pi) + logdet + q)
-        # the gradient: d/ds_l = -1/2 tr(P A_l) + 1/2 (P r)' A_l (P r) (REML), Sigma^-1 for ML
-        Si = linalg.cho_solve(cf, np.eye(k))
-        P = Si - Si_X @ linalg.cho_solve(cx, Si_X.T) if reml else Si
-        _, dS = sigma(x)
-        grad = np.array([-0.5 * np.sum(P * a) + 0.5 * Si_r @ a @ Si_r for a in dS])
-        return -ll, -grad
-
-    n_par = n_var + (2 if spatial is not None else 0)
+            nm, codes, labels = _labels(spec, k, i)
+            comp = _Nested(nm, codes)
+            comp.labels = labels
+            n = int(codes.max() + 1)
+            if n == 1:
+                raise ValueError(f"pool_mv: random level {nm!r} has one cluster; its variance "
+                                 "cannot be told apart from the intercept; drop it.")  # fmt: skip
+        lv_names.append(nm)
+        n_lv.append(n)
+        comps.append(comp)
+    if names is not None:
+        lv_names = [str(n) for n in names]
+        if len(lv_names) != len(comps):
+            raise ValueError(f"pool_mv: {len(lv_names)} `names` for {len(comps)} random levels.")
+    n_sigma = len(comps)
+    extra = None
+    if structured is not None:
+        extra = structured.bind(k)
+    elif spatial is not None:
+        extra = spatial.bind(k)
+    if extra is not None:
+        comps.append(extra)
+    model = _Model(y, Vm, X, comps, method == "REML")
     total = max(float(np.var(y)) - float(np.mean(np.diag(Vm))), 0.01)
-    start = np.full(n_par, total / max(n_var + (spatial is not None), 1))
-    bounds = [(0.0, None)] * (n_var + (spatial is not None))
-    if spatial is not None:
-        start[-1] = math.log(scale / 2)
-        # a range beyond the data's extent is a constant shift, not told apart from the
-        # intercept (the likelihood's ridge toward rho -> infinity): the range stops there
-        bounds.append((math.log(scale * 1e-4), math.log(extent)))
-    res = optimize.minimize(negll, start, jac=True, method="L-BFGS-B", bounds=bounds,
-                            options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 5000})  # fmt: skip
-    xs = np.array(res.x, dtype=float)
-    xs[: n_var + (spatial is not None)] = np.maximum(xs[: n_var + (spatial is not None)], 0.0)
-    s2 = xs[:n_var]
-    # converged: the optimizer says so, or the gradient vanishes where no bound holds
-    g = negll(xs)[1]
-    lo = np.array([b[0] for b in bounds])
-    free = ~np.isclose(xs, lo) | (g < 0)
-    converged = bool(res.success) or bool(np.abs(g[free]).max(initial=0.0) < 1e-4)
-    cf, Si_X, cx, beta, Si_r, logdet, logdet_x, q = parts(xs)
+    n_var = sum(c.n_var for c in comps)
+    start = np.concatenate([c.start(total / max(n_var, 1)) for c in comps])
+    xs, ll, converged = model.maximize(start)
+    S, _, cf, Si_X, cx, beta, Si_r, *_ = model.parts(xs)
     vb = linalg.cho_solve(cx, np.eye(p))
     se = np.sqrt(np.diag(vb))
     zval = beta / se
@@ -310,13 +439,32 @@ def pool_mv(yi, V, *, random=(), spatial: Spatial | None = None, mods=None,
     b_fe = np.linalg.solve(X.T @ Vi_X, Vi_X.T @ y)
     e = y - X @ b_fe
     QE = float(e @ linalg.cho_solve(cv, e))
-    coef = ["intrcpt"] + [f"mod{i}" for i in range(1, p)]
+    # QM: Wald test of the moderators (every coefficient without an intercept)
+    test = np.arange(1 if intercept else 0, p)
+    QM, QMp = float("nan"), float("nan")
+    if test.size:
+        b = beta[test]
+        QM = float(b @ np.linalg.solve(vb[np.ix_(test, test)], b))
+        QMp = float(stats.chi2.sf(QM, test.size))
+    sigma2 = np.array([xs[sl][0] for sl in model.slices[:n_sigma]])
+    # I^2 per level: sigma_l^2 over the total with the typical sampling variance
+    # (k - p) / tr(P), P = W - W X (X'WX)^-1 X'W with W = V^-1 (Cheung 2014; metafor's FAQ)
+    Wv = linalg.cho_solve(cv, np.eye(k))
+    Pv = Wv - Vi_X @ np.linalg.solve(X.T @ Vi_X, Vi_X.T)
+    typical = (k - p) / float(np.trace(Pv))
+    I2 = 100 * sigma2 / (sigma2.sum() + typical) if n_sigma else None
+    coef = (["intrcpt"] if intercept else []) + [f"mod{i}" for i in range(1, p + (not intercept))]
+    tau2 = rho = structure = slv = None
+    if isinstance(structured, Structured):
+        t = xs[model.slices[-1]]
+        tau2, rho = t[: extra.n_var], t[extra.n_var :]
+        structure, slv = structured.structure, tuple(extra.levels)
+    elif spatial is not None:
+        t = xs[model.slices[-1]]
+        tau2, rho, structure = float(t[0]), float(math.exp(t[1])), spatial.structure
     return MultilevelResult(
-        s2, tuple(n for n, _ in levels), tuple(int(c.max() + 1) for _, c in levels), beta, se,
-        zval, 2 * stats.norm.sf(np.abs(zval)), beta - crit * se, beta + crit * se, vb, QE,
-        float(stats.chi2.sf(QE, k - p)), -float(res.fun), k, method, float(level),
-        converged, tuple(coef),
-        None if spatial is None else float(xs[n_var]),
-        None if spatial is None else float(math.exp(xs[n_var + 1])),
-        None if spatial is None else spatial.structure, y, X, sigma(xs)[0],
+        sigma2, tuple(lv_names), tuple(n_lv), beta, se, zval,
+        2 * stats.norm.sf(np.abs(zval)), beta - crit * se, beta + crit * se, vb, QE,
+        float(stats.chi2.sf(QE, k - p)), ll, k, method, float(level), converged, tuple(coef),
+        tau2, rho, structure, y, X, S, False, QM, QMp, int(test.size), I2, slv, model, xs,
     )  # fmt: skip

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from spatialmeta.meta_analysis import pool
 from spatialmeta.meta_analysis.multilevel import pool_mv
@@ -136,3 +137,137 @@ def test_spatial_bad_input_and_great_circle_distances():
                 "gcd").distances(4)  # fmt: skip
     assert d[0, 1] == pytest.approx(343.5, abs=1.0)
     assert d[2, 3] == pytest.approx(np.pi / 2 * 6371.0, rel=1e-12)
+
+
+MV = json.loads((Path(__file__).resolve().parents[1] / "reference" /
+                 "multivariate_reference.json").read_text())  # fmt: skip
+STRUCT = {c["name"]: c for c in MV["structured"]}
+
+
+@pytest.mark.parametrize("name", sorted(STRUCT))
+def test_structured_random_effects_equal_rma_mv(name):
+    """rma.mv(yi, V, mods, random = ~ inner | outer, struct = UN/CS/HCS/DIAG/AR): Berkey et
+    al. 1998's two periodontal outcomes per trial (V from the reported covariances; REML,
+    ML, and with an intercept and a moderator) and Ishak et al. 2007's mean changes at up to
+    four time points (sampling errors AR(1) over time, phi = 0.97; AR and HCS). The
+    likelihood is flat along the smaller variance here, and metafor's optimizer stops
+    short of the maximum (its own HCS and UN fits of the same two-outcome model differ by
+    2e-6): our log-likelihood at metafor's estimates equals metafor's to 1e-10 and ours is
+    at least as high, so variance components and correlations are held to 2e-5, the
+    standard errors, z values, intervals and QM (functions of them) to 5e-6 and 1e-5, the
+    estimates to 1e-6."""
+    from spatialmeta.meta_analysis.multilevel import Structured
+
+    c = STRUCT[name]
+    X = np.array(c["mods"], dtype=float)
+    has_int = name.endswith("_year")
+    mods = X[:, 1:] if has_int else X
+    res = pool_mv(c["yi"], np.array(c["V"]), mods=mods, intercept=has_int, method=c["method"],
+                  structured=Structured(c["inner"], c["outer"], c["struct"]))  # fmt: skip
+    assert res.converged and list(res.struct_levels) == c["inner_levels"]
+    theirs = np.concatenate([np.atleast_1d(c["tau2"]),
+                             np.atleast_1d(c["rho"]) if c["struct"] != "DIAG" else []])  # fmt: skip
+    assert res.model.loglik(theirs, grad=False)[0] == pytest.approx(c["logLik"], rel=1e-10)
+    assert res.logLik >= c["logLik"] - 1e-12
+    np.testing.assert_allclose(res.tau2, c["tau2"], rtol=2e-5)
+    if c["struct"] != "DIAG":
+        np.testing.assert_allclose(res.rho, c["rho"], rtol=2e-5)
+    np.testing.assert_allclose(res.beta, c["beta"], rtol=1e-6, atol=1e-9)
+    for f in ("se", "zval", "ci_lb", "ci_ub"):  # through the variance components: 5e-6
+        np.testing.assert_allclose(getattr(res, f), c[f], rtol=5e-6, atol=1e-9, err_msg=f)
+    assert res.QE == pytest.approx(c["QE"], rel=1e-10)
+    assert res.QM == pytest.approx(c["QM"], rel=1e-5)
+    assert res.QMp == pytest.approx(c["QMp"], rel=1e-3, abs=1e-300)
+    assert res.logLik == pytest.approx(c["logLik"], rel=1e-9)
+    assert f"structure {c['struct']}" in res.summary()
+
+
+MLX = {c["name"]: c for c in MV["multilevel"]}
+
+
+def _three_level(c):
+    outer, inner = np.array(c["outer"]), np.array(c["inner"])
+    mods = None if c["mods"] is None else np.array(c["mods"])[:, None]
+    return pool_mv(c["yi"], c["vi"], random=[outer, (outer, inner)], mods=mods)
+
+
+@pytest.mark.parametrize("name", sorted(MLX))
+def test_qm_i2_blups_and_profile_intervals_equal_metafor(name):
+    """QM, I^2 per level (metafor FAQ's formula), ranef() and confint() of three-level
+    fits. BLUPs and their SEs to 1e-5 (bounded by the variance components' 1e-6 agreement).
+    Profile bounds: ours solve "the log-likelihood drops by chi2_1(0.95) / 2" to 1e-8; at
+    metafor's bounds that drop is off by up to 0.003 (its root finder's tolerance), so
+    the bounds agree to 1e-3."""
+    c = MLX[name]
+    res = _three_level(c)
+    np.testing.assert_allclose(res.sigma2, c["sigma2"], rtol=2e-6)
+    np.testing.assert_allclose(res.I2, c["I2"], rtol=2e-6)
+    if c["mods"] is not None:
+        assert res.QM == pytest.approx(c["QM"], rel=1e-6) and res.QMdf == 1
+    else:
+        assert np.isnan(res.QM) and res.QMdf == 0
+    re = res.ranef()
+    for which, lev in (("ranef_outer", res.levels[0]), ("ranef_inner", res.levels[1])):
+        ref = c[which]
+        got = re[lev].loc[ref["names"]]
+        np.testing.assert_allclose(got["pred"], ref["pred"], rtol=1e-5, atol=1e-9)
+        np.testing.assert_allclose(got["se"], ref["se"], rtol=1e-5)
+    ci = res.confint()
+    drop = stats.chi2.ppf(0.95, 1) / 2
+    for j, lev in enumerate(res.levels):
+        est, lo, hi = c["ci_sigma2"][str(j + 1)]
+        assert ci.loc[lev, "ci_lb"] == pytest.approx(lo, rel=1e-3)
+        assert ci.loc[lev, "ci_ub"] == pytest.approx(hi, rel=1e-3)
+        for b in (ci.loc[lev, "ci_lb"], ci.loc[lev, "ci_ub"]):
+            profiled = res.model.maximize(res.theta, {j: b})[1]
+            assert res.logLik - profiled == pytest.approx(drop, abs=1e-8)
+
+
+def test_blups_add_up_to_the_residual_shrunk_and_interval_holds_the_estimate():
+    """Invariants: the outer BLUPs sum (weighted) near zero against an intercept-only fit,
+    and every profile interval contains its estimate."""
+    res = _three_level(MLX["konstantopoulos2011_REML"])
+    ci = res.confint()
+    assert ((ci.ci_lb <= ci.estimate) & (ci.estimate <= ci.ci_ub)).all()
+    out = res.ranef()[res.levels[0]]
+    assert (out.se > 0).all() and (out.se**2 < res.sigma2[0]).all()
+
+
+def test_structured_bad_input_is_named():
+    from spatialmeta.meta_analysis.multilevel import Spatial, Structured
+
+    y = np.array([0.1, 0.3, 0.2, 0.5])
+    v = np.array([0.02, 0.03, 0.02, 0.04])
+    with pytest.raises(ValueError, match=r"`Structured.structure` must be one of"):
+        pool_mv(y, v, structured=Structured(["a", "b"] * 2, [1, 1, 2, 2], "XYZ"))
+    with pytest.raises(ValueError, match=r"`Structured.inner` has one level \('a'\)"):
+        pool_mv(y, v, structured=Structured(["a"] * 4, [1, 1, 2, 2], "UN"))
+    with pytest.raises(ValueError, match=r"no outer cluster of `Structured.outer` holds two"):
+        pool_mv(y, v, structured=Structured(["a", "b"] * 2, [1, 2, 3, 4], "CS"))
+    with pytest.raises(ValueError, match=r"`Structured.outer` has 3 labels for 4 effects"):
+        pool_mv(y, v, structured=Structured(["a", "b"] * 2, [1, 1, 2], "CS"))
+    with pytest.raises(ValueError, match=r"one of `structured` and `spatial`"):
+        pool_mv(y, v, structured=Structured(["a", "b"] * 2, [1, 1, 2, 2]),
+                spatial=Spatial(np.zeros((4, 2))))  # fmt: skip
+    with pytest.raises(ValueError, match=r"has rank 1 < 2 columns"):
+        pool_mv(y, v, random=[np.array(["a", "a", "b", "b"])], mods=np.ones(4))
+    with pytest.raises(ValueError, match=r"`intercept=False` needs `mods`"):
+        pool_mv(y, v, random=[np.array(["a", "a", "b", "b"])], intercept=False)
+
+
+def test_known_correlation_identity_is_a_nested_level_and_bad_r_is_named():
+    """R = I over the levels is the plain random intercept of that level (metafor's R
+    argument with an identity); a non-correlation R is refused."""
+    from spatialmeta.meta_analysis.multilevel import KnownCorrelation
+
+    c = MLX["konstantopoulos2011_REML"]
+    outer = np.array(c["outer"])
+    plain = pool_mv(c["yi"], c["vi"], random=[outer])
+    levels = np.unique(outer)
+    known = pool_mv(c["yi"], c["vi"], random=[KnownCorrelation(outer, np.eye(levels.size))])
+    assert known.sigma2[0] == pytest.approx(plain.sigma2[0], rel=1e-7)
+    assert known.logLik == pytest.approx(plain.logLik, rel=1e-10)
+    with pytest.raises(ValueError, match=r"symmetric correlation matrix"):
+        pool_mv(c["yi"], c["vi"], random=[KnownCorrelation(outer, 2 * np.eye(levels.size))])
+    with pytest.raises(ValueError, match=r"square over the 11 levels"):
+        pool_mv(c["yi"], c["vi"], random=[KnownCorrelation(outer, np.eye(3))])
