@@ -350,6 +350,21 @@ def pool_command(
     robust_type: str = typer.Option(
         "CR2", "--robust", help="The cluster-robust adjustment: CR2 (bias-reduced), CR1 or CR0."
     ),
+    structure: str | None = typer.Option(
+        None,
+        help="With --cluster, a multilevel model (metafor's rma.mv) of several effects per "
+        "cluster: 3level (effects nested in clusters), or CS, HCS, UN, AR, DIAG (effects "
+        "correlated across the levels of --inner within a cluster); variance components, "
+        "I² by level and robust tests of that fit.",
+    ),
+    inner: str | None = typer.Option(
+        None, help="Column of inner levels (outcome, time) for --structure CS/HCS/UN/AR/DIAG."
+    ),
+    rho: float = typer.Option(
+        0.0,
+        help="Correlation of the sampling errors of effects in one cluster, imputed "
+        "(clubSandwich's impute_covariance_matrix); 0: independent.",
+    ),
     progress: bool = typer.Option(True, help="Show progress on stderr."),
 ) -> None:
     """Meta-analyse a table of studies: model, heterogeneity, moderators, subgroups, bias, plots.
@@ -359,7 +374,10 @@ def pool_command(
     as its arguments (m1i, sd1i, n1i, m2i, sd2i, n2i; ai, bi, ci, di; xi, ni; ri, ni; ...),
     or mapped with --col. Writes OUT/report.md, OUT/results.json, OUT/studies.csv and forest,
     funnel, Baujat and radial plots (PNG, SVG), and prints the summary. With --prior, also
-    the posterior of mu and tau (no MCMC) and the posterior and shrinkage plots.
+    the posterior of mu and tau (no MCMC) and the posterior and shrinkage plots. With
+    --cluster and --structure, a multilevel model of several effects per study.
+
+    Example: spatialmeta pool assink.csv --cluster study --structure 3level --rho 0.6 --mods deltype --out outputs/assink
 
     Example: spatialmeta pool bcg.csv --measure RR --col ai=tpos --col bi=tneg --col ci=cpos --col di=cneg --label trial --mods ablat --subgroup alloc --out outputs/bcg
     """
@@ -369,7 +387,8 @@ def pool_command(
         result = pool_job(
             studies, out, measure=measure, method=method, test=test, level=level, mods=mods,
             subgroup=subgroup, label=label, yi=yi, vi=vi, columns=col or None, prior=prior,
-            cluster=cluster, robust_type=robust_type, progress=progress,
+            cluster=cluster, robust_type=robust_type, structure=structure, inner=inner,
+            rho=rho, progress=progress,
         )  # fmt: skip
     except _known_errors() as exc:
         _fail_with(exc, "pool", 2)

@@ -36,6 +36,13 @@ from spatialmeta.jobs.pool_bayes import (
     bayes_results,
     bayes_summary,
 )
+from spatialmeta.jobs.pool_multilevel import (
+    check_structure,
+    multilevel_fit,
+    multilevel_markdown,
+    multilevel_results,
+    multilevel_summary,
+)
 from spatialmeta.meta_analysis import effect_sizes
 from spatialmeta.meta_analysis.bias import baujat as baujat_fit
 from spatialmeta.meta_analysis.bias import fsn, ranktest, trimfill
@@ -124,6 +131,7 @@ class _Studies:
     dropped: list[str]
     label: str | None = None  # the column of study labels
     clusters: np.ndarray | None = None  # the cluster of each study (--cluster)
+    inner: np.ndarray | None = None  # the inner level of each effect (--inner)
 
 
 # --------------------------------------------------------------------------- options
@@ -362,6 +370,7 @@ def read_studies(
     mods: str | Sequence[str] | None = None,
     subgroup: str | None = None,
     cluster: str | None = None,
+    inner: str | None = None,
 ) -> _Studies:
     """Read and check the study table; compute effect sizes with ``escalc`` when ``measure``.
 
@@ -374,7 +383,8 @@ def read_studies(
     frame = _read_table(path)
     columns = dict(columns or {})
     mod_names = _split_names(mods)
-    for opt, col in [("--label", label), ("--subgroup", subgroup), ("--cluster", cluster)] + [
+    named = [("--label", label), ("--subgroup", subgroup), ("--cluster", cluster), ("--inner", inner)]
+    for opt, col in named + [
         ("--mods", m) for m in mod_names
     ]:
         if col is not None and col not in frame.columns:
@@ -475,9 +485,11 @@ def read_studies(
 
     groups = labels_of(subgroup, "subgroup")
     clusters = labels_of(cluster, "cluster")
+    inner_levels = labels_of(inner, "inner level")
     rows = np.flatnonzero(keep)
     lab = labels if labels is not None else np.array([str(i + 1) for i in range(len(frame))])
-    shown = [c for c in [label, subgroup, cluster, *mod_names, *used.values()] if c is not None]
+    shown = [label, subgroup, cluster, inner, *mod_names, *used.values()]
+    shown = [c for c in shown if c is not None]
     shown = list(dict.fromkeys(shown))
     return _Studies(
         path=path,
@@ -494,6 +506,7 @@ def read_studies(
         dropped=dropped,
         label=label,
         clusters=clusters,
+        inner=inner_levels,
     )
 
 
@@ -856,6 +869,11 @@ def _report(st, fits, run, settings, files) -> str:
                     lines += [f"Test of moderators, {rb.wald_test().summary()}.", ""]
         if fits.get("robust") is None:
             lines += [f"Skipped: {run.skipped.get('cluster-robust inference')}.", ""]
+    if fits.get("multilevel") is not None:
+        lines += ["## Multilevel model", ""]
+        lines += multilevel_markdown(fits["multilevel"], settings["cluster"], settings["inner"])
+    elif "multilevel model" in run.skipped:
+        lines += ["## Multilevel model", "", f"Skipped: {run.skipped['multilevel model']}.", ""]
     if st.groups is not None:
         lines += ["## Subgroups", ""]
         sg = fits.get("subgroups")
@@ -974,6 +992,8 @@ def _results(st, fits, run, settings, files) -> dict[str, Any]:
                          for key, what in (("robust", "model"), ("robust_mods", "meta_regression"))}  # fmt: skip
         if fits.get("robust_mods") is not None:
             out["robust"]["moderators_htz"] = fits["robust_mods"].wald_test().to_dict()
+    if fits.get("multilevel") is not None:
+        out["multilevel"] = multilevel_results(fits["multilevel"])
     out["skipped"] = dict(run.skipped)
     out["notes"] = [f"dropped {d}" for d in st.dropped] + list(run.notes)
     out["files"] = dict(files)
@@ -1117,6 +1137,8 @@ def _summary(st, fits, run, out: Path, settings) -> str:
             f"{_f(rb.beta[0])}, SE {_f(rb.se[0])}, t = {_f(rb.tval[0], 3)} on "
             f"{_f(rb.df[0], 2)} df (Satterthwaite), p {_peq(rb.pval[0])}"
         )
+    if fits.get("multilevel") is not None:
+        parts.append(multilevel_summary(fits["multilevel"]))
     inf = fits.get("influence")
     if inf is not None:
         flagged = [str(x) for x, f in zip(st.labels, np.asarray(inf.is_infl), strict=True) if f]
@@ -1149,6 +1171,9 @@ def pool_job(
     prior: str | None = None,
     cluster: str | None = None,
     robust_type: str = "CR2",
+    structure: str | None = None,
+    inner: str | None = None,
+    rho: float = 0.0,
     plots: bool = True,
     dpi: int = 150,
     progress: bool | Callable[[str], None] = False,
@@ -1193,6 +1218,18 @@ def pool_job(
         model and the meta-regression (clubSandwich's ``coef_test``).
     robust_type : {"CR2", "CR1", "CR0"}
         The sandwich's small-sample adjustment.
+    structure : {"3level", "CS", "HCS", "UN", "AR", "DIAG"}, optional
+        With ``cluster``: a multilevel section (:func:`~spatialmeta.meta_analysis.
+        multilevel.pool_mv`): ``"3level"`` nests the effects in the clusters (metafor's
+        ``~ 1 | cluster/effect``), the others correlate effects across the levels of
+        ``inner`` within a cluster (``~ inner | cluster``); variance components (profile
+        intervals for 3level), I² by level, the coefficients with z tests and the
+        cluster-robust (``robust_type``) tests of that fit.
+    inner : str, optional
+        Column of the inner levels (outcome, time point) for a structure other than 3level.
+    rho : float
+        Correlation of the sampling errors of effects in one cluster (imputed, as
+        clubSandwich's ``impute_covariance_matrix``; 0: independent).
     prior : str, optional
         Add a Bayesian random-effects section with this prior for tau (and mu):
         ``turner2015[:OUTCOME,COMPARISON]``, ``rhodes2015[:AREA,OUTCOME,COMPARISON]``,
@@ -1238,13 +1275,16 @@ def pool_job(
     studies = Path(studies)
     st = read_studies(
         studies, measure=measure, yi=yi, vi=vi, columns=columns, label=label, mods=mods,
-        subgroup=subgroup, cluster=cluster,
+        subgroup=subgroup, cluster=cluster, inner=inner,
     )  # fmt: skip
     if st.clusters is not None and len(set(st.clusters)) < 2:
         raise StudyTableError(
             f"{studies}: --cluster column {cluster!r} holds one cluster ({st.clusters[0]!r}) "
             "for every study; cluster-robust inference needs at least two clusters."
         )
+    problem = check_structure(structure, inner, cluster, rho)
+    if problem is not None:
+        raise StudyTableError(f"{problem}.")
     if robust_type not in ROBUST_TYPES:
         raise StudyTableError(
             f"--robust must be one of {', '.join(ROBUST_TYPES)}; got {robust_type!r}."
@@ -1276,8 +1316,15 @@ def pool_job(
         report = progress or None
     run = _Run(report)
     settings = {"method": method, "test": test, "level": level, "label": label,
-                "subgroup": subgroup, "cluster": cluster}  # fmt: skip
+                "subgroup": subgroup, "cluster": cluster, "inner": inner}  # fmt: skip
     fits = _fit_all(st, method, test, level, run, robust_type)
+    if structure is not None:
+        run.step(f"multilevel model ({structure}, {len(set(st.clusters))} clusters)")
+        fits["multilevel"] = run.section(
+            "multilevel model",
+            lambda: multilevel_fit(st, structure, rho=rho, method=method, level=level,
+                                   robust_type=robust_type, notes=run.notes),  # fmt: skip
+        )
     if bayes is not None:
         fits["bayes"] = bayes
         run.notes += early

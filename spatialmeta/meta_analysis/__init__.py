@@ -37,14 +37,16 @@ from spatialmeta.meta_analysis.regtest import PetPeeseResult, RegtestResult, pet
 from spatialmeta.meta_analysis.robust import RobustResult, WaldResult, robust
 from spatialmeta.meta_analysis.selection import SelectionResult, selmodel
 from spatialmeta.meta_analysis.spec import FitSpec
+from spatialmeta.meta_analysis.structures import KnownCorrelation, Spatial, Structured
 from spatialmeta.meta_analysis.subgroups import SubgroupResult, subgroups
+from spatialmeta.meta_analysis.vcov import impute_covariance_matrix, vcalc
 
 __all__ = [
     "FIXED_METHODS", "MEASURES", "METHODS", "RANDOM_METHODS", "FitSpec", "MetaRegressionResult",
     "PoolResult", "escalc", "BayesPoolResult", "bayes_pool", "MuPrior", "TauPrior",
     "published_prior", "LearnedPrior", "learn_tau_prior", "Corpus", "load_corpus",
     "RobustResult", "WaldResult", "robust", "SelectionResult", "selmodel", "MultilevelResult",
-    "pool_mv",
+    "pool_mv", "Structured", "Spatial", "KnownCorrelation", "vcalc", "impute_covariance_matrix",
     "pool",
     "pool_gridded", "Tau2Interval", "confint_tau2",
     "CumulResult", "InfluenceResult", "LeaveOneOutResult", "ResidualResult", "cumul", "influence",

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 from scipy import linalg, optimize, stats
 
+from spatialmeta.meta_analysis.regression import read_mods
 from spatialmeta.meta_analysis.results import Result, fmt_num, fmt_p
 from spatialmeta.meta_analysis.structures import (
     KnownCorrelation,
@@ -332,8 +333,9 @@ def pool_mv(yi, V, *, random=(), structured: Structured | None = None,
     spatial : Spatial, optional
         A spatially correlated random effect (metafor's ``random = ~ x + y | const,
         struct = "SPEXP"``), its variance and range estimated with the rest.
-    mods : array_like ``(k, m)``, optional
-        Moderators.
+    mods : array_like ``(k, m)``, DataFrame or dict, optional
+        Moderators (a DataFrame's text columns become treatment-contrast dummies, named,
+        as :func:`~spatialmeta.meta_analysis.pool` builds them).
     intercept : bool
         Add an intercept to ``mods`` (False: ``mods`` is the whole design, as ``~ outcome
         - 1`` gives one mean per outcome).
@@ -376,12 +378,16 @@ def pool_mv(yi, V, *, random=(), structured: Structured | None = None,
     if np.ndim(V) == 0:
         V = np.full(k, float(V))
     Vm = _check_V(V, k)
+    mod_names: list[str] = []
     if mods is None:
         if not intercept:
             raise ValueError("pool_mv: `intercept=False` needs `mods` (the whole design).")
         X = np.ones((k, 1))
     else:
-        M = np.asarray(mods, dtype=float).reshape(k, -1)
+        if isinstance(mods, (pd.DataFrame, pd.Series, dict)):  # named, text columns as dummies
+            M, mod_names = read_mods(mods, (k,))
+        else:
+            M = np.asarray(mods, dtype=float).reshape(k, -1)
         X = np.column_stack([np.ones(k), M]) if intercept else M
     p = X.shape[1]
     if np.linalg.matrix_rank(X) < p:
@@ -453,7 +459,9 @@ def pool_mv(yi, V, *, random=(), structured: Structured | None = None,
     Pv = Wv - Vi_X @ np.linalg.solve(X.T @ Vi_X, Vi_X.T)
     typical = (k - p) / float(np.trace(Pv))
     I2 = 100 * sigma2 / (sigma2.sum() + typical) if n_sigma else None
-    coef = (["intrcpt"] if intercept else []) + [f"mod{i}" for i in range(1, p + (not intercept))]
+    coef = (["intrcpt"] if intercept else []) + (
+        list(mod_names) or [f"mod{i}" for i in range(1, p + (not intercept))]
+    )
     tau2 = rho = structure = slv = None
     if isinstance(structured, Structured):
         t = xs[model.slices[-1]]

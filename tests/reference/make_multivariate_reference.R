@@ -93,7 +93,21 @@ ml <- list(
                                         data = a), a$study, a$esid, a$year)
 )
 
+# what `spatialmeta pool --cluster study --structure 3level --rho 0.6 --mods deltype` fits:
+# V imputed with r = 0.6 within studies, three levels, and CR2 tests clustered by study
+suppressPackageStartupMessages(library(clubSandwich))
+a$yi <- r15(a$yi); a$vi <- r15(a$vi)
+Va <- impute_covariance_matrix(a$vi, cluster = a$study, r = 0.6)
+fit_cli <- rma.mv(yi, Va, mods = ~ deltype, random = ~ 1 | study/esid, data = a)
+ct <- coef_test(fit_cli, vcov = "CR2", cluster = a$study)
+cli <- list(csv = a[, c("study", "esid", "yi", "vi", "deltype")], sigma2 = num(fit_cli$sigma2),
+            beta = num(fit_cli$beta), se = num(fit_cli$se), QM = num(fit_cli$QM),
+            QE = num(fit_cli$QE), robust_se = num(ct$SE), robust_df = num(ct$df_Satt),
+            robust_p = num(ct$p_Satt), I2 = num(i2_levels(fit_cli)),
+            ci_sigma2 = lapply(confint(fit_cli)[1:2], function(x) num(x$random[1, ])))
+
 writeLines(toJSON(list(metafor = as.character(packageVersion("metafor")),
-                       structured = c(berkey, list(ar, hcs)), multilevel = ml),
+                       clubSandwich = as.character(packageVersion("clubSandwich")),
+                       structured = c(berkey, list(ar, hcs)), multilevel = ml, cli = cli),
                   digits = NA, auto_unbox = TRUE, null = "null", matrix = "rowmajor"),
            "tests/reference/multivariate_reference.json")
