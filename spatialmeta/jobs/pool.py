@@ -383,10 +383,13 @@ def read_studies(
     frame = _read_table(path)
     columns = dict(columns or {})
     mod_names = _split_names(mods)
-    named = [("--label", label), ("--subgroup", subgroup), ("--cluster", cluster), ("--inner", inner)]
-    for opt, col in named + [
-        ("--mods", m) for m in mod_names
-    ]:
+    named = [
+        ("--label", label),
+        ("--subgroup", subgroup),
+        ("--cluster", cluster),
+        ("--inner", inner),
+    ]
+    for opt, col in named + [("--mods", m) for m in mod_names]:
         if col is not None and col not in frame.columns:
             raise StudyTableError(
                 f"{opt} names column {col!r}, which '{path}' does not have ({_have(frame)})."
@@ -1322,8 +1325,15 @@ def pool_job(
         run.step(f"multilevel model ({structure}, {len(set(st.clusters))} clusters)")
         fits["multilevel"] = run.section(
             "multilevel model",
-            lambda: multilevel_fit(st, structure, rho=rho, method=method, level=level,
-                                   robust_type=robust_type, notes=run.notes),  # fmt: skip
+            lambda: multilevel_fit(
+                st,
+                structure,
+                rho=rho,
+                method=method,
+                level=level,
+                robust_type=robust_type,
+                notes=run.notes,
+            ),  # fmt: skip
         )
     if bayes is not None:
         fits["bayes"] = bayes

@@ -54,7 +54,7 @@ def multilevel_fit(st, structure: str, *, rho: float, method: str, level: float,
     if mv_method != method:
         notes.append(f"multilevel model: fitted by REML (--method {method} is a method of "
                      "the one-level model only)")  # fmt: skip
-    V = (impute_covariance_matrix(st.vi, st.clusters, rho) if rho else st.vi)
+    V = impute_covariance_matrix(st.vi, st.clusters, rho) if rho else st.vi
     kw = dict(mods=st.mods, method=mv_method, level=level)
     if structure == "3level":
         eff = np.arange(st.yi.size)
@@ -90,10 +90,14 @@ def multilevel_markdown(m: dict[str, Any], cluster: str, inner: str | None) -> l
     lines = [
         f"- {what}; clusters from column {cluster!r}; {fit.method}, k = {fit.k}",
         f"- sampling errors within a cluster correlated by rho = {m['rho']:g}"
-        + (" (independent)" if not m["rho"] else " (imputed, clubSandwich's "
-           "impute_covariance_matrix)"),  # fmt: skip
+        + (
+            " (independent)"
+            if not m["rho"]
+            else " (imputed, clubSandwich's impute_covariance_matrix)"
+        ),  # fmt: skip
         "",
-        "| component | estimate | 95% profile CI |" if m["confint"] is not None
+        "| component | estimate | 95% profile CI |"
+        if m["confint"] is not None
         else "| component | estimate | |",
         "|---|---:|---|",
     ]
