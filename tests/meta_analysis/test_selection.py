@@ -31,12 +31,18 @@ def _num(x):
     return np.array([np.nan if v == "NA" else v for v in np.atleast_1d(x)], dtype=float)
 
 
-@pytest.fixture(scope="module", params=sorted(CASES))
-def fitted(request):
-    c = CASES[request.param]
+def _pooled(c):
+    """The design and the unadjusted fit of a fixture case (metafor's model)."""
     X = np.column_stack(c["X"])
     fit = pool(np.array(c["yi"]), np.array(c["vi"]), method=c["method"],
                mods=None if X.shape[1] == 1 else X[:, 1:])  # fmt: skip
+    return X, fit
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def fitted(request):
+    c = CASES[request.param]
+    X, fit = _pooled(c)
     return c, X, selmodel(fit, steps=c["steps"], alternative=c["alternative"])
 
 
@@ -145,9 +151,7 @@ DEFAULT_TOL = {
 @pytest.fixture(scope="module", params=sorted(CONT))
 def cont_fitted(request):
     c = CONT[request.param]
-    X = np.column_stack(c["X"])
-    fit = pool(np.array(c["yi"]), np.array(c["vi"]), method=c["method"],
-               mods=None if X.shape[1] == 1 else X[:, 1:])  # fmt: skip
+    X, fit = _pooled(c)
     return c, X, selmodel(fit, type=c["type"], alternative=c["alternative"])
 
 
