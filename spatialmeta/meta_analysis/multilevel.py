@@ -226,7 +226,7 @@ class MultilevelResult(Result):
         P = linalg.cho_solve(cf, np.eye(m.k)) - Si_X @ np.linalg.solve(m.X.T @ Si_X, Si_X.T)
         e = linalg.cho_solve(cf, m.y - m.X @ self.beta)
         out = {}
-        for j, (_, comp) in enumerate(self._nested()):
+        for j, comp in self._nested():  # j: the component's index among the levels
             s2 = float(self.sigma2[j])
             Z = (comp.codes[:, None] == np.arange(comp.codes.max() + 1)[None, :]).astype(float)
             pred = s2 * (Z.T @ e)
@@ -247,10 +247,10 @@ class MultilevelResult(Result):
         drop = stats.chi2.ppf((level or self.level) / 100, 1) / 2
         target = self.logLik - drop
         rows = []
-        for j, (i, _) in enumerate(self._nested()):
-            est = float(theta[i])
+        for j, _ in self._nested():  # a level's variance is parameter j
+            est = float(theta[j])
 
-            def prof(v, i=i):
+            def prof(v, i=j):
                 return m.maximize(theta, {i: v})[1] - target
 
             lo = 0.0

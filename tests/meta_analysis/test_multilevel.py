@@ -271,3 +271,23 @@ def test_known_correlation_identity_is_a_nested_level_and_bad_r_is_named():
         pool_mv(c["yi"], c["vi"], random=[KnownCorrelation(outer, 2 * np.eye(levels.size))])
     with pytest.raises(ValueError, match=r"square over the 11 levels"):
         pool_mv(c["yi"], c["vi"], random=[KnownCorrelation(outer, np.eye(3))])
+
+
+def test_blups_and_intervals_skip_a_known_correlation_level_by_index():
+    """A KnownCorrelation level before a nested one: ranef and confint report the nested
+    level under its own name and variance."""
+    from spatialmeta.meta_analysis.multilevel import KnownCorrelation
+
+    c = MLX["konstantopoulos2011_REML"]
+    outer, inner = np.array(c["outer"]), np.array(c["inner"])
+    n = np.unique(outer).size
+    res = pool_mv(c["yi"], c["vi"], random=[KnownCorrelation(outer, np.eye(n)), (outer, inner)],
+                  names=["R", "school"])  # fmt: skip
+    ref = _three_level(c)
+    np.testing.assert_allclose(res.sigma2, ref.sigma2, rtol=1e-6)
+    re = res.ranef()
+    assert list(re) == ["school"]
+    np.testing.assert_allclose(re["school"]["pred"], ref.ranef()[ref.levels[1]]["pred"], rtol=1e-5)
+    ci = res.confint()
+    assert list(ci.index) == ["school"]
+    assert ci.loc["school", "ci_ub"] == pytest.approx(ref.confint().iloc[1].ci_ub, rel=1e-5)
