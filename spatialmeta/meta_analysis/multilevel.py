@@ -408,8 +408,7 @@ def pool_mv(yi, V, *, random=(), structured: Structured | None = None,
             nm, n = f"R level {i + 1}", int(np.unique(np.asarray(spec.labels, object)).size)
         else:
             nm, codes, labels = _labels(spec, k, i)
-            comp = _Nested(nm, codes)
-            comp.labels = labels
+            comp = _Nested(nm, codes, labels)
             n = int(codes.max() + 1)
             if n == 1:
                 raise ValueError(f"pool_mv: random level {nm!r} has one cluster; its variance "

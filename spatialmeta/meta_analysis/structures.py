@@ -115,11 +115,11 @@ class _Scaled(_Component):
 
 
 class _Nested(_Scaled):
-    """``sigma^2 Z Z'`` for the clusters ``codes`` of one nested level."""
+    """``sigma^2 Z Z'`` for the clusters ``codes`` (named ``labels``) of one nested level."""
 
-    def __init__(self, name: str, codes: np.ndarray):
+    def __init__(self, name: str, codes: np.ndarray, labels=None):
         super().__init__(name, (codes[:, None] == codes[None, :]).astype(float))
-        self.codes = codes
+        self.codes, self.labels = codes, labels
 
 
 @dataclass(frozen=True)
@@ -240,8 +240,7 @@ class _StructuredComponent(_Component):
             self.names, self.n_var = (*tau, *rho), m
         else:  # DIAG
             self.names, self.n_var = tuple(tau), m
-        lag = np.abs(np.arange(m)[:, None] - np.arange(m)[None, :])
-        self.lag = lag
+        self.lag = np.abs(np.arange(m)[:, None] - np.arange(m)[None, :])  # AR's |i - j|
 
     def start(self, total):
         return np.concatenate([np.full(self.n_var, total), np.zeros(self.n_par - self.n_var)])
@@ -293,11 +292,6 @@ class _StructuredComponent(_Component):
         G, dG = self._G(theta)
         ij = (self.ci[:, None], self.ci[None, :])
         return G[ij] * self.mask, [d[ij] * self.mask for d in dG]
-
-    def tau2_rho(self, theta) -> tuple[np.ndarray, np.ndarray]:
-        """metafor's ``tau2`` and ``rho`` of the fitted structure."""
-        theta = np.asarray(theta, dtype=float)
-        return theta[: self.n_var], theta[self.n_var :]
 
 
 @dataclass(frozen=True)

@@ -73,13 +73,20 @@ def test_estimates_tests_and_counts_agree_with_metafor(fitted):
     assert "Step-function selection model" in res.summary()
 
 
-def test_no_selection_gives_the_ml_fit_and_bad_steps_are_refused():
-    rng = np.random.default_rng(5)
-    vi = rng.uniform(0.01, 0.1, 80)
-    yi = rng.normal(0.3, np.sqrt(vi + 0.02))
+def _unselected(seed, k, mu, tau2, steps):
+    """Simulated effects without selection, their ML fit, the design and the step model's
+    log-likelihood at no selection (all deltas 1: the ML model's)."""
+    rng = np.random.default_rng(seed)
+    vi = rng.uniform(0.01, 0.1, k)
+    yi = rng.normal(mu, np.sqrt(vi + tau2))
     fit = pool(yi, vi, method="ML")
-    X = np.ones((80, 1))
-    ml = step_loglik(yi, vi, X, (0.05, 1.0), [float(fit.estimate)], float(fit.tau2), [1.0, 1.0])
+    X = np.ones((k, 1))
+    ml = step_loglik(yi, vi, X, steps, [float(fit.estimate)], float(fit.tau2), [1.0, 1.0])
+    return yi, vi, fit, X, ml
+
+
+def test_no_selection_gives_the_ml_fit_and_bad_steps_are_refused():
+    yi, vi, fit, X, ml = _unselected(5, 80, 0.3, 0.02, (0.05, 1.0))
     res = selmodel(fit, steps=(0.05,))
     assert res.steps == (0.05, 1.0) and res.ll >= ml - 1e-9 and res.LRT >= 0
     with pytest.raises(ValueError, match=r"`steps` must increase within \(0, 1\]"):
@@ -251,12 +258,7 @@ def test_cont_no_selection_and_a_delta_at_its_bound():
     """At delta = (1, 1) (beta) or 0 (half-normal) the weight is 1 and the likelihood is the
     ML model's; with no sign of selection the half-normal's delta goes to its bound 0 (with
     metafor's warning) and the LRT to 0."""
-    rng = np.random.default_rng(0)
-    vi = rng.uniform(0.01, 0.1, 40)
-    yi = rng.normal(0.0, np.sqrt(vi + 0.01))
-    fit = pool(yi, vi, method="ML")
-    X = np.ones((40, 1))
-    ml = step_loglik(yi, vi, X, (0.5, 1.0), [float(fit.estimate)], float(fit.tau2), [1.0, 1.0])
+    yi, vi, fit, X, ml = _unselected(0, 40, 0.0, 0.01, (0.5, 1.0))
     for t, h0 in (("beta", [1.0, 1.0]), ("halfnorm", [0.0])):
         at = cont_loglik(yi, vi, X, [float(fit.estimate)], float(fit.tau2), h0, type=t)
         assert at == pytest.approx(ml, rel=1e-13)
