@@ -378,6 +378,34 @@ def pool_mv(yi, V, *, random=(), structured: Structured | None = None,
     if np.ndim(V) == 0:
         V = np.full(k, float(V))
     Vm = _check_V(V, k)
+    spec = _spec(k, mods, intercept, random, structured, spatial, names)
+    model = _Model(y, Vm, spec.X, spec.comps, method == "REML")
+    best = None
+    for x0 in _starts(spec.comps, y[None], np.diag(Vm)[None])[0]:
+        fit = model.maximize(x0)
+        if best is None or fit[1] > best[1]:
+            best = fit
+    xs, ll, converged = best
+    return _result(model, spec, xs, ll, converged, level)
+
+
+@dataclass
+class _Spec:
+    """What a model is, apart from its data: the design and the bound components."""
+
+    X: np.ndarray
+    coef: list
+    intercept: bool
+    comps: list
+    lv_names: list
+    n_lv: list
+    n_sigma: int
+    structured: Structured | None
+    spatial: Spatial | None
+
+
+def _spec(k, mods, intercept, random, structured, spatial, names) -> _Spec:
+    """Check and build the design and the random components of ``k`` effects."""
     mod_names: list[str] = []
     if mods is None:
         if not intercept:
@@ -421,18 +449,35 @@ def pool_mv(yi, V, *, random=(), structured: Structured | None = None,
         if len(lv_names) != len(comps):
             raise ValueError(f"pool_mv: {len(lv_names)} `names` for {len(comps)} random levels.")
     n_sigma = len(comps)
-    extra = None
     if structured is not None:
-        extra = structured.bind(k)
+        comps.append(structured.bind(k))
     elif spatial is not None:
-        extra = spatial.bind(k)
-    if extra is not None:
-        comps.append(extra)
-    model = _Model(y, Vm, X, comps, method == "REML")
-    total = max(float(np.var(y)) - float(np.mean(np.diag(Vm))), 0.01)
-    n_var = sum(c.n_var for c in comps)
-    start = np.concatenate([c.start(total / max(n_var, 1)) for c in comps])
-    xs, ll, converged = model.maximize(start)
+        comps.append(spatial.bind(k))
+    coef = (["intrcpt"] if intercept else []) + (
+        list(mod_names) or [f"mod{i}" for i in range(1, p + (not intercept))]
+    )
+    return _Spec(X, coef, intercept, comps, lv_names, n_lv, n_sigma, structured, spatial)
+
+
+def _starts(comps, Y: np.ndarray, vbar: np.ndarray) -> list[list[np.ndarray]]:
+    """Every analysis's starting points (rows of ``Y`` with sampling variances ``vbar``):
+    the heterogeneity left over the sampling variance, split evenly between the variance
+    parameters, crossed with each component's starts."""
+    n_var = max(sum(c.n_var for c in comps), 1)
+    total = np.maximum(Y.var(axis=1) - vbar.mean(axis=1), 0.01) / n_var
+    out = []
+    for t in total:
+        grid = [np.empty(0)]
+        for c in comps:
+            grid = [np.concatenate([g, s]) for g in grid for s in c.starts(float(t))]
+        out.append(grid)
+    return out
+
+
+def _result(model: _Model, spec: _Spec, xs, ll, converged, level) -> MultilevelResult:
+    """The fitted model at parameters ``xs``: GLS estimates, tests, QE, QM, I^2."""
+    y, Vm, X = model.y, model.V, model.X
+    k, p = X.shape
     S, _, cf, Si_X, cx, beta, Si_r, *_ = model.parts(xs)
     vb = linalg.cho_solve(cx, np.eye(p))
     se = np.sqrt(np.diag(vb))
@@ -445,12 +490,13 @@ def pool_mv(yi, V, *, random=(), structured: Structured | None = None,
     e = y - X @ b_fe
     QE = float(e @ linalg.cho_solve(cv, e))
     # QM: Wald test of the moderators (every coefficient without an intercept)
-    test = np.arange(1 if intercept else 0, p)
+    test = np.arange(1 if spec.intercept else 0, p)
     QM, QMp = float("nan"), float("nan")
     if test.size:
         b = beta[test]
         QM = float(b @ np.linalg.solve(vb[np.ix_(test, test)], b))
         QMp = float(stats.chi2.sf(QM, test.size))
+    n_sigma = spec.n_sigma
     sigma2 = np.array([xs[sl][0] for sl in model.slices[:n_sigma]])
     # I^2 per level: sigma_l^2 over the total with the typical sampling variance
     # (k - p) / tr(P), P = W - W X (X'WX)^-1 X'W with W = V^-1 (Cheung 2014; metafor's FAQ)
@@ -458,20 +504,19 @@ def pool_mv(yi, V, *, random=(), structured: Structured | None = None,
     Pv = Wv - Vi_X @ np.linalg.solve(X.T @ Vi_X, Vi_X.T)
     typical = (k - p) / float(np.trace(Pv))
     I2 = 100 * sigma2 / (sigma2.sum() + typical) if n_sigma else None
-    coef = (["intrcpt"] if intercept else []) + (
-        list(mod_names) or [f"mod{i}" for i in range(1, p + (not intercept))]
-    )
     tau2 = rho = structure = slv = None
-    if isinstance(structured, Structured):
+    if spec.structured is not None:
+        extra = spec.comps[-1]
         t = xs[model.slices[-1]]
         tau2, rho = t[: extra.n_var], t[extra.n_var :]
-        structure, slv = structured.structure, tuple(extra.levels)
-    elif spatial is not None:
+        structure, slv = spec.structured.structure, tuple(extra.levels)
+    elif spec.spatial is not None:
         t = xs[model.slices[-1]]
-        tau2, rho, structure = float(t[0]), float(math.exp(t[1])), spatial.structure
+        tau2, rho, structure = float(t[0]), float(math.exp(t[1])), spec.spatial.structure
     return MultilevelResult(
-        sigma2, tuple(lv_names), tuple(n_lv), beta, se, zval,
+        sigma2, tuple(spec.lv_names), tuple(spec.n_lv), beta, se, zval,
         2 * stats.norm.sf(np.abs(zval)), beta - crit * se, beta + crit * se, vb, QE,
-        float(stats.chi2.sf(QE, k - p)), ll, k, method, float(level), converged, tuple(coef),
-        tau2, rho, structure, y, X, S, False, QM, QMp, int(test.size), I2, slv, model, xs,
+        float(stats.chi2.sf(QE, k - p)), ll, k, "REML" if model.reml else "ML", float(level),
+        converged, tuple(spec.coef), tau2, rho, structure, y, X, S, False, QM, QMp,
+        int(test.size), I2, slv, model, xs,
     )  # fmt: skip

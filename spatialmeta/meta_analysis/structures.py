@@ -67,6 +67,32 @@ def _correlation(structure: str, d: np.ndarray, rho: float) -> tuple[np.ndarray,
     return R, np.where(inside, 1.5 * d / rho**2 - 1.5 * d**3 / rho**4, 0.0)
 
 
+def _geodesic_km(lon, lat) -> np.ndarray:
+    """Distances (km) between every pair of points on the WGS84 ellipsoid by Andoyer and
+    Lambert's formula (Meeus 1991, Astronomical Algorithms, ch. 11), the one metafor's
+    ``dist = "gcd"`` uses through ``sp::spDists(longlat = TRUE)``: the same numbers to the
+    last digit (a test holds it), so that fitted ranges compare with metafor's. Within
+    about 50 m of the exact geodesic for points not nearly antipodal; at an antipode (where
+    the formula divides by zero) the spherical half-circumference."""
+    a, f = 6378.137, 1 / 298.257223563  # WGS84 equatorial radius (km) and flattening
+    lon, lat = np.radians(np.asarray(lon, float)), np.radians(np.asarray(lat, float))
+    F = (lat[:, None] + lat[None, :]) / 2
+    G = (lat[:, None] - lat[None, :]) / 2
+    L = (lon[:, None] - lon[None, :]) / 2
+    sG, cG = np.sin(G) ** 2, np.cos(G) ** 2
+    sF, cF = np.sin(F) ** 2, np.cos(F) ** 2
+    sL, cL = np.sin(L) ** 2, np.cos(L) ** 2
+    S = sG * cL + cF * sL
+    C = cG * cL + sF * sL
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.arctan(np.sqrt(S / C))
+        R = np.sqrt(S * C) / w
+        H1, H2 = (3 * R - 1) / (2 * C), (3 * R + 1) / (2 * S)
+        d = 2 * w * a * (1 + f * H1 * sF * cG - f * H2 * cF * sG)
+    d = np.where(S == 0, 0.0, d)
+    return np.where(np.isfinite(d), d, np.pi * a)
+
+
 def _codes(labels, k: int, what: str) -> tuple[np.ndarray, np.ndarray]:
     """Integer codes of ``labels`` (sorted levels, as R's factors) and the levels."""
     arr = pd.Series(np.asarray(labels, dtype=object).ravel())
@@ -93,10 +119,20 @@ class _Component:
     def start(self, total: float) -> np.ndarray:  # pragma: no cover - every subclass has one
         raise NotImplementedError
 
+    def starts(self, total: float) -> list[np.ndarray]:
+        """Starting points to try (several where the likelihood has more than one mode)."""
+        return [self.start(total)]
+
     def bounds(self) -> list:
         return [(0.0, None)] * self.n_var + [(-RHO_BOUND, RHO_BOUND)] * (self.n_par - self.n_var)
 
     def cov(self, theta: np.ndarray):  # pragma: no cover - every subclass has one
+        raise NotImplementedError
+
+    def cov_batch(self, T: np.ndarray):  # pragma: no cover - every subclass has one
+        """``cov`` for a batch of parameter rows ``T`` (B, n_par): ``S`` (B, k, k) and the
+        derivatives, each (B, k, k) or a (k, k) shared by the batch (the batched fits of
+        :mod:`~spatialmeta.meta_analysis.multilevel_batch`)."""
         raise NotImplementedError
 
 
@@ -113,6 +149,9 @@ class _Scaled(_Component):
     def cov(self, theta):
         return theta[0] * self.A, [self.A]
 
+    def cov_batch(self, T):
+        return T[:, 0, None, None] * self.A, [self.A]
+
 
 class _Nested(_Scaled):
     """``sigma^2 Z Z'`` for the clusters ``codes`` (named ``labels``) of one nested level."""
@@ -128,7 +167,8 @@ class Spatial:
     distance between effects (``structure``, one of SPEXP, SPGAU, SPLIN, SPRAT, SPSPH, as
     metafor's), with range ``rho`` estimated. ``coords`` are ``(k, 2)``: planar x, y
     (Euclidean distances, metafor's default) or, with ``distance="gcd"``, longitude and
-    latitude in degrees (great-circle distances in km, haversine on a 6371 km sphere)."""
+    latitude in degrees (great-circle distances in km on the WGS84 ellipsoid, as metafor's
+    ``dist = "gcd"``: :func:`_geodesic_km`)."""
 
     coords: np.ndarray
     structure: str = "SPEXP"
@@ -146,10 +186,7 @@ class Spatial:
             diff = c[:, None, :] - c[None, :, :]
             return np.sqrt((diff**2).sum(-1))
         if self.distance == "gcd":
-            lon, lat = np.radians(c[:, 0]), np.radians(c[:, 1])
-            a = (np.sin((lat[:, None] - lat[None, :]) / 2) ** 2 + np.cos(lat[:, None])
-                 * np.cos(lat[None, :]) * np.sin((lon[:, None] - lon[None, :]) / 2) ** 2)  # fmt: skip
-            return 2 * 6371.0 * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
+            return _geodesic_km(c[:, 0], c[:, 1])
         raise ValueError(f"pool_mv: `Spatial.distance` must be 'euclidean' or 'gcd'; got "
                          f"{self.distance!r}.")  # fmt: skip
 
@@ -158,9 +195,11 @@ class Spatial:
 
 
 class _SpatialComponent(_Component):
-    """``tau^2 R(d; rho)``; parameters ``tau^2`` and ``log rho``. The range stays within
-    the data's extent: beyond it the field is a constant shift the intercept absorbs (the
-    likelihood's ridge toward ``rho -> inf``)."""
+    """``tau^2 R(d; rho)``; parameters ``tau^2`` and ``log rho``. The range stays below ten
+    times the data's extent: far past the extent the correlation is ``1 - d / rho``, a
+    linear variogram of which only the slope ``tau^2 / rho`` is identified, and the
+    likelihood climbs a ridge on which both grow without bound (metafor's unbounded fits
+    report ranges of 1e9 there, with the same curve)."""
 
     def __init__(self, spec: Spatial, dist: np.ndarray):
         self.spec, self.dist = spec, dist
@@ -172,13 +211,24 @@ class _SpatialComponent(_Component):
     def start(self, total):
         return np.array([total, math.log(self.scale / 2)])
 
+    def starts(self, total):
+        """The range's likelihood can have two modes on few regions (a short range that
+        acts as a nugget and a long one); start from ranges across the data's distances:
+        1/50, 1/10, 1/2 and 2 times the median distance (within the bounds)."""
+        return [np.array([total, math.log(self.scale * f)]) for f in (0.5, 0.02, 0.1, 2.0)]
+
     def bounds(self):
-        return [(0.0, None), (math.log(self.scale * 1e-4), math.log(self.extent))]
+        return [(0.0, None), (math.log(self.scale * 1e-4), math.log(10 * self.extent))]
 
     def cov(self, theta):
         tau2, rho = theta[0], math.exp(theta[1])
         R, dR = _correlation(self.spec.structure, self.dist, rho)
         return tau2 * R, [R, tau2 * dR * rho]  # d/d log rho = rho d/d rho
+
+    def cov_batch(self, T):
+        tau2, rho = T[:, 0, None, None], np.exp(T[:, 1])[:, None, None]
+        R, dR = _correlation(self.spec.structure, self.dist[None], rho)
+        return tau2 * R, [R, tau2 * dR * rho]
 
 
 @dataclass(frozen=True)
@@ -245,53 +295,59 @@ class _StructuredComponent(_Component):
     def start(self, total):
         return np.concatenate([np.full(self.n_var, total), np.zeros(self.n_par - self.n_var)])
 
-    def _G(self, theta):
-        """``G`` (m x m) and its derivatives in each parameter."""
-        m, s = self.m, self.structure
+    def _G(self, T):
+        """``G`` (N, m, m) for parameter rows ``T`` (N, n_par) and its derivatives in each
+        parameter (each (N, m, m), or (m, m) where it is the same for every row)."""
+        m, s, N = self.m, self.structure, T.shape[0]
         eye, ones = np.eye(m), np.ones((m, m))
-        if s == "CS":
-            tau2, rho = theta
-            C = (1 - rho) * eye + rho * ones
-            return tau2 * C, [C, tau2 * (ones - eye)]
-        if s == "AR":
-            tau2, rho = theta
-            C = rho ** self.lag.astype(float)
-            dC = np.where(self.lag > 0, self.lag * rho ** np.maximum(self.lag - 1, 0), 0.0)
+        if s in ("CS", "AR"):
+            tau2, rho = T[:, 0, None, None], T[:, 1, None, None]
+            if s == "CS":
+                C = (1 - rho) * eye + rho * ones
+                return tau2 * C, [C, tau2 * (ones - eye)]
+            lag = self.lag.astype(float)
+            C = rho**lag
+            dC = np.where(lag > 0, lag * rho ** np.maximum(lag - 1, 0), 0.0)
             return tau2 * C, [C, tau2 * dC]
-        tau2 = np.asarray(theta[:m], dtype=float)
+        tau2 = T[:, :m]
         if s == "DIAG":
-            G = np.diag(tau2)
-            return G, [np.diag(eye[a]) for a in range(m)]
-        C = eye.copy()
+            return tau2[:, :, None] * eye, [np.diag(eye[a]) for a in range(m)]
         if s == "HCS":
-            C = (1 - theta[m]) * eye + theta[m] * ones
+            C = (1 - T[:, m, None, None]) * eye + T[:, m, None, None] * ones
         else:
+            C = np.broadcast_to(eye, (N, m, m)).copy()
             for q, (a, b) in enumerate(self.pairs):
-                C[a, b] = C[b, a] = theta[m + q]
+                C[:, a, b] = C[:, b, a] = T[:, m + q]
         sd = np.sqrt(np.maximum(tau2, 0.0))
-        G = sd[:, None] * sd[None, :] * C
+        outer = sd[:, :, None] * sd[:, None, :]
+        G = outer * C
         # d G_ab / d tau2_a = sd_b C_ab / (2 sd_a) off the diagonal, 1 on it
         inv = 1 / (2 * np.maximum(sd, 1e-150))
         dG = []
-        for a in range(m):
-            d = np.zeros((m, m))
-            d[a, :] = sd * C[a, :] * inv[a]
-            d[:, a] = d[a, :]
-            d[a, a] = 1.0
+        for a in range(m):  # levels of the inner factor (a handful), not rows
+            d = np.zeros((N, m, m))
+            d[:, a, :] = sd * C[:, a, :] * inv[:, a, None]
+            d[:, :, a] = d[:, a, :]
+            d[:, a, a] = 1.0
             dG.append(d)
         if s == "HCS":
-            dG.append(sd[:, None] * sd[None, :] * (ones - eye))
+            dG.append(outer * (ones - eye))
         else:
             for a, b in self.pairs:
-                d = np.zeros((m, m))
-                d[a, b] = d[b, a] = sd[a] * sd[b]
+                d = np.zeros((N, m, m))
+                d[:, a, b] = d[:, b, a] = sd[:, a] * sd[:, b]
                 dG.append(d)
         return G, dG
 
-    def cov(self, theta):
-        G, dG = self._G(theta)
+    def cov_batch(self, T):
+        G, dG = self._G(np.asarray(T, dtype=float))
         ij = (self.ci[:, None], self.ci[None, :])
-        return G[ij] * self.mask, [d[ij] * self.mask for d in dG]
+        expand = [d[..., ij[0], ij[1]] * self.mask for d in dG]
+        return G[:, ij[0], ij[1]] * self.mask, expand
+
+    def cov(self, theta):
+        S, dS = self.cov_batch(np.asarray(theta, dtype=float)[None])
+        return S[0], [d[0] if d.ndim == 3 else d for d in dS]
 
 
 @dataclass(frozen=True)

@@ -132,11 +132,34 @@ def test_spatial_bad_input_and_great_circle_distances():
         pool_mv(y, v, spatial=Spatial(np.zeros((4, 2)), "SPCUBE"))
     with pytest.raises(ValueError, match=r"`Spatial.coords` must be finite \(k, 2\) = \(4, 2\)"):
         pool_mv(y, v, spatial=Spatial(np.zeros((3, 2))))
-    # London-Paris and the equator's quarter, by the haversine formula on a 6371 km sphere
-    d = Spatial(np.array([[-0.1276, 51.5072], [2.3522, 48.8566], [0, 0], [90, 0]]), "SPEXP",
-                "gcd").distances(4)  # fmt: skip
-    assert d[0, 1] == pytest.approx(343.5, abs=1.0)
-    assert d[2, 3] == pytest.approx(np.pi / 2 * 6371.0, rel=1e-12)
+    # an antipode (where Andoyer-Lambert's formula divides by zero): half the equator
+    d = Spatial(np.array([[0, 0], [180, 0], [0, 0], [90, 0]]), "SPEXP", "gcd").distances(4)
+    assert d[0, 1] == pytest.approx(np.pi * 6378.137, rel=1e-12) and d[0, 2] == 0.0
+
+
+GCD = json.loads((Path(__file__).resolve().parents[1] / "reference" /
+                  "multilevel_reference.json").read_text())["gcd"]  # fmt: skip
+
+
+def test_great_circle_distances_and_fit_equal_metafor():
+    """metafor's dist = "gcd" (sp::spDists(longlat = TRUE) on the WGS84 ellipsoid) over 60
+    points of North America: every distance to 1e-12 relative, and rma.mv(random =
+    list(~ lon + lat | const, ~ 1 | id), struct = "SPEXP", dist = "gcd") to 1e-5 (the range
+    and variance, through metafor's optimizer tolerance) and 1e-6 (the rest)."""
+    from spatialmeta.meta_analysis.multilevel import Spatial
+
+    c = GCD
+    sp = Spatial(np.column_stack([c["lon"], c["lat"]]), "SPEXP", "gcd")
+    k = len(c["yi"])
+    np.testing.assert_allclose(sp.distances(k), np.array(c["D"]), rtol=1e-12, atol=1e-9)
+    res = pool_mv(c["yi"], c["vi"], random=[np.arange(k)], spatial=sp)
+    assert res.logLik >= c["logLik"] - 1e-9
+    assert res.logLik == pytest.approx(c["logLik"], rel=1e-8)
+    assert res.rho == pytest.approx(c["rho"], rel=1e-5)
+    assert res.tau2 == pytest.approx(c["tau2"], rel=1e-5)
+    assert res.sigma2[0] == pytest.approx(c["sigma2"], abs=1e-7)
+    for f in ("beta", "se", "zval", "ci_lb", "ci_ub"):
+        np.testing.assert_allclose(np.atleast_1d(getattr(res, f)), c[f], rtol=1e-6, err_msg=f)
 
 
 MV = json.loads((Path(__file__).resolve().parents[1] / "reference" /

@@ -51,7 +51,24 @@ spatial_cases <- list(
   spatial("SPEXP_nugget", rma.mv(yi, vi, random = list(~ x + y | const, ~ 1 | id),
                                  struct = "SPEXP", data = sp))
 )
+# great-circle distances (dist = "gcd": sp::spDists(longlat = TRUE), the WGS84 ellipsoid)
+# on a simulated field over 60 points of North America (exponential, range 800 km, with a
+# nugget); the distance matrix is stored too
+set.seed(4)
+g <- data.frame(lon = runif(60, -125, -65), lat = runif(60, 25, 50), vi = runif(60, 0.01, 0.04))
+Dg <- sp::spDists(as.matrix(g[, c("lon", "lat")]), longlat = TRUE)
+g$yi <- 0.3 + as.numeric(t(chol(0.1 * exp(-Dg / 800) + diag(1e-10, 60))) %*% rnorm(60)) +
+  rnorm(60, 0, sqrt(g$vi))
+g$const <- 1
+g$id <- seq_len(60)
+fg <- rma.mv(yi, vi, random = list(~ lon + lat | const, ~ 1 | id), struct = "SPEXP",
+             dist = "gcd", data = g)
+gcd_case <- list(name = "SPEXP_gcd_nugget", yi = num(fg$yi), vi = num(fg$vi), lon = num(g$lon),
+                 lat = num(g$lat), D = unname(Dg), sigma2 = num(fg$sigma2), tau2 = num(fg$tau2),
+                 rho = num(fg$rho), beta = num(fg$beta), se = num(fg$se), zval = num(fg$zval),
+                 ci_lb = num(fg$ci.lb), ci_ub = num(fg$ci.ub), QE = num(fg$QE),
+                 logLik = num(logLik(fg)))
 writeLines(toJSON(list(metafor = as.character(packageVersion("metafor")), cases = cases,
-                       spatial = spatial_cases),
+                       spatial = spatial_cases, gcd = gcd_case),
                   digits = NA, auto_unbox = TRUE, null = "null"),
            "tests/reference/multilevel_reference.json")
