@@ -89,8 +89,10 @@ def _pooled(pooled, spatial: dict | None = None) -> list[str]:
 
 
 def _comparison(frame: pd.DataFrame, method: str) -> list[str]:
-    """``method`` against each other method: pooled MSE ratios over regions, with intervals."""
+    """``method`` against each other method: pooled MSE ratios over regions, with intervals
+    (and the spatial model's, where it was fitted)."""
     name = _METHOD_NAMES.get(method, method)
+    spatial = "spatial_k" in frame and bool((frame["spatial_k"] > 0).any())
     lines = [
         f"## {name[:1].upper() + name[1:]} against each method, region by region",
         "",
@@ -100,11 +102,19 @@ def _comparison(frame: pd.DataFrame, method: str) -> list[str]:
         "own sampling noise. That interval takes regions as independent, and neighbouring "
         "regions share weather: where they do, it is too narrow. The Diebold–Mariano test "
         "(DM p) on the area-weighted mean loss of each forecast origin does not assume it, "
-        "and is the one to trust when the two disagree.",
+        "and is the one to trust when the two disagree."
+        + (
+            " The spatial columns pool the same ratios with an exponential correlation of the "
+            "distance between region centroids (range fitted, every comparison in one batched "
+            "fit; regions scored by every method)."
+            if spatial
+            else ""
+        ),
         "",
         "| against | regions | pooled MSE ratio | 95% CI | p | 95% PI | I² | "
-        f"regions where {method} is better | DM p |",
-        "|---|---:|---:|---|---:|---|---:|---:|---:|",
+        f"regions where {method} is better | DM p |"
+        + (" spatial ratio | spatial 95% CI | range (km) |" if spatial else ""),
+        "|---|---:|---:|---|---:|---|---:|---:|---:|" + ("---:|---|---:|" if spatial else ""),
     ]
     for _, r in frame.iterrows():
         if not np.isfinite(r["mse_ratio"]):
@@ -117,12 +127,22 @@ def _comparison(frame: pd.DataFrame, method: str) -> list[str]:
                 f"{r['pi_lb']:.3f} to {r['pi_ub']:.3f}",
                 f"{r['I2']:.0f}%",
             ]
+        tail = ""
+        if spatial:
+            fitted = np.isfinite(r["spatial_mse_ratio"])
+            tail = (
+                f" {r['spatial_mse_ratio']:.3f} | {r['spatial_ci_lb']:.3f} to "
+                f"{r['spatial_ci_ub']:.3f} | {r['range_km']:,.0f} |"
+                if fitted
+                else " – | – | – |"
+            )
         lines.append(
             f"| {_METHOD_NAMES.get(r['method'], r['method'])} | {int(r['k'])} | "
             + " | ".join(cells)
             + f" | {r['regions_better']:.0%} | "
             + ("–" if not np.isfinite(r["dm_pval"]) else f"{r['dm_pval']:.3g}")
             + " |"
+            + tail
         )
     return lines + [""]
 

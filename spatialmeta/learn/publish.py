@@ -16,7 +16,12 @@ import numpy as np
 import pandas as pd
 
 from spatialmeta._io import atomic_path, write_csv
-from spatialmeta.learn.evaluate import ForecastEvaluation, compare_methods
+from spatialmeta.learn.evaluate import (
+    ForecastEvaluation,
+    compare_methods,
+    region_lonlat,
+    spatial_comparison,
+)
 from spatialmeta.learn.output import forecast_dataset, write_forecasts
 from spatialmeta.learn.predictions import Forecast
 from spatialmeta.tasks.region import RegionTaskSet
@@ -126,38 +131,29 @@ def plot_pit(pit_table: pd.DataFrame, path: str | os.PathLike):
     return fig
 
 
-SPATIAL_MAX_REGIONS = 1000  # dense k x k algebra: the spatial model above this is skipped
-SPATIAL_MIN_REGIONS = 5  # a range needs a few regions to be told from the nugget
-
-
 def spatial_skill(tasks, evaluation, pooled) -> dict | None:
     """The per-region log MSE ratios pooled with spatially correlated regions: an
     exponential correlation of the great-circle distance between region centroids (range
-    fitted) plus an independent part, REML (:func:`~spatialmeta.meta_analysis.multilevel.pool_mv`,
-    as metafor's ``rma.mv(random = list(~ lon + lat | const, ~ 1 | region), struct =
-    "SPEXP")``). None without a graph (no centroids) or outside 5 to 1,000 regions."""
-    from spatialmeta.meta_analysis.multilevel import Spatial, pool_mv
-
-    k = int(pooled.k)
-    if tasks.graph is None or not SPATIAL_MIN_REGIONS <= k <= SPATIAL_MAX_REGIONS:
-        return None
-    pos = tasks.graph.data.pos.numpy().astype(float)
+    fitted) plus an independent part, REML (:func:`~spatialmeta.learn.evaluate.
+    spatial_comparison`, as metafor's ``rma.mv(random = list(~ lon + lat | const, ~ 1 |
+    id), struct = "SPEXP", dist = "gcd")``). None without a graph (no centroids) or
+    outside 5 to 1,000 regions."""
     idx = pd.Index(tasks.region_ids.astype(str)).get_indexer(
         np.asarray(evaluation.region_ids).astype(str)
     )
-    y, v = np.asarray(pooled.yi, dtype=float), np.asarray(pooled.vi, dtype=float)
-    ok = np.isfinite(y) & (idx >= 0)
-    if ok.sum() < SPATIAL_MIN_REGIONS:
+    y = np.where(idx >= 0, np.asarray(pooled.yi, dtype=float), np.nan)
+    lonlat = region_lonlat(tasks, np.maximum(idx, 0))
+    fit = spatial_comparison(y, np.asarray(pooled.vi, dtype=float), lonlat)
+    if fit is None:
         return None
-    fit = pool_mv(y[ok], v[ok], random=[np.arange(int(ok.sum()))],
-                  spatial=Spatial(pos[idx[ok]], "SPEXP", "gcd"))  # fmt: skip
+    res, used = fit
     return {
         "model": "exponential spatial correlation of centroid distance + independent part, REML",
-        "k": int(ok.sum()), "estimate": float(fit.beta[0]), "se": float(fit.se[0]),
-        "ci_lb": float(fit.ci_lb[0]), "ci_ub": float(fit.ci_ub[0]), "pval": float(fit.pval[0]),
-        "tau2_spatial": float(fit.tau2), "range_km": float(fit.rho),
-        "sigma2_independent": float(fit.sigma2[0]), "logLik": float(fit.logLik),
-        "converged": bool(fit.converged),
+        "k": int(used.sum()), "estimate": float(res.beta[0, 0]), "se": float(res.se[0, 0]),
+        "ci_lb": float(res.ci_lb[0, 0]), "ci_ub": float(res.ci_ub[0, 0]),
+        "pval": float(res.pval[0, 0]), "tau2_spatial": float(res.tau2[0]),
+        "range_km": float(res.rho[0]), "sigma2_independent": float(res.sigma2[0, 0]),
+        "logLik": float(res.logLik[0]), "converged": bool(res.converged[0]),
     }  # fmt: skip
 
 

@@ -30,6 +30,7 @@ from spatialmeta.meta_analysis.estimators import FIXED_METHODS, METHODS, RANDOM_
 from spatialmeta.meta_analysis.gridded import pool_gridded
 from spatialmeta.meta_analysis.learned import LearnedPrior, learn_tau_prior
 from spatialmeta.meta_analysis.multilevel import MultilevelResult, pool_mv
+from spatialmeta.meta_analysis.multilevel_batch import MultilevelBatchResult, pool_mv_batch
 from spatialmeta.meta_analysis.pool import MetaRegressionResult, PoolResult, pool
 from spatialmeta.meta_analysis.priors import MuPrior, TauPrior, published_prior
 from spatialmeta.meta_analysis.profile import Tau2Interval, confint_tau2
@@ -46,8 +47,8 @@ __all__ = [
     "PoolResult", "escalc", "BayesPoolResult", "bayes_pool", "MuPrior", "TauPrior",
     "published_prior", "LearnedPrior", "learn_tau_prior", "Corpus", "load_corpus",
     "RobustResult", "WaldResult", "robust", "SelectionResult", "selmodel", "MultilevelResult",
-    "pool_mv", "Structured", "Spatial", "KnownCorrelation", "vcalc", "impute_covariance_matrix",
-    "pool",
+    "pool_mv", "pool_mv_batch", "MultilevelBatchResult", "Structured", "Spatial",
+    "KnownCorrelation", "vcalc", "impute_covariance_matrix", "pool",
     "pool_gridded", "Tau2Interval", "confint_tau2",
     "CumulResult", "InfluenceResult", "LeaveOneOutResult", "ResidualResult", "cumul", "influence",
     "leave1out", "rstandard", "rstudent", "SubgroupResult", "subgroups",

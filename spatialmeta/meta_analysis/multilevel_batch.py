@@ -314,8 +314,8 @@ def pool_mv_batch(Y, V, *, random=(), structured: Structured | None = None,
     Y : array_like ``(B, k)``
         One row of effects per analysis.
     V : array_like
-        Sampling variances ``(B, k)`` or covariances ``(B, k, k)``, one per analysis; or
-        ``(k,)``/``(k, k)`` shared by all.
+        Sampling variances ``(B, k)`` or covariance matrices ``(B, k, k)``, one per
+        analysis; or variances ``(k,)`` or a covariance matrix ``(1, k, k)`` shared by all.
     random, structured, spatial, mods, intercept, method, level, names
         As :func:`~spatialmeta.meta_analysis.multilevel.pool_mv`, shared by every analysis.
     labels : sequence, optional
@@ -333,7 +333,7 @@ def pool_mv_batch(Y, V, *, random=(), structured: Structured | None = None,
     >>> Y = 0.2 + rng.normal(0, 0.3, (5, 30))
     >>> res = pool_mv_batch(Y, np.full(30, 0.02), random=[np.arange(30)], spatial=Spatial(xy))
     >>> res.beta.shape, res.to_frame().shape
-    ((5, 1), (5, 8))
+    ((5, 1), (5, 10))
     """
     if method not in ("REML", "ML"):
         raise ValueError(f"pool_mv_batch: `method` must be 'REML' or 'ML'; got {method!r}.")
@@ -373,15 +373,22 @@ def pool_mv_batch(Y, V, *, random=(), structured: Structured | None = None,
 
 
 def _check_V_batch(V, B, k, lab) -> np.ndarray:
-    """``V`` as (k, k) shared or (B, k, k), every matrix positive definite (named)."""
+    """``V`` as a (k, k) matrix shared by every analysis or (B, k, k), each positive
+    definite (the one at fault named). A 2-D ``V`` is always each analysis's variances
+    (B, k): a covariance matrix shared by all comes as (1, k, k), so no shape is read two
+    ways when there are as many analyses as effects."""
     Vm = np.asarray(V, dtype=float)
     if Vm.ndim == 0:
         Vm = np.full(k, float(Vm))
-    if Vm.ndim == 2 and B == k:
-        raise ValueError(f"pool_mv_batch: a 2-D `V` is ambiguous with as many analyses as "
-                         f"effects ({k}): pass per-analysis variances as `np.eye(k) * V[:, "
-                         "None, :]` or a shared covariance as `np.broadcast_to(V, (B, k, k))`.")  # fmt: skip
-    if Vm.shape in ((k,), (B, k)):
+    if Vm.ndim in (1, 2):
+        if Vm.shape not in ((k,), (B, k)):
+            shared = (
+                " (one covariance matrix shared by all: pass it as V[None])"
+                if Vm.shape == (k, k)
+                else ""
+            )
+            raise ValueError(f"pool_mv_batch: a {Vm.ndim}-D `V` holds variances, (k,) shared or "
+                             f"(B, k) = ({B}, {k}) one row per analysis; got {Vm.shape}{shared}.")  # fmt: skip
         if not (Vm > 0).all():
             pos = np.argwhere(~(Vm > 0))[0]
             who = (
@@ -390,17 +397,16 @@ def _check_V_batch(V, B, k, lab) -> np.ndarray:
             raise ValueError(f"pool_mv_batch: `V` must hold positive variances; {who} has "
                              f"{float(Vm[tuple(pos)])!r}.")  # fmt: skip
         return np.eye(k) * Vm[..., None, :]
-    if Vm.shape not in ((k, k), (B, k, k)):
-        raise ValueError(f"pool_mv_batch: `V` must be (k,), (B, k), (k, k) or (B, k, k) with "
-                         f"B = {B}, k = {k}; got {Vm.shape}.")  # fmt: skip
-    stack = Vm[None] if Vm.ndim == 2 else Vm
-    pd_ok = np.linalg.eigvalsh(0.5 * (stack + stack.transpose(0, 2, 1)))[:, 0] > 0
+    if Vm.ndim != 3 or Vm.shape[1:] != (k, k) or Vm.shape[0] not in (1, B):
+        raise ValueError(f"pool_mv_batch: a 3-D `V` holds covariance matrices, (1, k, k) shared "
+                         f"or (B, k, k) = ({B}, {k}, {k}); got {Vm.shape}.")  # fmt: skip
+    pd_ok = np.linalg.eigvalsh(0.5 * (Vm + Vm.transpose(0, 2, 1)))[:, 0] > 0
     if not pd_ok.all():
         b = int(np.flatnonzero(~pd_ok)[0])
-        who = "the shared `V`" if Vm.ndim == 2 else f"`V` of analysis {lab[b]!r}"
+        who = "the shared `V`" if Vm.shape[0] == 1 else f"`V` of analysis {lab[b]!r}"
         raise ValueError(f"pool_mv_batch: {who} is not positive definite; check its variances "
                          "and covariances.")  # fmt: skip
-    return Vm
+    return Vm[0] if Vm.shape[0] == 1 and B > 1 else Vm
 
 
 def _batch_result(batch: _Batch, spec: _Spec, T, ll, conv, level, lab, steps):

@@ -10,8 +10,10 @@ import xarray as xr
 
 from spatialmeta.data import synthetic_regions
 from spatialmeta.learn import climatology, evaluate, persistence, publish_report, ridge_ar
+from spatialmeta.learn.evaluate import log_mse_ratio, observed
 from spatialmeta.learn.publish import missing_note, region_values
 from spatialmeta.regions.graph import contiguity_graph
+from spatialmeta.report import _METHOD_NAMES
 from spatialmeta.tasks import RegionTaskSet
 
 
@@ -124,8 +126,10 @@ def test_many_regions_skip_the_forest_plot_and_say_so(run, tmp_path, monkeypatch
 def test_pooled_skill_with_spatially_correlated_regions(run, tmp_path):
     """With 5 or more held-out regions the pooled skill is also fitted with an exponential
     spatial correlation of the centroids' great-circle distance (issue 15, item 5): the
-    JSON's ``spatial`` block is pool_mv's fit on the same ratios and centroids, and the
-    summary quotes it beside the independent one; with 4 regions it is left out."""
+    JSON's ``spatial`` block is pool_mv's fit on the same ratios and centroids (the batched
+    fit reaches the same maximum: estimates to 1e-6), and the summary quotes it beside the
+    independent one; skill_comparison.csv pools every comparison the same way, in one
+    batch; with 4 regions both are left out."""
     from spatialmeta.meta_analysis import pool
     from spatialmeta.meta_analysis.multilevel import Spatial, pool_mv
 
@@ -133,6 +137,7 @@ def test_pooled_skill_with_spatially_correlated_regions(run, tmp_path):
     publish_report(tasks, forecasts, ev, regions, tmp_path / "a", title="t", setup={})
     four = json.loads((tmp_path / "a" / "pooled_skill.json").read_text())
     assert four["k"] == 4 and "spatial" not in four  # 4 held-out regions: too few
+    assert pd.read_csv(tmp_path / "a" / "skill_comparison.csv")["spatial_mse_ratio"].isna().all()
     held = np.zeros(tasks.n_regions, bool)
     held[::2] = True  # 8 regions
     split = tasks.split(held_out=held, test_start="2006-01", support=24)
@@ -144,7 +149,21 @@ def test_pooled_skill_with_spatially_correlated_regions(run, tmp_path):
     idx = [list(tasks.region_ids).index(r) for r in ev8.region_ids]
     ref = pool_mv(np.asarray(pooled.yi), np.asarray(pooled.vi), random=[np.arange(8)],
                   spatial=Spatial(tasks.graph.data.pos.numpy()[idx], "SPEXP", "gcd"))  # fmt: skip
-    assert sp["k"] == 8 and sp["estimate"] == pytest.approx(float(ref.beta[0]), rel=1e-10)
-    assert sp["range_km"] == pytest.approx(ref.rho, rel=1e-10) and sp["range_km"] > 0
+    assert sp["k"] == 8 and sp["estimate"] == pytest.approx(float(ref.beta[0]), rel=1e-6)
+    assert sp["logLik"] == pytest.approx(ref.logLik, rel=1e-9) and sp["logLik"] >= ref.logLik - 1e-9
+    assert sp["se"] == pytest.approx(float(ref.se[0]), rel=1e-5) and sp["range_km"] > 0
+    comp = pd.read_csv(tmp_path / "b" / "skill_comparison.csv").set_index("method")
+    y = observed(tasks, fc[0])
+    for f in fc[1:]:  # each comparison as its own pool_mv fit
+        yi, vi = log_mse_ratio(y, fc[0].mean, f.mean)
+        pos = tasks.graph.data.pos.numpy()[fc[0].regions]
+        one = pool_mv(yi, vi, random=[np.arange(8)], spatial=Spatial(pos, "SPEXP", "gcd"))
+        row = comp.loc[f.method]
+        assert row.spatial_k == 8
+        assert row.spatial_mse_ratio == pytest.approx(np.exp(one.beta[0]), rel=1e-6)
+        assert row.spatial_ci_ub == pytest.approx(np.exp(one.ci_ub[0]), rel=1e-5)
+        label = _METHOD_NAMES.get(f.method, f.method)
+        line = next(ln for ln in rep.summary.splitlines() if ln.startswith(f"| {label} | 8 |"))
+        assert line.endswith(f"{row.spatial_ci_ub:.3f} | {row.range_km:,.0f} |")
     assert "with neighbouring regions' errors correlated" in rep.summary
     assert f"fitted range {sp['range_km']:.0f} km" in rep.summary

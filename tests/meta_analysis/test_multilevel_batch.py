@@ -159,8 +159,18 @@ def test_bad_batches_are_named():
     Vb[0, 0, 1] = Vb[0, 1, 0] = 1.0
     with pytest.raises(ValueError, match=r"`V` of analysis 0 is not positive definite"):
         pool_mv_batch(Y, Vb, random=[ids])
-    with pytest.raises(ValueError, match=r"2-D `V` is ambiguous"):
-        pool_mv_batch(np.zeros((6, 6)), np.ones((6, 6)), random=[ids])
+    with pytest.raises(ValueError, match=r"shared by all: pass it as V\[None\]"):
+        pool_mv_batch(Y, np.eye(6) * 0.1, random=[ids])
+    with pytest.raises(ValueError, match=r"a 3-D `V` holds covariance matrices"):
+        pool_mv_batch(Y, np.ones((2, 6, 6)), random=[ids])
+    # as many analyses as effects: a 2-D V is each analysis's variances, and a shared
+    # covariance matrix (1, k, k) gives the same fit as that matrix repeated
+    Y6 = np.random.default_rng(0).normal(size=(6, 6))
+    a = pool_mv_batch(Y6, np.full((6, 6), 0.05), random=[ids])
+    b = pool_mv_batch(Y6, np.eye(6)[None] * 0.05, random=[ids])
+    c = pool_mv_batch(Y6, np.broadcast_to(np.eye(6) * 0.05, (6, 6, 6)), random=[ids])
+    np.testing.assert_allclose(a.beta, b.beta, rtol=1e-12)
+    np.testing.assert_allclose(c.beta, b.beta, rtol=1e-12)
     with pytest.raises(ValueError, match=r"`Y` must be \(analyses, effects\)"):
         pool_mv_batch(Y[0], v[0], random=[ids])
     with pytest.raises(ValueError, match=r"2 `labels` for 3 analyses"):
