@@ -55,9 +55,16 @@ def _ranking(frame: pd.DataFrame, units: str) -> list[str]:
 def _spatial(sp: dict) -> list[str]:
     """The spatial model's lines of the pooled-skill section."""
     ratio, lo, hi = (float(np.exp(sp[c])) for c in ("estimate", "ci_lb", "ci_ub"))
+    bound = sp.get("range_at_bound", False)
+    rng = (
+        f"range at its bound, {sp['range_km']:.0f} km: the correlation falls linearly with "
+        "distance across the whole domain"
+        if bound
+        else f"fitted range {sp['range_km']:.0f} km"
+    )
     return [
         f"- with neighbouring regions' errors correlated (exponential in the distance between "
-        f"centroids, fitted range {sp['range_km']:.0f} km; spatial variance "
+        f"centroids, {rng}; spatial variance "
         f"{sp['tau2_spatial']:.4f}, independent {sp['sigma2_independent']:.4f}): pooled MSE "
         f"ratio {ratio:.3f} (95% CI {lo:.3f} to {hi:.3f}), i.e. skill {1 - ratio:+.1%} "
         f"(95% CI {1 - hi:+.1%} to {1 - lo:+.1%}). This is the interval to quote; the one "
@@ -106,7 +113,10 @@ def _comparison(frame: pd.DataFrame, method: str) -> list[str]:
         + (
             " The spatial columns pool the same ratios with an exponential correlation of the "
             "distance between region centroids (range fitted, every comparison in one batched "
-            "fit; regions scored by every method)."
+            "fit; regions scored by every method). A range marked * reached its bound, ten "
+            "times the regions' extent: the correlation falls linearly with distance across "
+            "the whole domain, and range and spatial variance are not told apart (the "
+            "interval stands)."
             if spatial
             else ""
         ),
@@ -132,7 +142,8 @@ def _comparison(frame: pd.DataFrame, method: str) -> list[str]:
             fitted = np.isfinite(r["spatial_mse_ratio"])
             tail = (
                 f" {r['spatial_mse_ratio']:.3f} | {r['spatial_ci_lb']:.3f} to "
-                f"{r['spatial_ci_ub']:.3f} | {r['range_km']:,.0f} |"
+                f"{r['spatial_ci_ub']:.3f} | {r['range_km']:,.0f}"
+                f"{'*' if r.get('range_at_bound', False) else ''} |"
                 if fitted
                 else " – | – | – |"
             )

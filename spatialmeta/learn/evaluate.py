@@ -307,8 +307,10 @@ def compare_methods(
     independent. With a region graph (centroids) and 5 to 1,000 regions scored by every
     method, the same ratios pooled with spatially correlated regions too, every
     comparison in one batched fit (:func:`spatial_comparison`): ``spatial_k``,
-    ``spatial_mse_ratio``, ``spatial_ci_lb``, ``spatial_ci_ub``, ``spatial_pval`` and the
-    fitted ``range_km`` (NaN where that model was not fitted).
+    ``spatial_mse_ratio``, ``spatial_ci_lb``, ``spatial_ci_ub``, ``spatial_pval``, the
+    fitted ``range_km`` (NaN where that model was not fitted) and ``range_at_bound`` (the
+    range at ten times the regions' extent: correlation linear in distance over the whole
+    domain).
 
     References
     ----------
@@ -350,12 +352,14 @@ def compare_methods(
         frame["spatial_k"] = 0
         for c in (*sp_cols, "spatial_pval", "range_km"):
             frame[c] = np.nan
+        frame["range_at_bound"] = False
     else:
         res, used = fit
         frame["spatial_k"] = int(used.sum())
         for c, f in zip(sp_cols, ("beta", "ci_lb", "ci_ub"), strict=True):
             frame[c] = np.exp(getattr(res, f)[:, 0])
         frame["spatial_pval"], frame["range_km"] = res.pval[:, 0], res.rho
+        frame["range_at_bound"] = res.range_at_bound
     # Regions share weather, so their ratios are not independent and the pooled interval
     # is too narrow where errors are spatially correlated. The Diebold–Mariano test on the
     # area-weighted mean loss of each origin is not affected by that correlation (it is

@@ -67,7 +67,9 @@ class MultilevelBatchResult(Result):
     axis: ``beta``/``se``/``zval``/``pval``/``ci_lb``/``ci_ub`` ``(B, p)``, ``theta``
     ``(B, n_par)`` (the parameters named in ``par_names``; a spatial range on the log
     scale), ``sigma2`` and ``I2`` ``(B, levels)``, ``tau2``/``rho`` ``(B,)`` for a spatial
-    component (variance and range), ``QE``/``QEp``/``QM``/``QMp``/``logLik``/``converged``
+    component (variance and range) and ``range_at_bound`` (the range reached its upper
+    bound, ten times the extent: the correlation falls linearly with distance across the
+    whole domain and range and variance are not told apart; the fit stands), ``QE``/``QEp``/``QM``/``QMp``/``logLik``/``converged``
     ``(B,)``. ``labels`` name the analyses. ``fit(b)`` is analysis ``b``'s full result."""
 
     labels: tuple
@@ -84,6 +86,7 @@ class MultilevelBatchResult(Result):
     I2: np.ndarray
     tau2: np.ndarray | None
     rho: np.ndarray | None
+    range_at_bound: np.ndarray | None
     QE: np.ndarray
     QEp: np.ndarray
     QM: np.ndarray
@@ -121,6 +124,7 @@ class MultilevelBatchResult(Result):
             cols[f"sigma2 ({n})"] = self.sigma2[:, j]
         if self.tau2 is not None:
             cols["tau2"], cols["rho"] = self.tau2, self.rho
+            cols["range_at_bound"] = self.range_at_bound
         cols["logLik"], cols["converged"] = self.logLik, self.converged
         return pd.DataFrame(cols, index=pd.Index(self.labels, name="analysis"))
 
@@ -333,7 +337,7 @@ def pool_mv_batch(Y, V, *, random=(), structured: Structured | None = None,
     >>> Y = 0.2 + rng.normal(0, 0.3, (5, 30))
     >>> res = pool_mv_batch(Y, np.full(30, 0.02), random=[np.arange(30)], spatial=Spatial(xy))
     >>> res.beta.shape, res.to_frame().shape
-    ((5, 1), (5, 10))
+    ((5, 1), (5, 11))
     """
     if method not in ("REML", "ML"):
         raise ValueError(f"pool_mv_batch: `method` must be 'REML' or 'ML'; got {method!r}.")
@@ -446,15 +450,16 @@ def _batch_result(batch: _Batch, spec: _Spec, T, ll, conv, level, lab, steps):
         else np.zeros((B, 0))
     )
     I2 = 100 * sigma2 / (sigma2.sum(1, keepdims=True) + typical[:, None])
-    tau2 = rho = None
+    tau2 = rho = at_bound = None
     if spec.spatial is not None:
         tau2, rho = T[:, batch.slices[-1]][:, 0], np.exp(T[:, batch.slices[-1]][:, 1])
+        at_bound = T[:, batch.slices[-1]][:, 1] >= batch.hi[batch.slices[-1]][1] - 1e-6
     structure = spec.spatial.structure if spec.spatial is not None else (
         spec.structured.structure if spec.structured is not None else None)  # fmt: skip
     par_names = tuple(n for c in spec.comps for n in c.names)
     return MultilevelBatchResult(
         lab, beta, se, zval, 2 * stats.norm.sf(np.abs(zval)), beta - crit * se,
-        beta + crit * se, T, par_names, sigma2, tuple(spec.lv_names), I2, tau2, rho, QE,
+        beta + crit * se, T, par_names, sigma2, tuple(spec.lv_names), I2, tau2, rho, at_bound, QE,
         stats.chi2.sf(QE, k - p), QM, QMp, ll, conv, k, "REML" if batch.reml else "ML",
         float(level), tuple(spec.coef), structure, steps, (Y, batch.V, spec),
     )  # fmt: skip

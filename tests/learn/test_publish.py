@@ -164,6 +164,7 @@ def test_pooled_skill_with_spatially_correlated_regions(run, tmp_path):
         assert row.spatial_ci_ub == pytest.approx(np.exp(one.ci_ub[0]), rel=1e-5)
         label = _METHOD_NAMES.get(f.method, f.method)
         line = next(ln for ln in rep.summary.splitlines() if ln.startswith(f"| {label} | 8 |"))
-        assert line.endswith(f"{row.spatial_ci_ub:.3f} | {row.range_km:,.0f} |")
+        star = "*" if row.range_at_bound else ""
+        assert line.endswith(f"{row.spatial_ci_ub:.3f} | {row.range_km:,.0f}{star} |")
     assert "with neighbouring regions' errors correlated" in rep.summary
     assert f"fitted range {sp['range_km']:.0f} km" in rep.summary

@@ -177,3 +177,19 @@ def test_bad_batches_are_named():
         pool_mv_batch(Y, v, random=[ids], labels=["a", "b"])
     with pytest.raises(ValueError, match=r"random level 'level 1' has one cluster"):
         pool_mv_batch(Y, v, random=[np.zeros(6)])
+
+
+def test_a_linear_trend_in_space_takes_the_range_to_its_bound_and_says_so():
+    """Fields that are planes over the square (a trend, plus noise) have a linear variogram
+    with no sill: the range climbs to its bound, ten times the extent, and the result
+    flags it; a field with range 3 does not reach it."""
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 10, (40, 2))
+    Y = np.stack([0.3 * (xy @ rng.normal(size=2)) + rng.normal(0, 0.1, 40) for _ in range(4)])
+    res = pool_mv_batch(Y, np.full(40, 0.01), random=[np.arange(40)], spatial=Spatial(xy))
+    extent = np.sqrt(((xy[:, None] - xy[None]) ** 2).sum(-1)).max()
+    np.testing.assert_allclose(res.rho, 10 * extent, rtol=1e-9)
+    assert res.range_at_bound.all() and res.to_frame()["range_at_bound"].all()
+    xy2, Y2, v2 = _fields(3, 40, seed=7)
+    ok = pool_mv_batch(Y2, v2, random=[np.arange(40)], spatial=Spatial(xy2))
+    assert not ok.range_at_bound.any()
