@@ -62,24 +62,20 @@ def multilevel_fit(st, structure: str, *, rho: float, method: str, level: float,
                       names=["cluster", "effect"], **kw)  # fmt: skip
     else:
         fit = pool_mv(st.yi, V, structured=Structured(st.inner, st.clusters, structure), **kw)
-    out = {"fit": fit, "structure": structure, "rho": rho, "confint": None}
-    if structure == "3level":
-        out["confint"] = fit.confint()
+    out = {"fit": fit, "structure": structure, "rho": rho, "confint": fit.confint(level)}
     out["robust"] = robust(fit, st.clusters, type=robust_type)
     return out
 
 
-def _components(fit: MultilevelResult, ci) -> list[tuple[str, float, float, float]]:
+def _components(fit: MultilevelResult, ci) -> list[tuple[str, float, str]]:
+    """Each random-effects parameter with its profile interval (a bound the likelihood
+    does not drop to marked "(bound)")."""
     rows = []
-    for j, name in enumerate(fit.levels):
-        lo, hi = (np.nan, np.nan) if ci is None else (ci.iloc[j].ci_lb, ci.iloc[j].ci_ub)
-        rows.append((f"sigma^2 ({name})", float(fit.sigma2[j]), lo, hi))
-    if fit.struct_levels is not None:
-        tau2 = np.atleast_1d(fit.tau2)
-        names = fit.struct_levels if tau2.size > 1 else ("",)
-        rows += [(f"tau^2 {n}".strip(), float(t), np.nan, np.nan)
-                 for n, t in zip(names, tau2, strict=True)]  # fmt: skip
-        rows += [("rho", float(r), np.nan, np.nan) for r in np.atleast_1d(fit.rho)]
+    for name, r in ci.iterrows():
+        label = f"sigma^2 ({name})" if name in fit.levels else str(name).replace("tau2", "tau^2")
+        lo = fmt_num(r.ci_lb) + (" (bound)" if r.lb_at_bound and r.ci_lb != 0 else "")
+        hi = fmt_num(r.ci_ub) + (" (bound)" if r.ub_at_bound else "")
+        rows.append((label, float(r.estimate), f"{lo} to {hi}"))
     return rows
 
 
@@ -96,13 +92,10 @@ def multilevel_markdown(m: dict[str, Any], cluster: str, inner: str | None) -> l
             else " (imputed, clubSandwich's impute_covariance_matrix)"
         ),  # fmt: skip
         "",
-        "| component | estimate | 95% profile CI |"
-        if m["confint"] is not None
-        else "| component | estimate | |",
+        f"| component | estimate | {fit.level:g}% profile CI |",
         "|---|---:|---|",
     ]
-    for name, est, lo, hi in _components(fit, m["confint"]):
-        ci = f"{fmt_num(lo)} to {fmt_num(hi)}" if np.isfinite(lo) else ""
+    for name, est, ci in _components(fit, m["confint"]):
         lines.append(f"| {name} | {fmt_num(est)} | {ci} |")
     if fit.I2 is not None and fit.struct_levels is None:
         lines += ["", "I² by level: " + ", ".join(
@@ -129,8 +122,7 @@ def multilevel_results(m: dict[str, Any]) -> dict[str, Any]:
     fit: MultilevelResult = m["fit"]
     out = {"structure": m["structure"], "rho": m["rho"], "model": fit.to_dict()}
     out["model"].pop("yi", None)
-    if m["confint"] is not None:
-        out["confint"] = m["confint"].reset_index().to_dict(orient="records")
+    out["confint"] = m["confint"].reset_index().to_dict(orient="records")
     rb = m["robust"].to_dict()
     rb.pop("vcov", None)
     out["robust"] = rb

@@ -107,31 +107,63 @@ class _Model:
         g = np.array([-0.5 * np.sum(P * d) + 0.5 * Si_r @ d @ Si_r for d in dS])
         return ll, g
 
+    def scales(self, x) -> np.ndarray:
+        """Each parameter's approximate standard error at ``x``: ``1 / sqrt`` of the
+        average information's diagonal ``1/2 (dS_q P r)' P (dS_q P r)`` (1 where it is
+        not positive)."""
+        try:
+            S, dS, cf, Si_X, cx, beta, Si_r, *_ = self.parts(x)
+        except (np.linalg.LinAlgError, linalg.LinAlgError, ValueError):
+            return np.ones(self.n_par)
+        Si = linalg.cho_solve(cf, np.eye(self.k))
+        P = Si - Si_X @ linalg.cho_solve(cx, Si_X.T) if self.reml else Si
+        info = np.array([0.5 * (d @ Si_r) @ P @ (d @ Si_r) for d in dS])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sc = 1 / np.sqrt(info)
+        return np.where(np.isfinite(sc) & (sc > 0), sc, 1.0)
+
     def maximize(self, start, fixed: dict | None = None):
-        """Maximize over the parameters (``fixed``: index -> value held)."""
-        bounds = list(self.bounds)
-        x0 = np.array(start, dtype=float)
+        """Maximize over the parameters (``fixed``: index -> value held). The held ones are
+        left out of the optimizer's vector: held by equal bounds instead, their large
+        gradient stalled L-BFGS-B's first line search (a profile point not re-maximized)."""
+        lo = np.array([b[0] if b[0] is not None else -np.inf for b in self.bounds])
+        hi = np.array([b[1] if b[1] is not None else np.inf for b in self.bounds])
+        x_full = np.clip(np.array(start, dtype=float), lo, hi)
+        free = np.ones(self.n_par, bool)
         for i, v in (fixed or {}).items():
-            bounds[i] = (v, v)
-            x0[i] = v
-        lo = np.array([b[0] if b[0] is not None else -np.inf for b in bounds])
-        hi = np.array([b[1] if b[1] is not None else np.inf for b in bounds])
-        x0 = np.clip(x0, lo, hi)
+            x_full[i], free[i] = v, False
+        bounds = [b for b, f in zip(self.bounds, free, strict=True) if f]
 
-        def neg(x):
+        def neg(z):
+            x = x_full.copy()
+            x[free] = z
             ll, g = self.loglik(x)
-            return -ll, -g
+            return -ll, -g[free]
 
-        res = optimize.minimize(neg, x0, jac=True, method="L-BFGS-B", bounds=bounds,
-                                options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 5000})  # fmt: skip
-        x = np.clip(np.array(res.x, dtype=float), lo, hi)
-        g = -neg(x)[1]
+        if not free.any():
+            return x_full, float(self.loglik(x_full, grad=False)[0]), True
+        # in units of each parameter's standard error at the start (the average
+        # information's diagonal): unscaled, a variance of 0.03 with a gradient of 7 had
+        # L-BFGS-B's first step jump to the bound and stop there
+        sc = self.scales(x_full)[free]
+
+        def neg_z(z):
+            f, g = neg(z * sc)
+            return f, g * sc
+
+        zb = [(None if b[0] is None else b[0] / s_, None if b[1] is None else b[1] / s_)
+              for b, s_ in zip(bounds, sc, strict=True)]  # fmt: skip
+        res = optimize.minimize(neg_z, x_full[free] / sc, jac=True, method="L-BFGS-B",
+                                bounds=zb, options={"ftol": 1e-15, "gtol": 1e-12,
+                                                    "maxiter": 5000})  # fmt: skip
+        x = x_full.copy()
+        x[free] = np.clip(np.array(res.x, dtype=float) * sc, lo[free], hi[free])
+        g = -neg(x[free])[1]
+        xf, lf, hf = x[free], lo[free], hi[free]
         # converged: the optimizer says so, or the gradient vanishes where no bound holds
-        free = ~(np.isclose(x, lo) & (g < 0)) & ~(np.isclose(x, hi) & (g > 0))
-        if fixed:
-            free[list(fixed)] = False
-        ok = bool(res.success) or bool(np.abs(g[free]).max(initial=0.0) < 1e-4)
-        return x, -float(res.fun), ok
+        inner = ~(np.isclose(xf, lf) & (g < 0)) & ~(np.isclose(xf, hf) & (g > 0))
+        ok = bool(res.success) or bool(np.abs(g[inner]).max(initial=0.0) < 1e-4)
+        return x, -float(neg(x[free])[0]), ok
 
 
 @dataclass(frozen=True, eq=False)
@@ -239,31 +271,63 @@ class MultilevelResult(Result):
         return out
 
     def confint(self, level: float | None = None) -> pd.DataFrame:
-        """Profile likelihood intervals of the nested levels' variances (metafor's
+        """Profile likelihood intervals of every random-effects parameter (metafor's
         ``confint`` of an ``rma.mv`` fit): where the (restricted) log-likelihood, maximized
-        over every other parameter, drops by ``chi2_1(level) / 2`` from its maximum; a bound
-        at 0 when the drop there is smaller."""
+        over every other parameter, drops by ``chi2_1(level) / 2`` from its maximum. One
+        row per parameter: each nested level's variance (named by the level), then the
+        structured or spatial component's (``tau2``, ``rho`` as :attr:`tau2`/:attr:`rho`
+        hold them: a spatial range on its natural scale). Where the drop is not reached
+        before a parameter's bound (a variance at 0, a correlation at +-1, a range at ten
+        times the extent) the interval ends there and ``lb_at_bound``/``ub_at_bound`` say
+        so."""
         m, theta = self.model, np.asarray(self.theta, dtype=float)
         drop = stats.chi2.ppf((level or self.level) / 100, 1) / 2
         target = self.logLik - drop
+        names = {j: self.levels[j] for j, _ in self._nested()}
         rows = []
-        for j, _ in self._nested():  # a level's variance is parameter j
-            est = float(theta[j])
-
-            def prof(v, i=j):
-                return m.maximize(theta, {i: v})[1] - target
-
-            lo = 0.0
-            if est > 0 and prof(0.0) < 0:
-                lo = optimize.brentq(prof, 0.0, est, xtol=1e-12, rtol=1e-10)
-            hi, step = np.nan, max(est, 1e-4)
-            for _ in range(60):  # widen until the drop is passed (a handful of doublings)
-                if prof(est + step) < 0:
-                    hi = optimize.brentq(prof, est, est + step, xtol=1e-12, rtol=1e-10)
-                    break
-                step *= 2
-            rows.append({"component": self.levels[j], "estimate": est, "ci_lb": lo, "ci_ub": hi})
+        for ci, (comp, sl) in enumerate(zip(m.comps, m.slices, strict=True)):
+            for q, j in enumerate(range(sl.start, sl.stop)):
+                name = names.get(ci) if q == 0 and ci in names else comp.names[q]
+                if ci < len(self.levels) and ci not in names:  # a known-correlation level
+                    name = self.levels[ci]
+                log = name == "log rho"
+                lo, hi, lo_b, hi_b = self._profile(j, theta, target)
+                f = math.exp if log else float
+                rows.append({"component": "rho" if log else name, "estimate": f(theta[j]),
+                             "ci_lb": f(lo), "ci_ub": f(hi), "lb_at_bound": lo_b,
+                             "ub_at_bound": hi_b})  # fmt: skip
         return pd.DataFrame(rows).set_index("component")
+
+    def _profile(self, j: int, theta: np.ndarray, target: float):
+        """The interval of parameter ``j``: the two roots of the profile log-likelihood
+        minus ``target``, or the parameter's bounds where it stays above."""
+        m = self.model
+        est = float(theta[j])
+        lo_b, hi_b = m.bounds[j]
+        lo_b = -np.inf if lo_b is None else float(lo_b)
+        hi_b = np.inf if hi_b is None else float(hi_b)
+
+        def prof(v):
+            return m.maximize(theta, {j: v})[1] - target
+
+        tol = {"xtol": 1e-12, "rtol": 1e-10}
+        if est <= lo_b or prof(lo_b) >= 0:
+            lo, lo_at = lo_b, True
+        else:
+            lo, lo_at = optimize.brentq(prof, lo_b, est, **tol), False
+        if np.isfinite(hi_b):
+            if est >= hi_b or prof(hi_b) >= 0:
+                hi, hi_at = hi_b, True
+            else:
+                hi, hi_at = optimize.brentq(prof, est, hi_b, **tol), False
+            return lo, hi, lo_at, hi_at
+        hi, step = np.nan, max(abs(est), 1e-4)
+        for _ in range(60):  # widen until the drop is passed (a handful of doublings)
+            if prof(est + step) < 0:
+                hi = optimize.brentq(prof, est, est + step, **tol)
+                break
+            step *= 2
+        return lo, hi, lo_at, not np.isfinite(hi)
 
 
 def _labels(spec, k: int, i: int) -> tuple[str, np.ndarray, np.ndarray]:

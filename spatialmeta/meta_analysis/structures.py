@@ -212,10 +212,11 @@ class _SpatialComponent(_Component):
         return np.array([total, math.log(self.scale / 2)])
 
     def starts(self, total):
-        """The range's likelihood can have two modes on few regions (a short range that
-        acts as a nugget and a long one); start from ranges across the data's distances:
-        1/50, 1/10, 1/2 and 2 times the median distance (within the bounds)."""
-        return [np.array([total, math.log(self.scale * f)]) for f in (0.5, 0.02, 0.1, 2.0)]
+        """The range's likelihood can have several modes on few regions (a short range
+        that acts as a nugget, a middle one, the ridge toward a linear variogram at the
+        bound); start from ranges across the data's distances:
+        1/50, 1/10, 1/2, 2 and 10 times the median distance."""
+        return [np.array([total, math.log(self.scale * f)]) for f in (0.5, 0.02, 0.1, 2.0, 10.0)]
 
     def bounds(self):
         return [(0.0, None), (math.log(self.scale * 1e-4), math.log(10 * self.extent))]

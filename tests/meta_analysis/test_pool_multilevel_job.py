@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from spatialmeta.cli import app
 from spatialmeta.jobs.pool import StudyTableError, pool_job
+from spatialmeta.meta_analysis.results import fmt_num
 
 REF = json.loads((Path(__file__).resolve().parents[1] / "reference" /
                   "multivariate_reference.json").read_text())["cli"]  # fmt: skip
@@ -65,7 +66,12 @@ def test_structured_section_through_the_cli(tmp_path):
     m = json.loads((tmp_path / "o" / "results.json").read_text())["multilevel"]
     assert m["model"]["structure"] == "UN" and m["model"]["struct_levels"] == ["AL", "PD"]
     assert len(m["model"]["tau2"]) == 2 and len(m["model"]["rho"]) == 1
-    assert "| rho |" in (tmp_path / "o" / "report.md").read_text()
+    # every parameter with its profile interval, as MultilevelResult.confint gives it
+    assert [r["component"] for r in m["confint"]] == ["tau2 (AL)", "tau2 (PD)", "rho (PD, AL)"]
+    report = (tmp_path / "o" / "report.md").read_text()
+    r = m["confint"][2]
+    assert f"| rho (PD, AL) | {fmt_num(r['estimate'])} | {fmt_num(r['ci_lb'])}" in report
+    assert "| tau^2 (AL) |" in report
 
 
 @pytest.mark.parametrize(
