@@ -87,6 +87,12 @@ _MEASURE_NAMES = {
     "ZCOR": "Fisher's z-transformed correlation",
 }
 SELMODEL_MIN_K = 10  # fewer studies than this cannot inform a step's delta
+# the selection models of the bias section: result key, name, selmodel's arguments
+SELECTION_MODELS = (
+    ("selmodel", "step at p = 0.025", {"steps": (0.025, 1.0)}),
+    ("selmodel_beta", "beta", {"type": "beta"}),
+    ("selmodel_halfnorm", "half-normal", {"type": "halfnorm"}),
+)
 _PLOTS = ("forest", "funnel", "baujat", "radial", "posterior", "shrinkage")
 _LABEL_NAMES = ("study", "label", "slab")
 
@@ -648,17 +654,18 @@ def _fit_all(st: _Studies, method: str, test: str, level: float, run: _Run,
     fits["ranktest"] = run.section("rank correlation test", lambda: ranktest(y, v), few)
     fits["trimfill"] = run.section("trim-and-fill", lambda: trimfill(res), few)
     fits["pet_peese"] = run.section("PET-PEESE", lambda: pet_peese(y, v, level=level), few)
-    fits["selmodel"] = run.section(
-        "selection model",
-        lambda: selmodel(
-            res,
-            steps=(0.025, 1.0),
-            alternative="less" if float(np.ravel(res.estimate)[0]) < 0 else "greater",
-        ),  # fmt: skip
-        f"a step-function selection model needs at least {SELMODEL_MIN_K} studies; k = {k}"
-        if k < SELMODEL_MIN_K
-        else None,
-    )
+    # selection models in the direction of the pooled effect: the step function at p =
+    # .025, and the two smooth weight functions (beta: Citkowicz & Vevea 2017; half-normal:
+    # Preston et al. 2004), each with its LRT against no selection
+    side = "less" if float(np.ravel(res.estimate)[0]) < 0 else "greater"
+    for key, kind, kw_sel in SELECTION_MODELS:
+        fits[key] = run.section(
+            f"selection model ({kind})",
+            lambda kw_sel=kw_sel: selmodel(res, alternative=side, **kw_sel),
+            f"a selection model needs at least {SELMODEL_MIN_K} studies; k = {k}"
+            if k < SELMODEL_MIN_K
+            else None,
+        )
     fits["fsn"] = {
         t: run.section(f"fail-safe N ({t})", lambda t=t: fsn(y, v, type=t))
         for t in ("Rosenthal", "Orwin", "Rosenberg")
@@ -765,15 +772,16 @@ def _bias_md(fits, level) -> list[str]:
             extra = f"weighted mean {_f(r.meanes)}"
         p = _p(r.pval) if t != "Orwin" else ""
         rows.append([f"Fail-safe N ({t}, alpha {r.alpha:g})", f"N = {r.fsnum:g}", p, extra])
-    sel = fits.get("selmodel")
-    if sel is not None:
-        rows.append([f"Selection model (step at p = {sel.steps[0]:g}; LRT, {sel.LRTdf} df)",
-                     f"{_f(sel.LRT)}", _p(sel.LRTp),
-                     f"adjusted {_f(sel.beta[0])} [{_f(sel.ci_lb[0])}, {_f(sel.ci_ub[0])}]"])  # fmt: skip
+    for key, kind, _ in SELECTION_MODELS:
+        sel = fits.get(key)
+        if sel is not None:
+            rows.append([f"Selection model ({kind}; LRT, {sel.LRTdf} df)", f"{_f(sel.LRT)}",
+                         _p(sel.LRTp), f"adjusted {_f(sel.beta[0])} [{_f(sel.ci_lb[0])}, "
+                         f"{_f(sel.ci_ub[0])}]"])  # fmt: skip
     lines = []
     if rows:
         lines += [_md_table(["Method", "Statistic", "p", "Estimate"], rows, "lrrl"), ""]
-    for key in ("egger", "trimfill", "pet_peese", "selmodel"):
+    for key in ("egger", "trimfill", "pet_peese", *(m[0] for m in SELECTION_MODELS)):
         r = fits.get(key)
         if r is not None:
             lines += ["```text", r.summary().strip("\n"), "```", ""]
@@ -979,7 +987,10 @@ def _results(st, fits, run, settings, files) -> dict[str, Any]:
         "ranktest": None if fits.get("ranktest") is None else fits["ranktest"].to_dict(),
         "trimfill": None if fits.get("trimfill") is None else fits["trimfill"].to_dict(),
         "pet_peese": None if fits.get("pet_peese") is None else fits["pet_peese"].to_dict(),
-        "selmodel": None if fits.get("selmodel") is None else fits["selmodel"].to_dict(),
+        **{
+            key: (None if fits.get(key) is None else fits[key].to_dict())
+            for key, _, _ in SELECTION_MODELS
+        },  # fmt: skip
         "fsn": {t: (None if r is None else r.to_dict()) for t, r in fs.items()},
     }
     loo = fits.get("leave1out")
@@ -1122,10 +1133,11 @@ def _summary(st, fits, run, out: Path, settings) -> str:
         )
     if tf is not None:
         bias.append(f"trim-and-fill: k0 = {int(tf.k0)} ({tf.side}), adjusted {_f(tf.estimate)}")
-    sel = fits.get("selmodel")
-    if sel is not None:
-        bias.append(f"selection model (step at p = {sel.steps[0]:g}): adjusted "
-                    f"{_f(sel.beta[0])}, LRT p {_peq(sel.LRTp)}")  # fmt: skip
+    for key, kind, _ in SELECTION_MODELS:
+        sel = fits.get(key)
+        if sel is not None:
+            bias.append(f"selection model ({kind}): adjusted {_f(sel.beta[0])}, LRT p "
+                        f"{_peq(sel.LRTp)}")  # fmt: skip
     fs = fits.get("fsn", {}).get("Rosenthal")
     if fs is not None:
         bias.append(f"fail-safe N (Rosenthal) = {fs.fsnum:g}")

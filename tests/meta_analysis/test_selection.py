@@ -97,9 +97,10 @@ def test_no_selection_gives_the_ml_fit_and_bad_steps_are_refused():
 
 
 def test_the_pool_report_carries_the_selection_model(tmp_path):
-    """``spatialmeta pool``'s bias section: the step model at p = 0.025 in the direction of
-    the pooled effect (``less`` for BCG's protective log risk ratios), as selmodel gives it;
-    a table under 10 studies says why it is skipped."""
+    """``spatialmeta pool``'s bias section: the step model at p = 0.025 and the beta and
+    half-normal models, in the direction of the pooled effect (``less`` for BCG's
+    protective log risk ratios), as selmodel gives them; a table under 10 studies says why
+    they are skipped."""
     import pandas as pd
     from typer.testing import CliRunner
 
@@ -117,12 +118,23 @@ def test_the_pool_report_carries_the_selection_model(tmp_path):
     assert got["beta"][0] == pytest.approx(float(want.beta[0]), rel=1e-10)
     assert got["LRTp"] == pytest.approx(want.LRTp, rel=1e-10)
     assert "selection model (step at p = 0.025): adjusted" in res.output
+    bias = json.loads((tmp_path / "r" / "results.json").read_text())["publication_bias"]
+    report = (tmp_path / "r" / "report.md").read_text()
+    for key, kind, name in (("selmodel_beta", "beta", "beta"),
+                            ("selmodel_halfnorm", "halfnorm", "half-normal")):  # fmt: skip
+        one = selmodel(pool(np.array(c["yi"]), np.array(c["vi"])), type=kind, alternative="less")
+        assert bias[key]["type"] == kind and bias[key]["alternative"] == "less"
+        assert bias[key]["beta"][0] == pytest.approx(float(one.beta[0]), rel=1e-10)
+        assert bias[key]["LRTp"] == pytest.approx(one.LRTp, rel=1e-10)
+        assert f"selection model ({name}): adjusted" in res.output
+        assert f"| Selection model ({name}; LRT, {one.LRTdf} df) |" in report
     pd.DataFrame({"yi": c["yi"][:6], "vi": c["vi"][:6]}).to_csv(tmp_path / "s.csv", index=False)
     small = CliRunner().invoke(app, ["pool", str(tmp_path / "s.csv"), "--out",
                                      str(tmp_path / "r2"), "--no-progress"])  # fmt: skip
     assert small.exit_code == 0
     skipped = json.loads((tmp_path / "r2" / "results.json").read_text())["skipped"]
-    assert "at least 10 studies; k = 6" in skipped["selection model"]
+    for name in ("step at p = 0.025", "beta", "half-normal"):
+        assert "at least 10 studies; k = 6" in skipped[f"selection model ({name})"]
 
 
 # --- the beta (Citkowicz & Vevea) and half-normal (Preston et al.) weight functions -------
