@@ -356,8 +356,10 @@ class KnownCorrelation:
     """A random effect over the levels of ``labels`` with a known correlation matrix
     ``R`` between levels (metafor's ``random = ~ 1 | level, R = list(level = R)``):
     covariance ``sigma^2 R[a, b]`` between effects of levels ``a`` and ``b``, the variance
-    estimated. ``levels`` names the rows of ``R`` (default: the sorted labels). A
-    correlation from a region graph (say ``exp(-hops / h)``) fits here.
+    estimated. ``levels`` names the rows of ``R`` (default: the sorted labels). A region
+    graph's CAR or diffusion correlation fits here: ``KnownCorrelation(region_of_effect,
+    *graph.correlation("car", rho=0.9))`` (``spatialmeta.regions.RegionGraph.correlation``
+    returns the matrix and the region ids naming its rows).
 
     Examples
     --------
