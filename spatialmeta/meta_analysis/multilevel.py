@@ -6,8 +6,10 @@ The marginal model is ``y ~ N(X beta, Sigma)``, ``Sigma = V + sum_c S_c(theta_c)
 intercepts (``~ 1 | district/school``: ``sigma_l^2 Z_l Z_l'``), effects correlated within
 clusters (``~ inner | outer`` with a CS, HCS, UN, AR or DIAG structure), a spatially
 correlated effect, a known correlation matrix. The parameters maximize the restricted
-(REML) or full (ML) log-likelihood, by L-BFGS-B (variances ``>= 0``, correlations inside
-(-1, 1)) with the analytic gradient (``-1/2 tr(P dS) + 1/2 r' P dS P r``); ``beta`` is then
+(REML) or full (ML) log-likelihood (variances ``>= 0``, correlations inside (-1, 1)) by
+the stacked quasi-Newton ascent of :mod:`~spatialmeta.meta_analysis.mv_fit` from every
+start at once, with the analytic gradient (``-1/2 tr(P dS) + 1/2 r' P dS P r``); the
+profile intervals re-maximize by L-BFGS-B with a parameter held; ``beta`` is then
 the GLS estimate with ``Var(beta) = (X' Sigma^-1 X)^-1`` and z tests. ``QE`` is the test of
 residual heterogeneity with ``V`` alone and ``QM`` the Wald test of the moderators, as
 metafor reports them; ``I2`` splits the total heterogeneity between the nested levels
@@ -38,6 +40,7 @@ import numpy as np
 import pandas as pd
 from scipy import linalg, optimize, stats
 
+from spatialmeta.meta_analysis.mv_fit import fit_stack
 from spatialmeta.meta_analysis.regression import read_mods
 from spatialmeta.meta_analysis.results import Result, fmt_num, fmt_p
 from spatialmeta.meta_analysis.structures import (
@@ -444,13 +447,8 @@ def pool_mv(yi, V, *, random=(), structured: Structured | None = None,
     Vm = _check_V(V, k)
     spec = _spec(k, mods, intercept, random, structured, spatial, names)
     model = _Model(y, Vm, spec.X, spec.comps, method == "REML")
-    best = None
-    for x0 in _starts(spec.comps, y[None], np.diag(Vm)[None])[0]:
-        fit = model.maximize(x0)
-        if best is None or fit[1] > best[1]:
-            best = fit
-    xs, ll, converged = best
-    return _result(model, spec, xs, ll, converged, level)
+    T, ll, conv, _ = fit_stack(y[None], Vm, spec, method == "REML")  # every start at once
+    return _result(model, spec, T[0], float(ll[0]), bool(conv[0]), level)
 
 
 @dataclass
@@ -521,21 +519,6 @@ def _spec(k, mods, intercept, random, structured, spatial, names) -> _Spec:
         list(mod_names) or [f"mod{i}" for i in range(1, p + (not intercept))]
     )
     return _Spec(X, coef, intercept, comps, lv_names, n_lv, n_sigma, structured, spatial)
-
-
-def _starts(comps, Y: np.ndarray, vbar: np.ndarray) -> list[list[np.ndarray]]:
-    """Every analysis's starting points (rows of ``Y`` with sampling variances ``vbar``):
-    the heterogeneity left over the sampling variance, split evenly between the variance
-    parameters, crossed with each component's starts."""
-    n_var = max(sum(c.n_var for c in comps), 1)
-    total = np.maximum(Y.var(axis=1) - vbar.mean(axis=1), 0.01) / n_var
-    out = []
-    for t in total:
-        grid = [np.empty(0)]
-        for c in comps:
-            grid = [np.concatenate([g, s]) for g in grid for s in c.starts(float(t))]
-        out.append(grid)
-    return out
 
 
 def _result(model: _Model, spec: _Spec, xs, ll, converged, level) -> MultilevelResult:

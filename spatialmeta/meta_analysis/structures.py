@@ -323,7 +323,7 @@ class _StructuredComponent(_Component):
         outer = sd[:, :, None] * sd[:, None, :]
         G = outer * C
         # d G_ab / d tau2_a = sd_b C_ab / (2 sd_a) off the diagonal, 1 on it
-        inv = 1 / (2 * np.maximum(sd, 1e-150))
+        inv = 1 / (2 * np.maximum(sd, 1e-8))  # the sqrt kink at 0: a finite slope there
         dG = []
         for a in range(m):  # levels of the inner factor (a handful), not rows
             d = np.zeros((N, m, m))

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spatialmeta.meta_analysis import multilevel_batch
+from spatialmeta.meta_analysis import mv_fit
 from spatialmeta.meta_analysis.multilevel import Spatial, Structured, pool_mv
 from spatialmeta.meta_analysis.multilevel_batch import pool_mv_batch
 
@@ -74,7 +74,7 @@ def test_chunks_do_not_change_the_fit(monkeypatch):
     xy, Y, v = _fields(6, 20, seed=5)
     kw = dict(random=[np.arange(20)], spatial=Spatial(xy, "SPGAU"))
     whole = pool_mv_batch(Y, v, **kw)
-    monkeypatch.setattr(multilevel_batch, "CHUNK_ELEMENTS", 1)
+    monkeypatch.setattr(mv_fit, "CHUNK_ELEMENTS", 1)
     one_by_one = pool_mv_batch(Y, v, **kw)
     np.testing.assert_allclose(one_by_one.theta, whole.theta, rtol=1e-12)
     np.testing.assert_allclose(one_by_one.beta, whole.beta, rtol=1e-12)
