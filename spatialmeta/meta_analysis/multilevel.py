@@ -354,7 +354,21 @@ def _labels(spec, k: int, i: int) -> tuple[str, np.ndarray, np.ndarray]:
     return str(name), codes, np.asarray(uniq)
 
 
-def _check_V(V, k: int) -> np.ndarray:
+def _where(random, structured, k: int):
+    """A function naming effect ``i``'s cluster of the outermost random level (or of the
+    structure's outer clusters), for errors; None without labels."""
+    spec = random[0] if random else (structured.outer if structured is not None else None)
+    if spec is None or isinstance(spec, KnownCorrelation):
+        return None
+    labels = np.asarray(spec[0] if isinstance(spec, tuple) else spec, dtype=object).ravel()
+    if labels.size != k:
+        return None
+    return lambda i: f", in cluster {labels[i]!r}"
+
+
+def _check_V(V, k: int, where=None) -> np.ndarray:
+    """``V`` as a positive definite (k, k) matrix; ``where(i)`` words effect ``i``'s study
+    in an error (its clusters)."""
     Vm = np.asarray(V, dtype=float)
     if Vm.ndim == 1:
         if Vm.size != k or not (Vm > 0).all():
@@ -371,9 +385,10 @@ def _check_V(V, k: int) -> np.ndarray:
     except np.linalg.LinAlgError:
         w, vec = np.linalg.eigh(0.5 * (Vm + Vm.T))
         worst = int(np.argmax(np.abs(vec[:, 0])))
+        study = "" if where is None else where(worst)
         raise ValueError(
             f"pool_mv: `V` is not positive definite (smallest eigenvalue {w[0]:.3g}, carried "
-            f"mostly by effect {worst}); check that effect's variance and covariances."
+            f"mostly by effect {worst}{study}); check that effect's variance and covariances."
         ) from None
     return Vm
 
@@ -444,7 +459,7 @@ def pool_mv(yi, V, *, random=(), structured: Structured | None = None,
         )
     if np.ndim(V) == 0:
         V = np.full(k, float(V))
-    Vm = _check_V(V, k)
+    Vm = _check_V(V, k, _where(random, structured, k))
     spec = _spec(k, mods, intercept, random, structured, spatial, names)
     model = _Model(y, Vm, spec.X, spec.comps, method == "REML")
     T, ll, conv, _ = fit_stack(y[None], Vm, spec, method == "REML")  # every start at once

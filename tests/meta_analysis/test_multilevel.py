@@ -57,7 +57,8 @@ def test_bad_input_is_named():
     g = np.array(["a", "a", "b", "b"])
     V = np.diag(v)
     V[0, 1] = V[1, 0] = 0.5  # a covariance far above the variances
-    with pytest.raises(ValueError, match=r"`V` is not positive definite .* effect [01]"):
+    with pytest.raises(ValueError, match=r"`V` is not positive definite .* effect [01], in "
+                                         r"cluster 'a'\)"):  # fmt: skip
         pool_mv(y, V, random=[g])
     with pytest.raises(ValueError, match=r"random level 'level 1' has one cluster"):
         pool_mv(y, v, random=[np.array(["x"] * 4)])
