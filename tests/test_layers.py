@@ -24,14 +24,25 @@ PACKAGE_LAYERS = [
     {"_io"},
     {"meta_analysis", "raster", "regions", "viz", "report"},
     {"tasks"},
-    {"data", "learn"},
+    {"data", "learn", "screening"},
     # the application layer: the commands' work as stage functions (no engine imports it)
     {"jobs"},
     {"__init__"},
     {"cli"},
 ]
 # the layers that compute; a job is above all of them
-ENGINES = {"_io", "meta_analysis", "raster", "regions", "viz", "report", "tasks", "data", "learn"}
+ENGINES = {
+    "_io",
+    "meta_analysis",
+    "raster",
+    "regions",
+    "viz",
+    "report",
+    "tasks",
+    "data",
+    "learn",
+    "screening",
+}
 
 # the modules of spatialmeta.learn, lowest first (docs/architecture.md, "Learning, as built")
 LEARN_LAYERS = [
