@@ -46,6 +46,8 @@ FLAGS = {
     "pool": {"method": "--method", "test": "--test", "level": "--level", "measure": "--measure",
              "prior": "--prior", "cluster": "--cluster", "type": "--robust"},
     "prior": {"family": "--family", "pooling": "--pooling", "measure": "--measure"},
+    "screen": {"review": "--review", "method": "--method", "labels": "--labels",
+               "columns": "--title/--abstract/--label"},
     "aggregate": {"regions": "--regions", "id_column": "--id-column", "tiles": "--tiles",
                   "variables": "--var", "min_coverage": "--min-coverage",
                   "assume_crs": "--assume-crs"},
@@ -462,6 +464,90 @@ def prior_learn(
         typer.echo(f"note: {str(w.message).removeprefix('learn_corpus: ')}", err=True)
     typer.echo(res.summary())
     typer.echo(f"prior written to {out} (use: spatialmeta pool ... --prior learned:{out})")
+
+
+screen_app = typer.Typer(
+    help="Screening the records of a systematic review: simulate on labelled reviews, rank "
+    "the unlabelled records of one.\n\n"
+    "Example: spatialmeta screen simulate ../shared/data/screening/reviews.csv.gz "
+    "--review Cohen_2006_ADHD --out outputs/screen",
+    no_args_is_help=True,
+)
+app.add_typer(screen_app, name="screen")
+
+
+def _columns(title, abstract, label) -> dict | None:
+    cols = {k: v for k, v in (("title", title), ("abstract", abstract), ("label", label)) if v}
+    return cols or None
+
+
+@screen_app.command("simulate")
+def screen_simulate(
+    data: Path = typer.Argument(
+        ...,
+        help="Records with title, abstract and 0/1 labels "
+        "(CSV/TSV, gzipped, Parquet or RIS; one or more reviews).",
+    ),  # fmt: skip
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Folder for runs.csv, recall.png, summary.md."
+    ),
+    review: str | None = typer.Option(None, help="The review to simulate (a review_id)."),
+    seeds: str = typer.Option("0,1,2,3,4", help="Prior-knowledge draws, comma-separated."),
+    method: list[str] = typer.Option(
+        ["asreview_default", "asreview_nb"], "--method", help="Screeners to run (repeat the flag)."
+    ),  # fmt: skip
+    batch: str = typer.Option(
+        "auto", help="Records screened between refits: 1 (ASReview's loop) or auto."
+    ),  # fmt: skip
+    title: str | None = typer.Option(None, help="The title column, if not found by name."),
+    abstract: str | None = typer.Option(None, help="The abstract column, if not found by name."),
+    label: str | None = typer.Option(None, help="The label column, if not found by name."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Simulate screening one labelled review: every record screened by each method from
+    seeded prior knowledge (one included, one excluded record); WSS@95, RRF@10, ATD and
+    the stopping test per run.
+
+    Example: spatialmeta screen simulate reviews.csv.gz --review Cohen_2006_ADHD --out outputs/screen
+    """
+    from spatialmeta.jobs.screen import screen_simulate_job
+
+    try:
+        seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+        res = screen_simulate_job(data, out=out, review=review, seeds=seed_list, methods=method,
+                                  batch=batch if batch == "auto" else int(batch),
+                                  columns=_columns(title, abstract, label), progress=progress)  # fmt: skip
+    except _known_errors() as exc:
+        _fail_with(exc, "screen", 2)
+    typer.echo(res.summary)
+
+
+@screen_app.command("rank")
+def screen_rank(
+    data: Path = typer.Argument(..., help="The records (CSV/TSV, gzipped, Parquet or RIS)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for ranked.csv."),
+    labels: Path | None = typer.Option(
+        None, help="CSV of record_id,label (1/0) decisions so far (default: the file's own labels)."
+    ),  # fmt: skip
+    review: str | None = typer.Option(None, help="The review to rank (when the file has several)."),
+    method: str = typer.Option("asreview_default", help="asreview_default or asreview_nb."),
+    title: str | None = typer.Option(None, help="The title column, if not found by name."),
+    abstract: str | None = typer.Option(None, help="The abstract column, if not found by name."),
+    label: str | None = typer.Option(None, help="The label column, if not found by name."),
+) -> None:
+    """Rank a review's unlabelled records, most likely relevant first, from its labelled
+    ones (at least one included and one excluded).
+
+    Example: spatialmeta screen rank records.ris --labels decisions.csv --out outputs/rank
+    """
+    from spatialmeta.jobs.screen import screen_rank_job
+
+    try:
+        res = screen_rank_job(data, out=out, labels=labels, review=review, method=method,
+                              columns=_columns(title, abstract, label))  # fmt: skip
+    except _known_errors() as exc:
+        _fail_with(exc, "screen", 2)
+    typer.echo(res.summary)
 
 
 def main() -> None:

@@ -1,0 +1,85 @@
+"""spatialmeta screen simulate / rank from the command line: outputs against the library,
+and bad input named before any work."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from typer.testing import CliRunner
+
+from spatialmeta.cli import app
+from spatialmeta.screening import SVMScreener
+from spatialmeta.tasks.reviews import read_reviews
+from tests.conftest import shared_path
+
+DATA = str(shared_path("screening", "reviews.csv.gz"))
+
+
+def test_simulate_writes_runs_plot_and_summary(tmp_path):
+    res = CliRunner().invoke(app, ["screen", "simulate", DATA, "--review", "SYNERGY_Sep_2021",
+                                   "--seeds", "0,1", "--method", "asreview_nb", "--out",
+                                   str(tmp_path / "s"), "--no-progress"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    runs = pd.read_csv(tmp_path / "s" / "runs.csv")
+    assert list(runs.seed) == [0, 1] and (runs.method == "asreview_nb").all()
+    assert (tmp_path / "s" / "recall.png").stat().st_size > 1000
+    summary = (tmp_path / "s" / "summary.md").read_text()
+    assert f"| asreview_nb | {runs.wss.mean():.3f} | {runs.rrf.mean():.1f} |" in summary
+    assert "271 records, 40 included" in summary and summary.strip() == res.output.strip()
+
+
+def test_rank_orders_the_unlabelled_records_as_the_screener(tmp_path):
+    tasks = read_reviews(DATA, review="SYNERGY_Sep_2021")
+    rows = tasks.rows("SYNERGY_Sep_2021")
+    inc = tasks.record_id[rows][tasks.label[rows] == 1][:3]
+    exc = tasks.record_id[rows][tasks.label[rows] == 0][:5]
+    lab = pd.DataFrame({"record_id": np.r_[inc, exc], "label": [1] * 3 + [0] * 5})
+    lab.to_csv(tmp_path / "l.csv", index=False)
+    res = CliRunner().invoke(app, ["screen", "rank", DATA, "--review", "SYNERGY_Sep_2021",
+                                   "--labels", str(tmp_path / "l.csv"), "--out", str(tmp_path / "r")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    ranked = pd.read_csv(tmp_path / "r" / "ranked.csv", dtype={"record_id": str})
+    assert len(ranked) == rows.size - 8 and ranked["rank"].tolist() == list(
+        range(1, len(ranked) + 1)
+    )
+    # by hand: the same screener on the same labels
+    X = SVMScreener.features.fit_transform(tasks.text()[rows])
+    pos = pd.Index(tasks.record_id[rows]).get_indexer(lab.record_id.astype(str))
+    s = SVMScreener().fit(X[pos], lab.label.to_numpy()).scores(X)
+    pool = np.setdiff1d(np.arange(rows.size), pos)
+    want = tasks.record_id[rows][pool[np.argsort(-s[pool], kind="stable")]]
+    assert ranked.record_id.tolist() == want.tolist()
+    assert (np.diff(ranked.score) <= 0).all()
+
+
+def test_bad_input_is_named_before_work(tmp_path):
+    r = CliRunner()
+    out = str(tmp_path / "o")
+    bad = r.invoke(app, ["screen", "simulate", DATA, "--out", out, "--no-progress"])
+    assert bad.exit_code == 2 and "the file holds 22 reviews; pick one with --review" in bad.output
+    bad = r.invoke(app, ["screen", "simulate", DATA, "--review", "Nope", "--out", out])
+    assert bad.exit_code == 2 and "no review 'Nope'" in bad.output
+    bad = r.invoke(app, ["screen", "simulate", DATA, "--review", "SYNERGY_Sep_2021", "--method",
+                         "bert", "--out", out])  # fmt: skip
+    assert bad.exit_code == 2 and "--method 'bert' is not one of asreview_default" in bad.output
+    pd.DataFrame({"record_id": ["1", "2"], "label": ["1", "maybe"]}).to_csv(
+        tmp_path / "l.csv", index=False
+    )
+    bad = r.invoke(app, ["screen", "rank", DATA, "--review", "SYNERGY_Sep_2021", "--labels",
+                         str(tmp_path / "l.csv"), "--out", out])  # fmt: skip
+    assert bad.exit_code == 2 and "labels must be 1 or 0; row 3 ('maybe')" in bad.output
+    tasks = read_reviews(DATA, review="SYNERGY_Sep_2021")
+    one_excluded = tasks.record_id[tasks.label == 0][0]
+    pd.DataFrame({"record_id": [one_excluded], "label": ["0"]}).to_csv(
+        tmp_path / "l.csv", index=False
+    )
+    bad = r.invoke(app, ["screen", "rank", DATA, "--review", "SYNERGY_Sep_2021", "--labels",
+                         str(tmp_path / "l.csv"), "--out", out])  # fmt: skip
+    assert bad.exit_code == 2 and "needs at least one included and one excluded" in bad.output
+    pd.DataFrame({"name": ["x"]}).to_csv(tmp_path / "d.csv", index=False)
+    bad = r.invoke(app, ["screen", "rank", str(tmp_path / "d.csv"), "--out", out])
+    assert (
+        bad.exit_code == 2
+        and "neither a title nor an abstract column; columns found: name" in bad.output
+    )
+    assert not (tmp_path / "o" / "ranked.csv").exists()
