@@ -550,6 +550,62 @@ def screen_rank(
     typer.echo(res.summary)
 
 
+@screen_app.command("label")
+def screen_label(
+    data: Path = typer.Argument(..., help="The records (CSV/TSV, gzipped, Parquet or RIS)."),
+    out: Path = typer.Option(..., "--out", "-o", help="The project folder (created, or resumed)."),
+    review: str | None = typer.Option(
+        None, help="The review to label (when the file has several)."
+    ),
+    method: str = typer.Option("asreview_default", help="asreview_default or asreview_nb."),
+    title: str | None = typer.Option(None, help="The title column, if not found by name."),
+    abstract: str | None = typer.Option(None, help="The abstract column, if not found by name."),
+) -> None:
+    """Screen a review in the terminal: one record at a time (title, abstract), the most
+    likely relevant first once one included and one excluded record are known. Answer i
+    (include), e (exclude), s (skip for now) or q (quit). Every decision is saved at once
+    (OUT/project.json); running the command again resumes. OUT/included.csv holds the
+    included records as a study table (study, record_id, doi, empty yi and vi to fill in
+    for spatialmeta pool).
+
+    Example: spatialmeta screen label records.ris --out outputs/my_review
+    """
+    import textwrap
+
+    from spatialmeta.jobs.screen import LabelSession
+
+    try:
+        session = LabelSession(data, out, review=review, method=method,
+                               columns=_columns(title, abstract, None))  # fmt: skip
+    except _known_errors() as exc:
+        _fail_with(exc, "screen", 2)
+    typer.echo(f"project {out}: review {session.review}, {session.status()}")
+    keys = {"i": 1, "e": 0, "s": None}
+    while True:
+        i = session.next_record()
+        if i is None:
+            typer.echo("no record left to show; the project is saved.")
+            break
+        rid = session.ids[i]
+        t = session.tasks.title[session.rows][i] or "(no title)"
+        a = session.tasks.abstract[session.rows][i] or "(no abstract)"
+        typer.echo("\n" + "-" * 72 + f"\n[{session.status()}] record {rid}\n")
+        typer.echo(textwrap.fill(t, 72) + "\n\n" + textwrap.fill(a, 72)[:2000])
+        while True:
+            try:
+                answer = input("\ninclude (i), exclude (e), skip (s), quit (q)? ").strip().lower()
+            except EOFError:
+                answer = "q"
+            if answer in keys or answer == "q":
+                break
+            typer.echo("please answer i, e, s or q")
+        if answer == "q":
+            typer.echo(f"saved: {session.status()}; run the same command to resume.")
+            break
+        session.decide(i, keys[answer])
+    typer.echo(f"included records: {out / 'included.csv'}")
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

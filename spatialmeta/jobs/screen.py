@@ -20,7 +20,7 @@ from spatialmeta.screening import NaiveBayesScreener, SVMScreener
 from spatialmeta.screening.harness import plot_recall, run_simulations
 from spatialmeta.tasks.reviews import read_reviews
 
-__all__ = ["METHODS", "ScreenResult", "screen_simulate_job", "screen_rank_job"]
+__all__ = ["METHODS", "LabelSession", "ScreenResult", "screen_simulate_job", "screen_rank_job"]
 
 METHODS = {"asreview_default": SVMScreener, "asreview_nb": NaiveBayesScreener}
 
@@ -149,3 +149,93 @@ def screen_rank_job(data, *, out, labels=None, review=None, method="asreview_def
             f"ranked by {method}; the first: {ranked.title.iloc[0][:80]!r}. Written to "
             f"{out / 'ranked.csv'}.")  # fmt: skip
     return ScreenResult(text, {"ranked": str(out / "ranked.csv")})
+
+
+class LabelSession:
+    """A screening project: one review of a data file, the decisions so far, and the next
+    record to show (the screener's top-ranked unlabelled record, or file order until one
+    included and one excluded record are known). ``project/project.json`` holds the data
+    file's path and SHA-256, the review, the method and every decision in order; it and
+    ``project/included.csv`` (the included records as a study table with empty ``yi`` and
+    ``vi`` columns for the effect sizes, the columns ``spatialmeta pool`` reads) are
+    rewritten atomically after every decision, so a session resumes where it stopped."""
+
+    def __init__(self, data, project, *, review=None, method="asreview_default", columns=None):
+        import hashlib
+        import json
+
+        self.project = Path(project)
+        ensure_writable_dir(self.project)
+        self.data = Path(data).resolve()
+        if not self.data.is_file():
+            raise FileNotFoundError(f"no file {data}.")
+        self.sha = hashlib.sha256(self.data.read_bytes()).hexdigest()
+        state = self.project / "project.json"
+        decisions: list = []
+        if state.exists():
+            saved = json.loads(state.read_text())
+            if saved["sha256"] != self.sha:
+                raise ValueError(f"the data file {self.data} changed since project "
+                                 f"{self.project} was made (SHA-256 {saved['sha256'][:12]}... "
+                                 f"now {self.sha[:12]}...); label it in a new project or restore "
+                                 "the file.")  # fmt: skip
+            review, method = saved["review"], saved["method"]
+            columns = saved.get("columns") or columns
+            decisions = saved["decisions"]
+        self.method, self.columns = method, columns
+        scr_cls = _methods([method])[method]
+        self.tasks = read_reviews(self.data, columns=columns)
+        self.review = _review(self.tasks, review)
+        self.rows = self.tasks.rows(self.review)
+        self.screener = scr_cls()
+        self.X = self.screener.features.fit_transform(self.tasks.text()[self.rows])
+        self.ids = self.tasks.record_id[self.rows]
+        self.pos = {r: i for i, r in enumerate(self.ids)}
+        self.y = np.full(self.rows.size, -1)
+        self.decisions = []
+        self.skipped: set = set()
+        for d in decisions:
+            self._apply(d["record_id"], d["label"])
+        self.save()
+
+    def _apply(self, record_id, label):
+        self.y[self.pos[str(record_id)]] = int(label)
+        self.decisions.append({"record_id": str(record_id), "label": int(label)})
+
+    def next_record(self) -> int | None:
+        """Position (in the review) of the record to show next; None when none is left."""
+        pool = np.flatnonzero(self.y < 0)
+        pool = pool[[self.ids[i] not in self.skipped for i in pool]] if self.skipped else pool
+        if pool.size == 0:
+            return None
+        known = np.flatnonzero(self.y >= 0)
+        if not ((self.y[known] == 1).any() and (self.y[known] == 0).any()):
+            return int(pool[0])  # file order until both kinds are known
+        s = self.screener.fit(self.X[known], self.y[known]).scores(self.X[pool])
+        return int(pool[np.argsort(-s, kind="stable")[0]])
+
+    def decide(self, i: int, label: int | None) -> None:
+        """Record the decision on record ``i`` (1, 0, or None: skip for this session)."""
+        if label is None:
+            self.skipped.add(self.ids[i])
+            return
+        self._apply(self.ids[i], label)
+        self.save()
+
+    def status(self) -> str:
+        n_inc, n_lab = int((self.y == 1).sum()), int((self.y >= 0).sum())
+        return f"{n_lab} of {self.rows.size} labelled, {n_inc} included"
+
+    def save(self) -> None:
+        import json
+
+        state = {"data": str(self.data), "sha256": self.sha, "review": self.review,
+                 "method": self.method, "columns": self.columns, "decisions": self.decisions}  # fmt: skip
+        _write_text(self.project / "project.json", json.dumps(state, indent=1))
+        inc = np.flatnonzero(self.y == 1)
+        table = pd.DataFrame({
+            "study": [f"{t[:60]}" for t in self.tasks.title[self.rows][inc]],
+            "record_id": self.ids[inc], "doi": self.tasks.doi[self.rows][inc],
+            "yi": np.nan, "vi": np.nan})  # fmt: skip
+        with atomic_path(self.project / "included.csv") as tmp:
+            table.to_csv(tmp, index=False)

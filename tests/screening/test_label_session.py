@@ -1,0 +1,103 @@
+"""spatialmeta screen label: the terminal session as a person uses it (tmux send-keys,
+capture-pane), its saved project, resume, and a data file that changed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from spatialmeta.jobs.screen import LabelSession
+from tests.conftest import shared_path
+
+CLI = Path(sys.executable).parent / "spatialmeta"
+
+
+def _small(tmp_path) -> Path:
+    d = pd.read_csv(shared_path("screening", "reviews.csv.gz"), dtype=str)
+    p = tmp_path / "small.csv"
+    d[d.review_id == "SYNERGY_Sep_2021"].head(30).to_csv(p, index=False)
+    return p
+
+
+def test_session_decides_saves_resumes_and_ranks(tmp_path):
+    data = _small(tmp_path)
+    s = LabelSession(data, tmp_path / "p")
+    first = s.next_record()
+    assert first == 0  # file order until both kinds are known
+    s.decide(first, 0)
+    s.decide(s.next_record(), None)  # skip record 1 for this session
+    assert s.next_record() == 2
+    s.decide(2, 1)
+    saved = json.loads((tmp_path / "p" / "project.json").read_text())
+    assert [d["label"] for d in saved["decisions"]] == [0, 1]
+    again = LabelSession(data, tmp_path / "p")  # resumes: same decisions, skip forgotten
+    assert again.status() == "2 of 30 labelled, 1 included"
+    nxt = again.next_record()
+    known = [0, 2]
+    scr = again.screener.fit(again.X[known], again.y[known])
+    pool = [i for i in range(30) if i not in known]
+    scores = scr.scores(again.X[pool])
+    assert nxt == pool[int(scores.argmax())]
+    inc = pd.read_csv(tmp_path / "p" / "included.csv")
+    assert inc.record_id.tolist() == [again.ids[2]] and {"study", "yi", "vi"} <= set(inc.columns)
+
+
+def _wait(session: str, text: str, count: int = 1, timeout: float = 90.0) -> str:
+    end = time.time() + timeout
+    while time.time() < end:
+        screen = subprocess.run(["tmux", "capture-pane", "-p", "-S", "-200", "-t", session],
+                                capture_output=True, text=True).stdout  # fmt: skip
+        if screen.count(text) >= count:
+            return screen
+        time.sleep(0.3)
+    raise AssertionError(f"{text!r} did not appear {count} time(s):\n{screen}")
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None or not CLI.exists(), reason="needs tmux")
+def test_the_terminal_session_as_a_person_uses_it(tmp_path):
+    data, proj = _small(tmp_path), tmp_path / "proj"
+    name = f"label{int(time.time() * 1000) % 10**8}"
+    cmd = f"{CLI} screen label {data} --out {proj}; echo EXIT=$?; sleep 60"
+    prompt = "include (i), exclude (e), skip (s), quit (q)?"
+    subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "100", "-y", "50", cmd],
+                   check=True)  # fmt: skip
+    try:
+        _wait(name, prompt)
+        for n, key in enumerate(["e", "i", "x"], start=2):  # exclude, include, a typo
+            subprocess.run(["tmux", "send-keys", "-t", name, key, "Enter"], check=True)
+            _wait(name, prompt, count=n)
+        screen = _wait(name, "please answer i, e, s or q")
+        subprocess.run(["tmux", "send-keys", "-t", name, "q", "Enter"], check=True)
+        screen = _wait(name, "EXIT=0")
+        assert "saved: 2 of 30 labelled, 1 included" in screen
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+    saved = json.loads((proj / "project.json").read_text())
+    assert [d["label"] for d in saved["decisions"]] == [0, 1]
+    # resume: the counts carry over
+    subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "100", "-y", "50", cmd],
+                   check=True)  # fmt: skip
+    try:
+        screen = _wait(name, prompt)
+        assert "2 of 30 labelled, 1 included" in screen
+        subprocess.run(["tmux", "send-keys", "-t", name, "q", "Enter"], check=True)
+        _wait(name, "EXIT=0")
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+    # the data file changed: refused, naming it
+    with open(data, "a") as f:
+        f.write("x,SYNERGY_Sep_2021,new,A new record title,,0,\n")
+    subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "200", "-y", "50", cmd],
+                   check=True)  # fmt: skip
+    try:
+        screen = _wait(name, "EXIT=2")
+        assert "changed since project" in screen.replace("\n", "") and "small.csv" in screen
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
