@@ -563,7 +563,9 @@ def screen_label(
 ) -> None:
     """Screen a review in the terminal: one record at a time (title, abstract), the most
     likely relevant first once one included and one excluded record are known. Answer i
-    (include), e (exclude), s (skip for now) or q (quit). Every decision is saved at once
+    (include), e (exclude), s (skip for now) or q (quit). The status line carries the
+    stopping test (Callaghan & Mueller-Hansen 2020): once it says 95 % recall is reached
+    with 95 % confidence, screening can stop. Every decision is saved at once
     (OUT/project.json); running the command again resumes. OUT/included.csv holds the
     included records as a study table (study, record_id, doi, empty yi and vi to fill in
     for spatialmeta pool).

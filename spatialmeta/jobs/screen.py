@@ -222,9 +222,30 @@ class LabelSession:
         self._apply(self.ids[i], label)
         self.save()
 
+    def stopping(self) -> float | None:
+        """The stopping test's p-value for "recall < 95 %" on the decisions made in ranked
+        order (after the first included and excluded record, which were shown in file
+        order); None before any such decision."""
+        from spatialmeta.screening.stopping import stopping_pvalues
+
+        labels = np.array([d["label"] for d in self.decisions], dtype=int)
+        if not ((labels == 1).any() and (labels == 0).any()):
+            return None
+        start = max(int(np.argmax(labels == 1)), int(np.argmax(labels == 0))) + 1
+        if start >= labels.size:
+            return None
+        seq = labels[start:]
+        return float(stopping_pvalues(seq, self.rows.size - start)[-1])
+
     def status(self) -> str:
         n_inc, n_lab = int((self.y == 1).sum()), int((self.y >= 0).sum())
-        return f"{n_lab} of {self.rows.size} labelled, {n_inc} included"
+        text = f"{n_lab} of {self.rows.size} labelled, {n_inc} included"
+        p = self.stopping()
+        if p is not None:
+            verdict = ("95 % recall reached, 95 % confidence" if p < 0.05
+                       else "95 % recall not yet shown")  # fmt: skip
+            text += f"; stopping test p = {p:.2g}: {verdict}"
+        return text
 
     def save(self) -> None:
         import json

@@ -10,10 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from spatialmeta.jobs.screen import LabelSession
+from spatialmeta.screening import stopping_pvalues
 from tests.conftest import shared_path
 
 CLI = Path(sys.executable).parent / "spatialmeta"
@@ -45,8 +47,15 @@ def test_session_decides_saves_resumes_and_ranks(tmp_path):
     pool = [i for i in range(30) if i not in known]
     scores = scr.scores(again.X[pool])
     assert nxt == pool[int(scores.argmax())]
+    assert again.stopping() is None  # no decision yet in ranked order
+    for label in (0, 0, 1, 0):
+        again.decide(again.next_record(), label)
+    p = stopping_pvalues(np.array([0, 0, 1, 0]), 28)[-1]  # after the file-order pair
+    assert again.stopping() == pytest.approx(p)
+    assert again.status().endswith(f"p = {p:.2g}: 95 % recall not yet shown")
     inc = pd.read_csv(tmp_path / "p" / "included.csv")
-    assert inc.record_id.tolist() == [again.ids[2]] and {"study", "yi", "vi"} <= set(inc.columns)
+    assert inc.record_id.tolist()[0] == again.ids[2] and {"study", "yi", "vi"} <= set(inc.columns)
+    assert len(inc) == 2
 
 
 def _wait(session: str, text: str, count: int = 1, timeout: float = 90.0) -> str:
