@@ -476,6 +476,14 @@ screen_app = typer.Typer(
 app.add_typer(screen_app, name="screen")
 
 
+# the options the screen commands share (one declaration each)
+_RECORDS_ARG = typer.Argument(..., help="The records (CSV/TSV, gzipped, Parquet or RIS).")
+_METHOD_OPT = typer.Option("asreview_default", help="asreview_default or asreview_nb.")
+_TITLE_OPT = typer.Option(None, help="The title column, if not found by name.")
+_ABSTRACT_OPT = typer.Option(None, help="The abstract column, if not found by name.")
+_LABEL_OPT = typer.Option(None, help="The label column, if not found by name.")
+
+
 def _columns(title, abstract, label) -> dict | None:
     cols = {k: v for k, v in (("title", title), ("abstract", abstract), ("label", label)) if v}
     return cols or None
@@ -499,9 +507,9 @@ def screen_simulate(
     batch: str = typer.Option(
         "auto", help="Records screened between refits: 1 (ASReview's loop) or auto."
     ),  # fmt: skip
-    title: str | None = typer.Option(None, help="The title column, if not found by name."),
-    abstract: str | None = typer.Option(None, help="The abstract column, if not found by name."),
-    label: str | None = typer.Option(None, help="The label column, if not found by name."),
+    title: str | None = _TITLE_OPT,
+    abstract: str | None = _ABSTRACT_OPT,
+    label: str | None = _LABEL_OPT,
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Simulate screening one labelled review: every record screened by each method from
@@ -524,16 +532,16 @@ def screen_simulate(
 
 @screen_app.command("rank")
 def screen_rank(
-    data: Path = typer.Argument(..., help="The records (CSV/TSV, gzipped, Parquet or RIS)."),
+    data: Path = _RECORDS_ARG,
     out: Path = typer.Option(..., "--out", "-o", help="Folder for ranked.csv."),
     labels: Path | None = typer.Option(
         None, help="CSV of record_id,label (1/0) decisions so far (default: the file's own labels)."
     ),  # fmt: skip
     review: str | None = typer.Option(None, help="The review to rank (when the file has several)."),
-    method: str = typer.Option("asreview_default", help="asreview_default or asreview_nb."),
-    title: str | None = typer.Option(None, help="The title column, if not found by name."),
-    abstract: str | None = typer.Option(None, help="The abstract column, if not found by name."),
-    label: str | None = typer.Option(None, help="The label column, if not found by name."),
+    method: str = _METHOD_OPT,
+    title: str | None = _TITLE_OPT,
+    abstract: str | None = _ABSTRACT_OPT,
+    label: str | None = _LABEL_OPT,
 ) -> None:
     """Rank a review's unlabelled records, most likely relevant first, from its labelled
     ones (at least one included and one excluded).
@@ -552,14 +560,14 @@ def screen_rank(
 
 @screen_app.command("label")
 def screen_label(
-    data: Path = typer.Argument(..., help="The records (CSV/TSV, gzipped, Parquet or RIS)."),
+    data: Path = _RECORDS_ARG,
     out: Path = typer.Option(..., "--out", "-o", help="The project folder (created, or resumed)."),
     review: str | None = typer.Option(
         None, help="The review to label (when the file has several)."
     ),
-    method: str = typer.Option("asreview_default", help="asreview_default or asreview_nb."),
-    title: str | None = typer.Option(None, help="The title column, if not found by name."),
-    abstract: str | None = typer.Option(None, help="The abstract column, if not found by name."),
+    method: str = _METHOD_OPT,
+    title: str | None = _TITLE_OPT,
+    abstract: str | None = _ABSTRACT_OPT,
 ) -> None:
     """Screen a review in the terminal: one record at a time (title, abstract), the most
     likely relevant first once one included and one excluded record are known. Answer i

@@ -138,11 +138,12 @@ def screen_rank_job(data, *, out, labels=None, review=None, method="asreview_def
     scr = scr_cls()
     X = scr.features.fit_transform(tasks.text()[rows])
     scores = scr.fit(X[known], y[known]).scores(X[pool])
-    order = pool[np.argsort(-scores, kind="stable")]
+    by_score = np.argsort(-scores, kind="stable")
+    order = pool[by_score]
     ranked = pd.DataFrame({"rank": np.arange(1, order.size + 1),
                            "record_id": tasks.record_id[rows][order],
                            "title": tasks.title[rows][order],
-                           "score": np.sort(scores)[::-1], "duplicate_group": tasks.group[rows][order]})  # fmt: skip
+                           "score": scores[by_score], "duplicate_group": tasks.group[rows][order]})  # fmt: skip
     with atomic_path(out / "ranked.csv") as tmp:
         ranked.to_csv(tmp, index=False)
     text = (f"{review}: {known.size} labelled ({int((y == 1).sum())} included), {pool.size} "

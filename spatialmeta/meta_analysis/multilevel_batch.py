@@ -212,13 +212,7 @@ def _batch_result(batch: _Batch, spec: _Spec, T, ll, conv, level, lab, steps):
     Y, X, k, p = batch.Y, batch.X, batch.k, batch.p
     B = Y.shape[0]
     rows = np.arange(B)
-    _, _, _, beta = batch.evaluate(T, rows, False)
-    # Var(beta) = (X' Sigma^-1 X)^-1 at the estimates
-    S = (batch.V if batch.V.ndim == 3 else np.broadcast_to(batch.V, (B, k, k))).copy()
-    for c, sl in zip(spec.comps, batch.slices, strict=True):
-        S += c.cov_batch(T[:, sl])[0]
-    SiX = np.linalg.solve(S, np.broadcast_to(X, (B, k, p)))
-    vb = np.linalg.inv(np.einsum("ki,nkj->nij", X, SiX))
+    _, _, _, (beta, vb) = batch.evaluate(T, rows, False)  # vb = (X' Sigma^-1 X)^-1
     se = np.sqrt(np.diagonal(vb, axis1=1, axis2=2))
     zval = beta / se
     crit = stats.norm.isf((1 - level / 100) / 2)

@@ -97,7 +97,8 @@ class _Batch:
 
     def evaluate(self, T, rows, grad: bool):
         """The log-likelihood of analyses ``rows`` at parameters ``T`` (len(rows), n_par);
-        with ``grad``, its gradient and average information too. A non positive definite
+        with ``grad``, its gradient and average information too; last, the GLS estimates
+        and their covariance ``(beta, (X' Sigma^-1 X)^-1)``. A non positive definite
         marginal covariance (a correlation structure outside its valid range) scores
         -inf."""
         Y, X, k, p = self.Y[rows], self.X, self.k, self.p
@@ -137,7 +138,7 @@ class _Batch:
             ll = -0.5 * (k * math.log(2 * math.pi) + logdet + q)
         ll = np.where(ok, ll, -np.inf)
         if not grad:
-            return ll, None, None, beta
+            return ll, None, None, (beta, XSXi)
         Pr = Siy - np.einsum("nkj,nj->nk", SiX, beta)  # Sigma^-1 r = P y
         P = Si - SiX @ XSXi @ SiX.transpose(0, 2, 1) if self.reml else Si
         # gradient -1/2 tr(P dS_q) + 1/2 r'P dS_q P r, and the average information
@@ -155,7 +156,7 @@ class _Batch:
                 U[:, :, j] = np.einsum("nij,nj->ni", d, Pr)
         g += 0.5 * np.einsum("nkj,nk->nj", U, Pr)
         F = 0.5 * U.transpose(0, 2, 1) @ (P @ U)
-        return ll, g, F, beta
+        return ll, g, F, (beta, XSXi)
 
     def free(self, T, g):
         """Parameters not held at a bound by the gradient."""

@@ -80,8 +80,7 @@ def run_simulations(tasks: ReviewTaskSet, screeners: dict, *, reviews=None, seed
         rows = tasks.rows(review)
         y = tasks.label[rows].astype(int)
         scr = screeners[name]()
-        if hasattr(scr, "meta_fit"):
-            scr.meta_fit(tasks, [r for r in tasks.review_ids if str(r) != str(review)])
+        scr.meta_fit(tasks, [r for r in tasks.review_ids if str(r) != str(review)])
         X = scr.features.fit_transform(text[rows])
         for seed in seeds:
             prior = np.searchsorted(rows, tasks.support(review, seed=seed))

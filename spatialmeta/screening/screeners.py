@@ -50,6 +50,10 @@ class Screener:
     name = "screener"
     features = TextFeatures()
 
+    def meta_fit(self, tasks, reviews) -> None:
+        """Learn across the labelled ``reviews`` of ``tasks`` before screening another
+        (the meta-learned screeners' hook; a per-review screener learns nothing here)."""
+
     def fit(self, X, y) -> Screener:  # pragma: no cover - every screener has one
         raise NotImplementedError
 
