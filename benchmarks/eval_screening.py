@@ -3,13 +3,19 @@ prior draws (one included + one excluded record per seed), every record screened
 RRF@10 and ATD per run, and the stopping test's record (does stopping where it says "95 %
 recall reached with 95 % confidence" really reach 95 %?).
 
-The methods so far are ASReview's own models, replicated (their screening orders equal
+Methods (``--methods``): ASReview's own models, replicated (their screening orders equal
 ASReview 3.0.8's record for record; tests/screening/test_screeners.py): its default (ELAS
-u4, linear SVM) and naive Bayes (ELAS u3). ``--batch 1`` refits after every label as
-ASReview does; the default ``auto`` refits after each of the first 100 labels, then every
-1 % of the review (about 10x faster; a small handicap for every method alike).
+u4, linear SVM) and naive Bayes (ELAS u3); and the meta-learned screeners of
+spatialmeta.screening.meta, each meta-trained on the 21 other reviews before it screens
+one (leave one review out; the heads of a fold share one meta-training): ``weighted_svm``
+(ASReview's SVM on TF-IDF reweighted by term weights learned across reviews),
+``protonet``, ``anil``, ``matching``. ``--batch 1`` refits after every label as ASReview
+does; the default ``auto`` refits after each of the first 100 labels, then every 1 % of
+the review (about 10x faster; a small handicap for every method alike). ``--procs``
+screens that many reviews at once.
 
     .venv/bin/python benchmarks/eval_screening.py --seeds 0 1 2 3 4
+    .venv/bin/python benchmarks/eval_screening.py --methods asreview_default weighted_svm protonet anil --procs 2
     .venv/bin/python benchmarks/eval_screening.py --reviews Cohen_2006_ADHD --batch 1 --plot recall.png
 """
 
@@ -24,6 +30,47 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _screeners():
+    from spatialmeta.screening import NaiveBayesScreener, SVMScreener
+    from spatialmeta.screening.meta import (
+        ANILScreener,
+        EncoderConfig,
+        MatchingScreener,
+        ProtoNetScreener,
+        WeightedSVMScreener,
+    )
+
+    terms = EncoderConfig(kind="terms")
+    return {"asreview_default": SVMScreener, "asreview_nb": NaiveBayesScreener,
+            "weighted_svm": lambda: WeightedSVMScreener(terms),
+            "protonet": lambda: ProtoNetScreener(terms), "anil": lambda: ANILScreener(terms),
+            "matching": lambda: MatchingScreener(terms)}  # fmt: skip
+
+
+_ARGS = {}
+
+
+def _one_review(review):
+    """Every method on one review (a worker of ``--procs``)."""
+    import torch
+
+    from spatialmeta.screening.harness import run_simulations
+    from spatialmeta.tasks.reviews import read_reviews
+
+    torch.set_num_threads(1)
+    a = _ARGS["a"]
+    if "tasks" not in _ARGS:
+        _ARGS["tasks"] = read_reviews(a.data)
+    every = _screeners()
+    batch = a.batch if a.batch == "auto" else int(a.batch)
+    return run_simulations(_ARGS["tasks"], {m: every[m] for m in a.methods}, reviews=[review],
+                           seeds=a.seeds, batch=batch)  # fmt: skip
+
+
+def _init(a):
+    _ARGS["a"] = a
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -31,19 +78,34 @@ def main(argv=None) -> None:
     p.add_argument("--reviews", nargs="*", help="review ids (default: all)")
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2, 3, 4])
     p.add_argument("--batch", default="auto", help="records between refits: 1 or auto")
+    p.add_argument(
+        "--methods",
+        nargs="*",
+        default=["asreview_default", "asreview_nb"],
+        help="screeners to run (see above)",
+    )
+    p.add_argument("--procs", type=int, default=1, help="reviews screened at once")
     p.add_argument("--out", help="write the per-run table here (CSV)")
     p.add_argument("--plot", help="recall curves of the first review (PNG/SVG)")
     a = p.parse_args(argv)
-    from spatialmeta.screening import NaiveBayesScreener, SVMScreener
-    from spatialmeta.screening.harness import plot_recall, run_simulations
+    from multiprocessing import Pool
+
+    from tqdm import tqdm
+
+    from spatialmeta.screening.harness import SimulationRuns, plot_recall
     from spatialmeta.tasks.reviews import read_reviews
 
-    tasks = read_reviews(a.data)
-    screeners = {"asreview_default": SVMScreener, "asreview_nb": NaiveBayesScreener}
-    batch = a.batch if a.batch == "auto" else int(a.batch)
+    unknown = set(a.methods) - set(_screeners())
+    if unknown:
+        p.error(f"unknown method(s) {sorted(unknown)}; known: {sorted(_screeners())}")
+    reviews = a.reviews or [str(r) for r in read_reviews(a.data).review_ids]
     t = time.perf_counter()
-    runs = run_simulations(tasks, screeners, reviews=a.reviews, seeds=a.seeds, batch=batch,
-                           progress=True)  # fmt: skip
+    _init(a)
+    with Pool(a.procs, initializer=_init, initargs=(a,)) as pool:
+        parts = list(tqdm(pool.imap(_one_review, reviews), total=len(reviews),
+                          desc="reviews", unit="review"))  # fmt: skip
+    runs = SimulationRuns(pd.concat([r.table for r in parts], ignore_index=True),
+                          {k: v for r in parts for k, v in r.curves.items()})  # fmt: skip
     print(f"{len(runs.table)} runs in {time.perf_counter() - t:.0f} s")
     pd.set_option("display.width", 200)
     per = runs.table.groupby(["review", "method"])[["wss", "rrf", "atd"]].mean().unstack("method")

@@ -478,7 +478,11 @@ app.add_typer(screen_app, name="screen")
 
 # the options the screen commands share (one declaration each)
 _RECORDS_ARG = typer.Argument(..., help="The records (CSV/TSV, gzipped, Parquet or RIS).")
-_METHOD_OPT = typer.Option("asreview_default", help="asreview_default or asreview_nb.")
+_METHOD_OPT = typer.Option(
+    "asreview_default",
+    help="asreview_default, asreview_nb, or a meta-learned screener (weighted_svm, protonet, "
+    "anil, matching) that first learns from the file's other labelled reviews.",
+)
 _TITLE_OPT = typer.Option(None, help="The title column, if not found by name.")
 _ABSTRACT_OPT = typer.Option(None, help="The abstract column, if not found by name.")
 _LABEL_OPT = typer.Option(None, help="The label column, if not found by name.")
@@ -502,7 +506,11 @@ def screen_simulate(
     review: str | None = typer.Option(None, help="The review to simulate (a review_id)."),
     seeds: str = typer.Option("0,1,2,3,4", help="Prior-knowledge draws, comma-separated."),
     method: list[str] = typer.Option(
-        ["asreview_default", "asreview_nb"], "--method", help="Screeners to run (repeat the flag)."
+        ["asreview_default", "asreview_nb"],
+        "--method",
+        help="Screeners to run (repeat the flag): asreview_default, asreview_nb, or a "
+        "meta-learned one (weighted_svm, protonet, anil, matching), trained on the file's other "
+        "reviews.",
     ),  # fmt: skip
     batch: str = typer.Option(
         "auto", help="Records screened between refits: 1 (ASReview's loop) or auto."

@@ -18,11 +18,20 @@ import pandas as pd
 from spatialmeta._io import atomic_path, ensure_writable_dir
 from spatialmeta.screening import NaiveBayesScreener, SVMScreener
 from spatialmeta.screening.harness import plot_recall, run_simulations
+from spatialmeta.screening.meta import (
+    ANILScreener,
+    MatchingScreener,
+    MetaScreener,
+    ProtoNetScreener,
+    WeightedSVMScreener,
+)
 from spatialmeta.tasks.reviews import read_reviews
 
 __all__ = ["METHODS", "LabelSession", "ScreenResult", "screen_simulate_job", "screen_rank_job"]
 
-METHODS = {"asreview_default": SVMScreener, "asreview_nb": NaiveBayesScreener}
+METHODS = {"asreview_default": SVMScreener, "asreview_nb": NaiveBayesScreener,
+           "weighted_svm": WeightedSVMScreener, "protonet": ProtoNetScreener,
+           "anil": ANILScreener, "matching": MatchingScreener}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,25 @@ def _methods(methods) -> dict:
     if unknown:
         raise ValueError(f"`method` {unknown[0]!r} is not one of {', '.join(METHODS)}.")
     return {m: METHODS[m] for m in methods}
+
+
+def _meta_sources(tasks, review, name) -> list:
+    """The file's other reviews with included and excluded labels: what a meta-learned
+    screener learns from before it screens ``review``."""
+    others = [r for r in tasks.review_ids if str(r) != str(review)
+              and {0, 1} <= set(tasks.label[tasks.rows(r)].tolist())]  # fmt: skip
+    if not others:
+        raise ValueError(f"`method` {name!r} is meta-learned: it needs earlier "
+                         f"reviews with included and excluded labels in the same file beside "
+                         f"review {review!r}; the file has none. Add them, or use "
+                         "asreview_default.")  # fmt: skip
+    return others
+
+
+def _meta_fit(screener, tasks, review) -> None:
+    """A meta-learned screener learns from the file's other labelled reviews first."""
+    if isinstance(screener, MetaScreener):
+        screener.meta_fit(tasks, _meta_sources(tasks, review, screener.name))
 
 
 def _review(tasks, review):
@@ -68,6 +96,9 @@ def screen_simulate_job(data, *, out, review=None, seeds=(0, 1, 2, 3, 4),
         n = int((tasks.label[rows] < 0).sum())
         raise ValueError(f"review {review!r} has {n} unlabelled record(s); a simulation needs "
                          "every record labelled (use `screen rank` to rank unlabelled ones).")  # fmt: skip
+    for name, cls in screeners.items():
+        if issubclass(cls, MetaScreener):
+            _meta_sources(tasks, review, name)  # refused before any work if there are none
     runs = run_simulations(tasks, screeners, reviews=[review], seeds=tuple(seeds), batch=batch,
                            progress=progress)  # fmt: skip
     table = runs.table
@@ -136,6 +167,7 @@ def screen_rank_job(data, *, out, labels=None, review=None, method="asreview_def
     if pool.size == 0:
         raise ValueError(f"review {review!r}: every record is labelled; nothing to rank.")
     scr = scr_cls()
+    _meta_fit(scr, tasks, review)
     X = scr.features.fit_transform(tasks.text()[rows])
     scores = scr.fit(X[known], y[known]).scores(X[pool])
     by_score = np.argsort(-scores, kind="stable")
@@ -189,6 +221,7 @@ class LabelSession:
         self.review = _review(self.tasks, review)
         self.rows = self.tasks.rows(self.review)
         self.screener = scr_cls()
+        _meta_fit(self.screener, self.tasks, self.review)
         self.X = self.screener.features.fit_transform(self.tasks.text()[self.rows])
         self.ids = self.tasks.record_id[self.rows]
         self.pos = {r: i for i, r in enumerate(self.ids)}
@@ -223,20 +256,33 @@ class LabelSession:
         self._apply(self.ids[i], label)
         self.save()
 
-    def stopping(self) -> float | None:
-        """The stopping test's p-value for "recall < 95 %" on the decisions made in ranked
-        order (after the first included and excluded record, which were shown in file
-        order); None before any such decision."""
-        from spatialmeta.screening.stopping import stopping_pvalues
-
+    def _ranked_decisions(self):
+        """The decisions made in ranked order (after the first included and excluded
+        record, which were shown in file order) and the records left to screen at their
+        start; None before any such decision."""
         labels = np.array([d["label"] for d in self.decisions], dtype=int)
         if not ((labels == 1).any() and (labels == 0).any()):
             return None
         start = max(int(np.argmax(labels == 1)), int(np.argmax(labels == 0))) + 1
         if start >= labels.size:
             return None
-        seq = labels[start:]
-        return float(stopping_pvalues(seq, self.rows.size - start)[-1])
+        return labels[start:], self.rows.size - start
+
+    def stopping(self) -> float | None:
+        """The stopping test's p-value for "recall < 95 %" on the decisions made in ranked
+        order; None before any such decision."""
+        from spatialmeta.screening.stopping import stopping_pvalues
+
+        ranked = self._ranked_decisions()
+        return None if ranked is None else float(stopping_pvalues(*ranked)[-1])
+
+    def remaining(self) -> int | None:
+        """At most how many relevant records remain unscreened (95 % confidence), by the
+        same test; None before any decision in ranked order."""
+        from spatialmeta.screening.stopping import remaining_relevant
+
+        ranked = self._ranked_decisions()
+        return None if ranked is None else remaining_relevant(*ranked)
 
     def status(self) -> str:
         n_inc, n_lab = int((self.y == 1).sum()), int((self.y >= 0).sum())
@@ -245,7 +291,8 @@ class LabelSession:
         if p is not None:
             verdict = ("95 % recall reached, 95 % confidence" if p < 0.05
                        else "95 % recall not yet shown")  # fmt: skip
-            text += f"; stopping test p = {p:.2g}: {verdict}"
+            text += (f"; stopping test p = {p:.2g}: {verdict}; at most {self.remaining()} "
+                     "relevant left (95 %)")  # fmt: skip
         return text
 
     def save(self) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-__all__ = ["stopping_pvalues", "stop_point"]
+__all__ = ["stopping_pvalues", "stop_point", "remaining_relevant"]
 
 BLOCK = 1 << 22  # (n, i) pairs evaluated at once
 
@@ -76,3 +76,44 @@ def stop_point(seq, n_total: int, *, target: float = 0.95, alpha: float = 0.05) 
     p = stopping_pvalues(seq, n_total, target=target)
     hit = np.flatnonzero(p < alpha)
     return int(hit[0]) + 1 if hit.size else None
+
+
+def remaining_relevant(seq, n_total: int, *, alpha: float = 0.05) -> int:
+    """How many relevant records may still be unscreened: the largest number ``m`` that
+    the same test cannot rule out at level ``alpha`` (an upper ``1 - alpha`` confidence
+    bound) after the records screened so far (``seq``: their 0/1 labels in screening
+    order, the prior knowledge excluded). With ``alpha = 0.5`` it is a median-like
+    estimate. The null "``m`` or more remain" is tested from every starting point ``i``
+    as in :func:`stopping_pvalues` (the smallest p-value over ``i``), for every ``m`` at
+    once.
+
+    Examples
+    --------
+    >>> seq = np.r_[np.ones(19), np.zeros(900)]
+    >>> remaining_relevant(seq, 1000)  # one in the last 81 not ruled out at 5 %
+    1
+    >>> remaining_relevant(seq[:300], 1000), remaining_relevant(seq[:300], 1000, alpha=0.5)
+    (8, 2)
+    """
+    seq = np.asarray(seq, dtype=np.int64)
+    if not 0 < alpha < 1:
+        raise ValueError(f"stopping: `alpha` must lie in (0, 1); got {alpha!r}.")
+    if seq.size > n_total:
+        raise ValueError(f"stopping: {seq.size} records screened of {n_total}.")
+    n = seq.size
+    left = n_total - n
+    if left == 0:
+        return 0
+    k = np.concatenate([[0], np.cumsum(seq)])
+    cand = np.concatenate([[0], np.flatnonzero(seq) + 1])
+    cand = cand[cand < n] if n else cand
+    if cand.size == 0:  # nothing screened: nothing ruled out
+        return left
+    m = np.arange(1, left + 1)[:, None]  # remaining relevant under the null, each m
+    i = cand[None, :]
+    pool, draws, seen = n_total - i, n - i, k[n] - k[i]
+    need = seen + m  # relevant among the records unscreened at i
+    p = stats.hypergeom.cdf(seen, pool, np.minimum(need, pool), draws).min(axis=1)
+    # p falls as m grows: the bound is the last m not rejected
+    ok = np.flatnonzero(p >= alpha)
+    return int(ok[-1]) + 1 if ok.size else 0

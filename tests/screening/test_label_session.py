@@ -16,6 +16,7 @@ import pytest
 
 from spatialmeta.jobs.screen import LabelSession
 from spatialmeta.screening import stopping_pvalues
+from spatialmeta.screening.stopping import remaining_relevant
 from tests.conftest import shared_path
 
 CLI = Path(sys.executable).parent / "spatialmeta"
@@ -52,7 +53,11 @@ def test_session_decides_saves_resumes_and_ranks(tmp_path):
         again.decide(again.next_record(), label)
     p = stopping_pvalues(np.array([0, 0, 1, 0]), 28)[-1]  # after the file-order pair
     assert again.stopping() == pytest.approx(p)
-    assert again.status().endswith(f"p = {p:.2g}: 95 % recall not yet shown")
+    m = remaining_relevant(np.array([0, 0, 1, 0]), 28)
+    assert m == 19  # 24 unscreened: 5 of them ruled out after four screened
+    assert again.remaining() == m
+    assert again.status().endswith(f"p = {p:.2g}: 95 % recall not yet shown; at most {m} "
+                                   "relevant left (95 %)")  # fmt: skip
     inc = pd.read_csv(tmp_path / "p" / "included.csv")
     assert inc.record_id.tolist()[0] == again.ids[2] and {"study", "yi", "vi"} <= set(inc.columns)
     assert len(inc) == 2

@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 from spatialmeta.screening import screening_metrics, stop_point, stopping_pvalues
+from spatialmeta.screening.stopping import remaining_relevant
 
 
 def _loop_metrics(order, labels, n_prior, recall=0.95, at=0.10):
@@ -93,3 +94,40 @@ def test_stopping_keeps_its_promise_under_random_screening():
         assert ok / 200 >= floor and stopped == 200, (R, ok, stopped)
     with pytest.raises(ValueError, match="`target` must lie in"):
         stopping_pvalues([1, 0], 10, target=1.0)
+
+
+def test_remaining_relevant_equals_a_loop_over_counts_and_starting_points():
+    """The bound is the largest m whose null ("m or more remain") no starting point
+    rejects at alpha, by scipy's hypergeometric one (m, i) at a time."""
+    rng = np.random.default_rng(5)
+    seq = (rng.random(120) < np.linspace(0.4, 0.0, 120)).astype(int)
+    N = 300
+    k = np.r_[0, np.cumsum(seq)]
+    for n in (10, 60, 120):
+        for alpha in (0.05, 0.5):
+            best = 0
+            for m in range(1, N - n + 1):
+                p = min(stats.hypergeom.cdf(k[n] - k[i], N - i, min(k[n] - k[i] + m, N - i), n - i)
+                        for i in range(n))  # fmt: skip
+                if p >= alpha:
+                    best = m
+            assert remaining_relevant(seq[:n], N, alpha=alpha) == best, (n, alpha)
+    assert remaining_relevant(seq, 120) == 0  # everything screened
+    with pytest.raises(ValueError, match="`alpha` must lie in"):
+        remaining_relevant([1, 0], 10, alpha=0.0)
+
+
+def test_remaining_relevant_covers_the_truth_under_random_screening():
+    """Random order is the test's model: the 95 % bound on the relevant records left
+    holds (truth <= bound) in 92 % of 200 seeded runs checked after a third and after two
+    thirds of the records (368 of 400): taking the smallest p-value over starting points,
+    as the stopping test does, costs about 3 points of nominal coverage in random order
+    (the price of using the recent, more random-like stretch under prioritized order)."""
+    rng = np.random.default_rng(2)
+    R, N = 20, 300
+    hits = 0
+    for _ in range(200):
+        seq = rng.permutation(np.r_[np.ones(R, int), np.zeros(N - R, int)])
+        for n in (100, 200):
+            hits += R - seq[:n].sum() <= remaining_relevant(seq[:n], N)
+    assert hits / 400 >= 0.91
