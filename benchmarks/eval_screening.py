@@ -64,7 +64,7 @@ def _one_review(review):
     every = _screeners()
     batch = a.batch if a.batch == "auto" else int(a.batch)
     return run_simulations(_ARGS["tasks"], {m: every[m] for m in a.methods}, reviews=[review],
-                           seeds=a.seeds, batch=batch)  # fmt: skip
+                           seeds=a.seeds, batch=batch, mix=a.mix)  # fmt: skip
 
 
 def _init(a):
@@ -85,6 +85,7 @@ def main(argv=None) -> None:
         help="screeners to run (see above)",
     )
     p.add_argument("--procs", type=int, default=1, help="reviews screened at once")
+    p.add_argument("--mix", type=float, default=0.0, help="share of uncertainty queries")
     p.add_argument("--out", help="write the per-run table here (CSV)")
     p.add_argument("--plot", help="recall curves of the first review (PNG/SVG)")
     a = p.parse_args(argv)

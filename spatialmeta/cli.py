@@ -46,7 +46,7 @@ FLAGS = {
     "pool": {"method": "--method", "test": "--test", "level": "--level", "measure": "--measure",
              "prior": "--prior", "cluster": "--cluster", "type": "--robust"},
     "prior": {"family": "--family", "pooling": "--pooling", "measure": "--measure"},
-    "screen": {"review": "--review", "method": "--method", "labels": "--labels",
+    "screen": {"review": "--review", "method": "--method", "labels": "--labels", "mix": "--mix",
                "columns": "--title/--abstract/--label"},
     "aggregate": {"regions": "--regions", "id_column": "--id-column", "tiles": "--tiles",
                   "variables": "--var", "min_coverage": "--min-coverage",
@@ -515,6 +515,9 @@ def screen_simulate(
     batch: str = typer.Option(
         "auto", help="Records screened between refits: 1 (ASReview's loop) or auto."
     ),  # fmt: skip
+    mix: float = typer.Option(
+        0.0, help="Share of queries by uncertainty (nearest the boundary); 0: certainty only."
+    ),  # fmt: skip
     title: str | None = _TITLE_OPT,
     abstract: str | None = _ABSTRACT_OPT,
     label: str | None = _LABEL_OPT,
@@ -531,7 +534,7 @@ def screen_simulate(
     try:
         seed_list = [int(x) for x in seeds.split(",") if x.strip()]
         res = screen_simulate_job(data, out=out, review=review, seeds=seed_list, methods=method,
-                                  batch=batch if batch == "auto" else int(batch),
+                                  batch=batch if batch == "auto" else int(batch), mix=mix,
                                   columns=_columns(title, abstract, label), progress=progress)  # fmt: skip
     except _known_errors() as exc:
         _fail_with(exc, "screen", 2)

@@ -82,13 +82,15 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def screen_simulate_job(data, *, out, review=None, seeds=(0, 1, 2, 3, 4),
-                        methods=("asreview_default", "asreview_nb"), batch="auto",
+                        methods=("asreview_default", "asreview_nb"), batch="auto", mix=0.0,
                         columns=None, progress=False) -> ScreenResult:  # fmt: skip
     """Simulate screening one review of ``data`` (labelled) and write ``runs.csv``,
     ``recall.png`` and ``summary.md`` into ``out``."""
     out = Path(out)
     ensure_writable_dir(out)
     screeners = _methods(methods)
+    if not 0 <= mix <= 1:
+        raise ValueError(f"`mix` (the share of uncertainty queries) must lie in [0, 1]; got {mix}.")
     tasks = read_reviews(data, columns=columns)
     review = _review(tasks, review)
     rows = tasks.rows(review)
@@ -100,7 +102,7 @@ def screen_simulate_job(data, *, out, review=None, seeds=(0, 1, 2, 3, 4),
         if issubclass(cls, MetaScreener):
             _meta_sources(tasks, review, name)  # refused before any work if there are none
     runs = run_simulations(tasks, screeners, reviews=[review], seeds=tuple(seeds), batch=batch,
-                           progress=progress)  # fmt: skip
+                           mix=mix, progress=progress)  # fmt: skip
     table = runs.table
     with atomic_path(out / "runs.csv") as tmp:
         table.to_csv(tmp, index=False)

@@ -62,11 +62,12 @@ class SimulationRuns:
 
 
 def run_simulations(tasks: ReviewTaskSet, screeners: dict, *, reviews=None, seeds=(0,),
-                    batch="auto", target: float = 0.95, alpha: float = 0.05,
+                    batch="auto", mix: float = 0.0, target: float = 0.95, alpha: float = 0.05,
                     progress: bool = False) -> SimulationRuns:  # fmt: skip
     """Simulate every screener on every review (leave one review out for meta-learned
     ones) from the prior draws ``seeds``. ``screeners``: name -> a function returning a
-    fresh :class:`~spatialmeta.screening.screeners.Screener`."""
+    fresh :class:`~spatialmeta.screening.screeners.Screener`; ``batch`` and ``mix`` (the
+    share of uncertainty queries) as :func:`~spatialmeta.screening.simulate.simulate`'s."""
     names = list(tasks.review_ids if reviews is None else reviews)
     text = tasks.text()
     rows_out, curves = [], {}
@@ -84,7 +85,7 @@ def run_simulations(tasks: ReviewTaskSet, screeners: dict, *, reviews=None, seed
         X = scr.features.fit_transform(text[rows])
         for seed in seeds:
             prior = np.searchsorted(rows, tasks.support(review, seed=seed))
-            order = simulate(scr, X, y, prior, batch=batch)
+            order = simulate(scr, X, y, prior, batch=batch, mix=mix)
             m = screening_metrics(order, y, n_prior=prior.size, recall=target)
             seq = y[order[prior.size :]]
             stop = stop_point(seq, seq.size, target=target, alpha=alpha)

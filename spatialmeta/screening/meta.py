@@ -181,20 +181,25 @@ def train_encoder(texts, labels, groups, config: EncoderConfig = EncoderConfig()
             k_ex = min(s_ex, b.size - 1)
             rows.append(np.concatenate([a[:k_in], b[:k_ex], a[k_in:], b[k_ex : k_ex + q]]))
             shapes.append((k_in, k_ex, qi, min(q, b.size - k_ex)))
-        loss = 0.0
-        for ep_rows, (k_in, k_ex, qi, qe) in zip(
-            rows, shapes, strict=True
-        ):  # a few episodes a step
-            z = _encode_episode(X[ep_rows], W, config.kind, torch)
-            protos = torch.nn.functional.normalize(
-                torch.stack([z[:k_in].mean(0), z[k_in : k_in + k_ex].mean(0)]), dim=1
-            )
-            zq = z[k_in + k_ex :]
-            target = torch.cat([torch.zeros(qi), torch.ones(qe)]).long()
-            logits = log_scale.exp() * zq @ protos.T
-            w = torch.cat([torch.full((qi,), 0.5 / qi), torch.full((qe,), 0.5 / qe)])
-            ce = torch.nn.functional.cross_entropy(logits, target, reduction="none")
-            loss = loss + (ce * w).sum()
+        # every episode of the step at once: each record's episode and role (0 support
+        # included, 1 support excluded, 2 query included, 3 query excluded)
+        sizes = np.array(shapes)
+        ep = np.repeat(np.arange(len(rows)), sizes.sum(1))
+        role = np.concatenate([np.repeat([0, 1, 2, 3], sz) for sz in sizes])
+        z, extra = _encode_rows(X[np.concatenate(rows)], W, config.kind, torch)
+        support = torch.tensor(role < 2)
+        slot = torch.tensor(ep * 2 + role % 2)[support]  # (episode, class) of support rows
+        sums = torch.zeros(2 * len(rows), z.shape[1]).index_add(0, slot, z[support])
+        energy = (sums**2).sum(1) + torch.zeros(2 * len(rows)).index_add(0, slot, extra[support])
+        protos = sums / energy.clamp_min(1e-12).sqrt()[:, None]  # (episode, class) rows
+        query = torch.tensor(role >= 2)
+        eq = torch.tensor(ep)[query]
+        cos = z[query] @ protos.T  # one product; each query keeps its own episode's pair
+        logits = log_scale.exp() * cos.gather(1, torch.stack([2 * eq, 2 * eq + 1], 1))
+        target = torch.tensor(role[role >= 2] - 2)
+        counts = torch.tensor(sizes[:, 2:], dtype=torch.float32)[eq, target]
+        ce = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+        loss = (ce * 0.5 / counts).sum()  # each class half of its episode's loss
         loss = loss / len(shapes) + config.anchor * ((W - anchor) ** 2).sum()
         opt.zero_grad()
         loss.backward()
@@ -205,20 +210,34 @@ def train_encoder(texts, labels, groups, config: EncoderConfig = EncoderConfig()
     )
 
 
-def _encode_episode(Xe, W, kind, torch):
-    """Unit-length encodings of one episode's records (``Xe``: their TF-IDF rows), as a
-    differentiable function of the parameters ``W``: a projection (terms x dim) or term
-    log-weights, the latter on the episode's own columns only (a few thousand of the
-    vocabulary's tens of thousands: a dense block that small back-propagates in ms)."""
+def _encode_rows(Xe, W, kind, torch):
+    """Unit-length encodings of a step's records (``Xe``: their TF-IDF rows) as a
+    differentiable function of the parameters ``W`` (a projection, terms x dim, or term
+    log-weights), in the form the episode loss needs: ``(z, extra)``, ``z`` the
+    coordinates that enter dot products between records and ``extra`` each record's
+    squared length outside them.
+
+    With term weights, a term found in one record of the step enters no dot product
+    between records (nor between a record and a prototype of other records): only its
+    record's length, and its class prototype's length (no other record shares it, so no
+    cross term). So ``z`` holds only the terms two or more of the step's records share (a
+    few thousand of the vocabulary; a dense block that small back-propagates in ms) and
+    ``extra`` the rest, exactly."""
+    Xb = Xe.tocoo()
     if kind == "projection":
-        Xb = Xe.tocoo()
         ij = torch.tensor(np.vstack([Xb.row, Xb.col]))
-        Z = torch.sparse.mm(torch.sparse_coo_tensor(ij, Xb.data, Xb.shape, dtype=torch.float32), W)
-    else:
-        cols = np.unique(Xe.indices)
-        dense = torch.tensor(Xe[:, cols].toarray(), dtype=torch.float32)
-        Z = dense * W[torch.tensor(cols)].exp()
-    return torch.nn.functional.normalize(Z, dim=1)
+        A = torch.sparse_coo_tensor(ij, Xb.data, Xb.shape, dtype=torch.float32)
+        z = torch.nn.functional.normalize(torch.sparse.mm(A, W), dim=1)
+        return z, torch.zeros(Xb.shape[0])
+    counts = np.bincount(Xb.col, minlength=Xb.shape[1])
+    shared = np.flatnonzero(counts >= 2)
+    single = counts[Xb.col] == 1
+    v = torch.tensor(Xb.data[single], dtype=torch.float32) * W[torch.tensor(Xb.col[single])].exp()
+    lone = torch.zeros(Xb.shape[0]).index_add(0, torch.tensor(Xb.row[single]), v**2)
+    dense = torch.tensor(Xe[:, shared].toarray(), dtype=torch.float32)
+    zs = dense * W[torch.tensor(shared)].exp()
+    norm2 = ((zs**2).sum(1) + lone).clamp_min(1e-12)
+    return zs / norm2.sqrt()[:, None], lone / norm2
 
 
 class _EncodedFeatures:
@@ -243,7 +262,12 @@ class MetaScreener(Screener):
         self.features = _EncodedFeatures(self)
 
     def meta_fit(self, tasks, reviews) -> None:
-        key = (id(tasks), tuple(str(r) for r in reviews), self.config)
+        import hashlib
+
+        content = hashlib.sha1(tasks.label.tobytes())  # same records, labels and text
+        for part in (tasks.review, tasks.record_id, tasks.title, tasks.abstract):
+            content.update("\x1f".join(map(str, part)).encode())
+        key = (content.hexdigest(), tuple(str(r) for r in reviews), self.config)
         if key not in _TRAINED:  # the heads of one fold share one meta-training
             rows = np.concatenate([tasks.rows(r) for r in reviews])
             keep = rows[tasks.label[rows] >= 0]

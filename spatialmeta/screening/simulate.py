@@ -8,6 +8,12 @@ screened. ``batch = 1`` is ASReview's loop (a refit after every label); larger b
 trade a little ranking for speed in long simulations. Ties go to the lower index (a
 stable sort), as ASReview's ``max`` query does.
 
+``mix`` mixes in uncertainty sampling: that share of the queries (spread evenly: after
+``q`` queries, ``floor(mix q)`` of them were uncertainty picks) goes to the unlabelled
+records whose scores lie nearest the screener's decision boundary, 0 for every screener
+here (a signed margin or log-odds), the rest to the top-scored (certainty). Pure certainty
+(``mix = 0``) finds relevant records soonest; uncertainty picks refine the boundary.
+
 The loop over screening decisions is inherent to active learning (each decision depends
 on the ones before); every step is whole-array.
 """
@@ -27,7 +33,7 @@ def _batch_size(batch, n_labelled: int, n: int) -> int:
     return int(batch)
 
 
-def simulate(screener: Screener, X, labels, prior, *, batch="auto") -> np.ndarray:
+def simulate(screener: Screener, X, labels, prior, *, batch="auto", mix: float = 0.0) -> np.ndarray:
     """The screening order of one review: ``prior`` (row indices, labelled first) then
     every other record in the order the active loop screens them.
 
@@ -47,6 +53,11 @@ def simulate(screener: Screener, X, labels, prior, *, batch="auto") -> np.ndarra
     prior = np.asarray(prior, dtype=np.int64)
     if np.unique(prior).size != prior.size or prior.min() < 0 or prior.max() >= n:
         raise ValueError(f"simulate: `prior` must be distinct rows in [0, {n}).")
+    if not 0 <= mix <= 1:
+        raise ValueError(
+            f"simulate: `mix` (the share of uncertainty queries) must lie in [0, 1]; got {mix!r}."
+        )
+    queried = 0
     labelled = np.zeros(n, bool)
     labelled[prior] = True
     order = [prior]
@@ -55,7 +66,16 @@ def simulate(screener: Screener, X, labels, prior, *, batch="auto") -> np.ndarra
         screener.fit(X[idx], y[idx])
         pool = np.flatnonzero(~labelled)
         s = screener.scores(X[pool])
-        take = pool[np.argsort(-s, kind="stable")[: _batch_size(batch, idx.size, n)]]
+        b = min(_batch_size(batch, idx.size, n), pool.size)
+        n_unc = int(np.floor(mix * (queried + b)) - np.floor(mix * queried))
+        by_score = np.argsort(-s, kind="stable")
+        top = by_score[: b - n_unc]
+        if n_unc:
+            rest = np.setdiff1d(np.arange(pool.size), top)
+            near = rest[np.argsort(np.abs(s[rest]), kind="stable")[:n_unc]]
+            top = np.concatenate([top, near])
+        take = pool[top]
+        queried += b
         labelled[take] = True
         order.append(take)
     return np.concatenate(order)

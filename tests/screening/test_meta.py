@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
@@ -151,3 +152,24 @@ def test_meta_fit_trains_on_the_other_reviews_only(synthetic):
     assert a.encoder_ is b.encoder_
     vocab = a.encoder_.vectorizer.vocabulary_
     assert "topic12w0" in vocab and "topic13w0" not in vocab
+
+
+def test_the_episode_encoding_drops_no_term_that_matters():
+    """The training step's encodings keep only the terms two or more records share and
+    carry the rest as squared length: record-record dot products and cosines to a
+    prototype equal those of the full reweighted TF-IDF."""
+    import torch
+
+    from spatialmeta.screening.meta import _encode_rows
+
+    rng = np.random.default_rng(0)
+    X = sparse.random(40, 500, density=0.03, random_state=1, format="csr")
+    W = torch.tensor(rng.normal(size=500), dtype=torch.float32)
+    z, extra = _encode_rows(X, W, "terms", torch)
+    full = torch.nn.functional.normalize(torch.tensor(X.toarray()).float() * W.exp(), dim=1)
+    assert z.shape[1] < 300  # most of the 500 terms sit in one record only
+    np.testing.assert_allclose(z @ z.T + torch.diag(extra), full @ full.T, atol=1e-6)
+    proto = full[:5].sum(0) / full[:5].sum(0).norm()
+    sums = z[:5].sum(0)
+    length = ((sums**2).sum() + extra[:5].sum()).sqrt()
+    np.testing.assert_allclose(z[10:] @ (sums / length), full[10:] @ proto, atol=1e-6)

@@ -83,3 +83,42 @@ def test_bad_input_is_named_before_work(tmp_path):
         and "neither a title nor an abstract column; columns found: name" in bad.output
     )
     assert not (tmp_path / "o" / "ranked.csv").exists()
+
+
+def test_meta_learned_rank_learns_from_the_files_other_reviews(tmp_path):
+    """--method protonet on a file of three reviews: meta-trained on the two others, the
+    ranking equals the library's (the same encoder, the same head, by hand); a file of
+    one review is refused, naming the review, and so is a --mix outside [0, 1]."""
+    from spatialmeta.screening.meta import ProtoNetScreener
+
+    frame = pd.read_csv(DATA, dtype=str)
+    keep = ["SYNERGY_Sep_2021", "SYNERGY_Donners_2021", "Cohen_2006_Antihistamines"]
+    small = frame[frame.review_id.isin(keep)]
+    small.to_csv(tmp_path / "three.csv", index=False)
+    tasks = read_reviews(tmp_path / "three.csv")
+    rows = tasks.rows("SYNERGY_Sep_2021")
+    ids = tasks.record_id[rows]
+    lab = pd.DataFrame({"record_id": ids[[0, 1, 2]], "label": tasks.label[rows][[0, 1, 2]]})
+    assert set(lab.label) == {0, 1}
+    lab.to_csv(tmp_path / "l.csv", index=False)
+    res = CliRunner().invoke(app, ["screen", "rank", str(tmp_path / "three.csv"), "--review",
+                                   "SYNERGY_Sep_2021", "--labels", str(tmp_path / "l.csv"),
+                                   "--method", "protonet", "--out", str(tmp_path / "r")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    ranked = pd.read_csv(tmp_path / "r" / "ranked.csv", dtype={"record_id": str})
+    scr = ProtoNetScreener()
+    scr.meta_fit(tasks, keep[1:])
+    X = scr.features.fit_transform(tasks.text()[rows])
+    s = scr.fit(X[[0, 1, 2]], tasks.label[rows][[0, 1, 2]]).scores(X[3:])
+    assert ranked.record_id.tolist() == ids[3:][np.argsort(-s, kind="stable")].tolist()
+    small[small.review_id == "SYNERGY_Sep_2021"].to_csv(tmp_path / "one.csv", index=False)
+    bad = CliRunner().invoke(app, ["screen", "rank", str(tmp_path / "one.csv"), "--labels",
+                                   str(tmp_path / "l.csv"), "--method", "protonet", "--out",
+                                   str(tmp_path / "r2")])  # fmt: skip
+    assert bad.exit_code == 2 and "--method 'protonet' is meta-learned" in bad.output
+    assert "beside review 'SYNERGY_Sep_2021'" in bad.output
+    bad = CliRunner().invoke(app, ["screen", "simulate", str(tmp_path / "one.csv"), "--mix", "2",
+                                   "--out", str(tmp_path / "s")])  # fmt: skip
+    assert (
+        bad.exit_code == 2 and "--mix (the share of uncertainty queries) must lie in" in bad.output
+    )

@@ -5,6 +5,7 @@ active loop's contract."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +67,27 @@ def test_balanced_weights_and_the_loop_contract():
     assert -0.2 < m.wss[0] < 0.5  # random features: no better than chance, give or take
     with pytest.raises(ValueError, match="`prior` must be distinct rows"):
         simulate(LogisticScreener(), X, labels, [0, 0])
+
+
+def test_mixed_queries_take_the_uncertain_share_by_hand():
+    """With ``mix``, after q queries floor(mix q) were uncertainty picks (the unlabelled
+    record whose score is nearest 0), the rest certainty picks: the loop by hand, one
+    record at a time, gives the same order."""
+    rng = np.random.default_rng(4)
+    X = sparse.random(60, 30, density=0.2, random_state=2, format="csr")
+    labels = (rng.random(60) < 0.2).astype(int)
+    labels[:2] = [1, 0]
+    order = simulate(LogisticScreener(), X, labels, [0, 1], batch=1, mix=0.25)
+    lab, want = [0, 1], [0, 1]
+    for q in range(58):
+        scr = LogisticScreener().fit(X[lab], labels[lab])
+        pool = [i for i in range(60) if i not in lab]
+        s = scr.scores(X[pool])
+        unc = math.floor(0.25 * (q + 1)) > math.floor(0.25 * q)
+        pick = pool[int(np.argmin(np.abs(s)))] if unc else pool[int(np.argmax(s))]
+        lab.append(pick)
+        want.append(pick)
+    np.testing.assert_array_equal(order, want)
+    assert not np.array_equal(order, simulate(LogisticScreener(), X, labels, [0, 1], batch=1))
+    with pytest.raises(ValueError, match="`mix`"):
+        simulate(LogisticScreener(), X, labels, [0, 1], mix=1.5)
