@@ -133,8 +133,8 @@ def train_encoder(texts, labels, groups, config: EncoderConfig = EncoderConfig()
                   progress: bool = False) -> TextEncoder:  # fmt: skip
     """Meta-train a :class:`TextEncoder` on labelled records of several reviews
     (``texts``, ``labels`` 1/0, ``groups`` the review of each record) by prototypical
-    episodes. Reviews with fewer than two included records cannot make an episode and
-    only lend their text to the vocabulary and the LSA start."""
+    episodes. Reviews with fewer than two included or excluded records cannot make an
+    episode and only lend their text to the vocabulary (and the LSA start)."""
     import torch
 
     texts = [str(t) for t in np.asarray(texts, dtype=object)]
@@ -142,25 +142,25 @@ def train_encoder(texts, labels, groups, config: EncoderConfig = EncoderConfig()
     vec = TfidfVectorizer(ngram_range=(1, 2), min_df=config.min_df, max_df=0.95,
                           sublinear_tf=True, max_features=config.max_features)  # fmt: skip
     X = vec.fit_transform(texts).astype(np.float32).tocsr()
-    if config.kind == "projection":
-        svd = TruncatedSVD(config.dim, random_state=config.seed, algorithm="randomized", n_iter=4)
-        svd.fit(X)
-    W0 = svd.components_.T.astype(np.float32) if config.kind == "projection" else None
-    rng = np.random.default_rng(config.seed)
-    torch.manual_seed(config.seed)
-    # class pools per review: episodes are sampled array-at-a-time from them
+    # class pools per review, the episodes' sources
     pools = []
     for g in np.unique(groups):
         inc = np.flatnonzero((groups == g) & (labels == 1))
         exc = np.flatnonzero((groups == g) & (labels == 0))
         if inc.size >= 2 and exc.size >= 2:
             pools.append((inc, exc))
-    if config.kind == "projection":
-        W = torch.tensor(W0, requires_grad=True)
-        anchor = torch.tensor(W0)
+    if not pools and config.steps > 0:
+        raise ValueError("meta-training needs a review with at least two included and two "
+                         f"excluded records; none of the {np.unique(groups).size} given has "
+                         "(add labelled reviews, or screen with asreview_default).")  # fmt: skip
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+    if config.kind == "projection":  # from latent semantic analysis of the corpus
+        svd = TruncatedSVD(config.dim, random_state=config.seed, algorithm="randomized", n_iter=4)
+        anchor = torch.tensor(svd.fit(X).components_.T.astype(np.float32))
     else:  # one log-weight per term, starting at 0 (plain TF-IDF)
-        W = torch.zeros(X.shape[1], requires_grad=True)
         anchor = torch.zeros(X.shape[1])
+    W = anchor.clone().requires_grad_(True)
     log_scale = torch.tensor(np.log(config.scale), dtype=torch.float32, requires_grad=True)
     opt = torch.optim.Adam([W, log_scale], lr=config.lr)
     s_in, s_ex = config.shots
@@ -170,7 +170,7 @@ def train_encoder(texts, labels, groups, config: EncoderConfig = EncoderConfig()
         from tqdm import tqdm
 
         steps = tqdm(steps, desc="meta-training the screening encoder", unit="step")
-    for _ in steps if pools else ():
+    for _ in steps:
         rows, shapes = [], []
         for e in rng.integers(len(pools), size=config.episodes):
             inc, exc = pools[e]

@@ -173,3 +173,9 @@ def test_the_episode_encoding_drops_no_term_that_matters():
     sums = z[:5].sum(0)
     length = ((sums**2).sum() + extra[:5].sum()).sqrt()
     np.testing.assert_allclose(z[10:] @ (sums / length), full[10:] @ proto, atol=1e-6)
+
+
+def test_meta_training_without_an_episode_is_refused():
+    texts = ["a trial of aspirin", "a letter", "an editorial", "a review of aspirin"]
+    with pytest.raises(ValueError, match="at least two included and two excluded"):
+        train_encoder(texts, [1, 0, 0, 0], ["r1"] * 4, SMALL)
