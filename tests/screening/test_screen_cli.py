@@ -85,11 +85,21 @@ def test_bad_input_is_named_before_work(tmp_path):
     assert not (tmp_path / "o" / "ranked.csv").exists()
 
 
-def test_meta_learned_rank_learns_from_the_files_other_reviews(tmp_path):
+def test_meta_learned_rank_learns_from_the_files_other_reviews(tmp_path, monkeypatch):
     """--method protonet on a file of three reviews: meta-trained on the two others, the
     ranking equals the library's (the same encoder, the same head, by hand); a file of
-    one review is refused, naming the review, and so is a --mix outside [0, 1]."""
-    from spatialmeta.screening.meta import ProtoNetScreener
+    one review is refused, naming the review, and so is a --mix outside [0, 1]. The
+    encoder trains 40 steps here (300 by default) to keep the suite quick."""
+    from spatialmeta.jobs import screen as screen_job
+    from spatialmeta.screening.meta import EncoderConfig, ProtoNetScreener
+
+    quick = EncoderConfig(steps=40)
+
+    class QuickProtoNet(ProtoNetScreener):
+        def __init__(self):
+            super().__init__(quick)
+
+    monkeypatch.setitem(screen_job.METHODS, "protonet", QuickProtoNet)
 
     frame = pd.read_csv(DATA, dtype=str)
     keep = ["SYNERGY_Sep_2021", "SYNERGY_Donners_2021", "Cohen_2006_Antihistamines"]
@@ -106,7 +116,7 @@ def test_meta_learned_rank_learns_from_the_files_other_reviews(tmp_path):
                                    "--method", "protonet", "--out", str(tmp_path / "r")])  # fmt: skip
     assert res.exit_code == 0, res.output
     ranked = pd.read_csv(tmp_path / "r" / "ranked.csv", dtype={"record_id": str})
-    scr = ProtoNetScreener()
+    scr = ProtoNetScreener(quick)
     scr.meta_fit(tasks, keep[1:])
     X = scr.features.fit_transform(tasks.text()[rows])
     s = scr.fit(X[[0, 1, 2]], tasks.label[rows][[0, 1, 2]]).scores(X[3:])
