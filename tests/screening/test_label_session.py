@@ -4,6 +4,7 @@ capture-pane), its saved project, resume, and a data file that changed."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -63,55 +64,63 @@ def test_session_decides_saves_resumes_and_ranks(tmp_path):
     assert len(inc) == 2
 
 
-def _wait(session: str, text: str, count: int = 1, timeout: float = 90.0) -> str:
-    end = time.time() + timeout
-    while time.time() < end:
-        screen = subprocess.run(["tmux", "capture-pane", "-p", "-S", "-200", "-t", session],
-                                capture_output=True, text=True).stdout  # fmt: skip
-        if screen.count(text) >= count:
-            return screen
-        time.sleep(0.3)
-    raise AssertionError(f"{text!r} did not appear {count} time(s):\n{screen}")
+class _Tmux:
+    """One tmux server of its own per session (its own socket, -L): a new session on the
+    default socket can race the previous server's exit ("server exited unexpectedly")."""
+
+    def __init__(self, name: str, cmd: str, width: int = 100):
+        self.sock = name
+        self.run("new-session", "-d", "-s", "s", "-x", str(width), "-y", "50", cmd)
+
+    def run(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["tmux", "-L", self.sock, *args], check=True,
+                              capture_output=True, text=True)  # fmt: skip
+
+    def keys(self, *keys: str) -> None:
+        self.run("send-keys", "-t", "s", *keys)
+
+    def wait(self, text: str, count: int = 1, timeout: float = 90.0) -> str:
+        end = time.time() + timeout
+        while time.time() < end:
+            screen = self.run("capture-pane", "-p", "-S", "-200", "-t", "s").stdout
+            if screen.count(text) >= count:
+                return screen
+            time.sleep(0.3)
+        raise AssertionError(f"{text!r} did not appear {count} time(s):\n{screen}")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        subprocess.run(["tmux", "-L", self.sock, "kill-server"], capture_output=True)
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None or not CLI.exists(), reason="needs tmux")
 def test_the_terminal_session_as_a_person_uses_it(tmp_path):
     data, proj = _small(tmp_path), tmp_path / "proj"
-    name = f"label{int(time.time() * 1000) % 10**8}"
+    name = f"label{os.getpid()}_{int(time.time() * 1000) % 10**8}"
     cmd = f"{CLI} screen label {data} --out {proj}; echo EXIT=$?; sleep 60"
     prompt = "include (i), exclude (e), skip (s), quit (q)?"
-    subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "100", "-y", "50", cmd],
-                   check=True)  # fmt: skip
-    try:
-        _wait(name, prompt)
+    with _Tmux(name + "a", cmd) as t:
+        t.wait(prompt)
         for n, key in enumerate(["e", "i", "x"], start=2):  # exclude, include, a typo
-            subprocess.run(["tmux", "send-keys", "-t", name, key, "Enter"], check=True)
-            _wait(name, prompt, count=n)
-        screen = _wait(name, "please answer i, e, s or q")
-        subprocess.run(["tmux", "send-keys", "-t", name, "q", "Enter"], check=True)
-        screen = _wait(name, "EXIT=0")
+            t.keys(key, "Enter")
+            t.wait(prompt, count=n)
+        t.wait("please answer i, e, s or q")
+        t.keys("q", "Enter")
+        screen = t.wait("EXIT=0")
         assert "saved: 2 of 30 labelled, 1 included" in screen
-    finally:
-        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
     saved = json.loads((proj / "project.json").read_text())
     assert [d["label"] for d in saved["decisions"]] == [0, 1]
     # resume: the counts carry over
-    subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "100", "-y", "50", cmd],
-                   check=True)  # fmt: skip
-    try:
-        screen = _wait(name, prompt)
+    with _Tmux(name + "b", cmd) as t:
+        screen = t.wait(prompt)
         assert "2 of 30 labelled, 1 included" in screen
-        subprocess.run(["tmux", "send-keys", "-t", name, "q", "Enter"], check=True)
-        _wait(name, "EXIT=0")
-    finally:
-        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+        t.keys("q", "Enter")
+        t.wait("EXIT=0")
     # the data file changed: refused, naming it
     with open(data, "a") as f:
         f.write("x,SYNERGY_Sep_2021,new,A new record title,,0,\n")
-    subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "200", "-y", "50", cmd],
-                   check=True)  # fmt: skip
-    try:
-        screen = _wait(name, "EXIT=2")
+    with _Tmux(name + "c", cmd, width=200) as t:
+        screen = t.wait("EXIT=2")
         assert "changed since project" in screen.replace("\n", "") and "small.csv" in screen
-    finally:
-        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
