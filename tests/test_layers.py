@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1] / "spatialmeta"
 
 # package layers, lowest first
 PACKAGE_LAYERS = [
-    {"_io"},
+    {"_io", "_digest"},
     {"meta_analysis", "raster", "regions", "viz", "report"},
     {"tasks"},
     {"data", "learn", "screening"},
@@ -33,6 +33,7 @@ PACKAGE_LAYERS = [
 # the layers that compute; a job is above all of them
 ENGINES = {
     "_io",
+    "_digest",
     "meta_analysis",
     "raster",
     "regions",

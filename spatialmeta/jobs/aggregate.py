@@ -35,10 +35,12 @@ def aggregate_job(
     memory_limit: str = "auto",
     local_threads: bool = False,
     progress: bool = True,
+    append: bool = False,
 ):
     """Aggregate ``rasters`` to ``regions`` (or square ``tiles`` of cells) into ``out``.
 
-    Warnings of the aggregation (an assumed CRS, dropped cells) are shown as one line each.
+    ``append``: extend an existing ``out`` with the rasters' later time steps only
+    (:func:`~spatialmeta.raster.aggregate.aggregate`). Warnings of the aggregation (an assumed CRS, dropped cells) are shown as one line each.
     Returns the :class:`~spatialmeta.raster.aggregate.AggregateResult` (store, region count,
     tile polygons, weights file).
 
@@ -55,7 +57,7 @@ def aggregate_job(
     opts = dict(
         regions=polys, id_column=id_column, tile_size=tiles, variables=list(variables or []) or None,
         stats=tuple(stats), weights_path=weights, min_coverage=min_coverage,
-        assume_crs=assume_crs, combine=combine, progress=progress,
+        assume_crs=assume_crs, combine=combine, progress=progress, append=append,
     )  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("always")

@@ -20,11 +20,14 @@ import xarray as xr
 from spatialmeta._io import ensure_writable_dir
 from spatialmeta.jobs.stages import as_is, forecast_all, train_methods, training_words
 from spatialmeta.learn.compare import shots_curve, with_support
-from spatialmeta.learn.config import LearnConfig
+from spatialmeta.learn.config import LEARNERS, LearnConfig
 from spatialmeta.learn.evaluate import ForecastEvaluation, evaluate
 from spatialmeta.learn.publish import publish_report
 
-__all__ = ["ForecastJobResult", "forecast_job", "read_holdout"]
+__all__ = [
+    "LEARNERS", "ForecastJobResult", "LearnConfig", "build_tasks", "forecast_job", "read_holdout",
+    "polygons", "read_series",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,9 @@ def forecast_job(
     then the meta-learner (``config.learner``; ``out/checkpoint``) from it, then
     scores on the held-out regions: ``meta`` (adapted), ``meta_noadapt`` (the same network
     unadapted), ``global``, ``global_finetuned`` (fine-tuned on each region's support
-    window), ``climatology``, ``persistence`` and ``ridge_ar``.
+    window), ``climatology``, ``persistence`` and ``ridge_ar``. ``regions``: the polygons
+    (a GeoDataFrame, or a file that :func:`~spatialmeta.raster.aggregate.read_regions`
+    reads with ``region_id`` as the id column).
 
     Writes into ``out`` (:func:`~spatialmeta.learn.publish.publish_report`):
     ``forecasts.zarr`` (region, time, horizon, quantile; CF attributes),
@@ -118,24 +123,43 @@ def forecast_job(
         torch.set_num_threads(before)
 
 
+def polygons(regions, region_id: str):
+    """``regions`` as a GeoDataFrame: as given, or read from its file."""
+    if isinstance(regions, str | os.PathLike):
+        from spatialmeta.raster.aggregate import read_regions
+
+        return read_regions(regions, id_column=region_id)
+    return regions
+
+
+def build_tasks(
+    da, regions, region_id: str, holdout: str, support: int, test_start: str, seed: int
+):
+    """The region graph (queen contiguity of ``regions``), the task set and its split.
+
+    Regions with no value at all (land-only tiles of an ocean field) are dropped, named in
+    a warning; regions with some values keep their gaps, masked.
+    """
+    from spatialmeta.regions.graph import contiguity_graph
+    from spatialmeta.tasks.region import RegionTaskSet
+
+    graph = contiguity_graph(polygons(regions, region_id), id_column=region_id)
+    tasks = RegionTaskSet.from_dataarray(da.load(), graph, on_invalid="drop")
+    held = read_holdout(holdout, tasks.region_ids, seed=seed)
+    return tasks, tasks.split(held_out=held, test_start=test_start, support=support)
+
+
 def _forecast_job(
     series, var, regions, out, *, region_id, holdout, support, test_start, horizon, member,
     config, shots, progress, stage,
 ) -> ForecastJobResult:  # fmt: skip
-    from spatialmeta.regions.graph import contiguity_graph
-    from spatialmeta.tasks.region import RegionTaskSet
-
     run = stage or as_is
     out = ensure_writable_dir(out)
+    regions = polygons(regions, region_id)
     path = Path(series)
     da = run(read_series)(path, var, member)
-    graph = contiguity_graph(regions, id_column=region_id)
     cfg = config or LearnConfig()
-    # regions with no value at all (land-only tiles of an ocean field) are dropped, named in
-    # a warning; regions with some values keep their gaps, masked
-    tasks = RegionTaskSet.from_dataarray(da.load(), graph, on_invalid="drop")
-    held = read_holdout(holdout, tasks.region_ids, seed=cfg.seed)
-    split = tasks.split(held_out=held, test_start=test_start, support=support)
+    tasks, split = run(build_tasks)(da, regions, region_id, holdout, support, test_start, cfg.seed)
     cfg = LearnConfig(**{**cfg.to_dict(), "horizon": horizon})
     # "max": the longest support the record allows (everything before test_start)
     t0 = split.test_start

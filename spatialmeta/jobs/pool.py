@@ -47,7 +47,7 @@ from spatialmeta.meta_analysis import effect_sizes
 from spatialmeta.meta_analysis.bias import baujat as baujat_fit
 from spatialmeta.meta_analysis.bias import fsn, ranktest, trimfill
 from spatialmeta.meta_analysis.diagnostics import influence, leave1out
-from spatialmeta.meta_analysis.estimators import FIXED_METHODS
+from spatialmeta.meta_analysis.estimators import FIXED_METHODS, METHODS
 from spatialmeta.meta_analysis.pool import PoolResult, pool
 from spatialmeta.meta_analysis.profile import confint_tau2
 from spatialmeta.meta_analysis.regtest import pet_peese, regtest
@@ -55,10 +55,13 @@ from spatialmeta.meta_analysis.results import fmt_num, fmt_p
 from spatialmeta.meta_analysis.robust import TYPES as ROBUST_TYPES
 from spatialmeta.meta_analysis.robust import robust
 from spatialmeta.meta_analysis.selection import selmodel
-from spatialmeta.meta_analysis.spec import FitSpec
+from spatialmeta.meta_analysis.spec import TESTS, FitSpec
 from spatialmeta.meta_analysis.subgroups import subgroups as subgroup_fit
 
-__all__ = ["PoolJobResult", "StudyTableError", "parse_columns", "pool_job", "read_studies"]
+__all__ = [
+    "METHODS", "TESTS", "PoolJobResult", "StudyTableError", "parse_columns", "pool_job",
+    "read_studies",
+]  # fmt: skip
 
 # Measures analysed on the log scale: reported and plotted back-transformed as ratios.
 _RATIO_NAMES = {

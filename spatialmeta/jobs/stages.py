@@ -18,7 +18,8 @@ from spatialmeta.learn.config import LearnConfig
 from spatialmeta.learn.train import global_train, meta_train
 
 __all__ = [
-    "LEARNER_WORDS", "Trained", "as_is", "forecast_all", "train_methods", "training_words",
+    "LEARNER_WORDS", "Trained", "as_is", "forecast_all", "train_methods", "training_view",
+    "training_words",
 ]  # fmt: skip
 
 LEARNER_WORDS = {
@@ -67,6 +68,29 @@ def train_methods(tasks, split, config: LearnConfig, out, *, progress: bool = Tr
         progress=progress,
     )
     return Trained(glob, meta, config)
+
+
+def training_view(tasks, split) -> dict:
+    """What training sees of ``tasks`` under ``split``: the values known before the test
+    start (the rest masked), the time axis up to it, the regions, covariates, graph and the
+    split. Its digest is the training stages' cache key (``flows``): steps appended after
+    the test start, the forecasts' new origins, leave it unchanged, so they do not retrain.
+    """
+    import numpy as np
+
+    t = int(split.test_start)
+    known = split.known(tasks.n_time)[:, :t]
+    return {
+        "series": np.where(known, tasks.series[:, :t], np.nan),
+        "time": tasks.time[:t].asi8,
+        "region_ids": tasks.region_ids,
+        "covariates": tasks.covariates,
+        "covariate_names": tasks.covariate_names,
+        "graph": tasks.graph,
+        "variable": tasks.variable,
+        "units": tasks.units,
+        "split": (split.held_out, split.excluded, t, split.support),
+    }
 
 
 def forecast_all(trained: Trained, tasks, split) -> list:

@@ -30,6 +30,7 @@ class AggregateResult:
     n_regions: int
     missing_regions: list[str]
     regions: Path | None = None  # the tile polygons (GeoParquet) when aggregating to tiles
+    appended: int | None = None  # time steps appended to an existing store (``append=True``)
 
 
 def read_regions(path: str | os.PathLike, *, id_column: str) -> gpd.GeoDataFrame:
@@ -95,6 +96,7 @@ def aggregate(
     assume_crs: str | None = None,
     combine: str = "auto",
     progress: bool = True,
+    append: bool = False,
 ) -> AggregateResult:
     """Aggregate rasters to regions and write a ``(..., time, region)`` Zarr store.
 
@@ -114,6 +116,12 @@ def aggregate(
         Reuse weights saved here when present; save them here otherwise.
     progress : bool
         Show a progress bar while computing.
+    append : bool
+        When ``out`` exists: aggregate only the rasters' time steps after the store's last
+        one and append them (the store's regions, statistics and variables must be the
+        ones asked for; the weights are reused from ``weights_path`` when given). The store
+        is extended on a copy that replaces it only when complete. Steps up to the store's
+        last are taken as aggregated already; ``appended`` in the result counts the new.
 
     Returns
     -------
@@ -147,12 +155,18 @@ def aggregate(
         weights = zonal_weights(ds, regions, id_column=id_column)
         if wpath is not None:
             weights.save(wpath)
+    appended = None
+    if append and Path(out).exists():
+        ds = _new_steps(ds, out, weights)
+        appended = int(ds.sizes["time"])
     result = zonal_stats(ds, weights, stats=stats, min_coverage=min_coverage)
     result.attrs.update(
         {"source": str(ds.attrs.get("source_path", rasters)), "Conventions": "CF-1.10"}
     )
-    result = _compute(result, progress)
-    write_zarr(result, out)
+    if appended is None:
+        write_zarr(_compute(result, progress), out)
+    elif appended:
+        _append_zarr(_compute(result, progress), out)
     tiles_path = None
     if tile_size is not None:  # the polygons `spatialmeta forecast --regions` needs
         from spatialmeta._io import atomic_path
@@ -161,7 +175,51 @@ def aggregate(
         with atomic_path(tiles_path) as tmp:
             regions.to_parquet(tmp)
     missing = [str(r) for r in weights.region_ids[weights.coverage == 0]]
-    return AggregateResult(Path(out), wpath, len(weights.region_ids), missing, tiles_path)
+    return AggregateResult(Path(out), wpath, len(weights.region_ids), missing, tiles_path, appended)
+
+
+def _new_steps(ds, out, weights):
+    """The raster's time steps after the store's last, checked against the store's regions."""
+    import xarray as xr
+
+    try:
+        old = xr.open_zarr(out)
+    except Exception as exc:  # any reader failure becomes one message naming the store
+        raise ValueError(f"cannot append to '{out}': it does not open as Zarr ({exc}).") from exc
+    if "time" not in old.dims or "time" not in ds.dims:
+        raise ValueError(f"cannot append to '{out}': the store or the rasters have no time axis.")
+    ids = [str(r) for r in old["region"].values]
+    if ids != [str(r) for r in weights.region_ids]:
+        raise ValueError(
+            f"cannot append to '{out}': its regions are not the ones being aggregated; "
+            "write a new store (append=False) or aggregate the same regions."
+        )
+    return ds.sel(time=ds["time"].values > old["time"].values[-1])
+
+
+def _append_zarr(result, out) -> None:
+    """Append ``result``'s time steps to the store ``out``: on a copy, then swapped in."""
+    import shutil
+    import warnings
+
+    import xarray as xr
+
+    from spatialmeta._io import atomic_path
+
+    old = xr.open_zarr(out)
+    missing = sorted(set(old.data_vars) ^ set(result.data_vars))
+    if missing:
+        raise ValueError(
+            f"cannot append to '{out}': its variables differ from the ones aggregated now "
+            f"({missing}); ask for the same variables and statistics, or write a new store."
+        )
+    for name in list(result.variables):
+        result[name].encoding = {}
+    result = result.drop_vars([v for v in result.coords if "time" not in result[v].dims])
+    with atomic_path(out) as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        shutil.copytree(out, tmp)
+        result.to_zarr(tmp, mode="a", append_dim="time", consolidated=True)
 
 
 def _compute(result, progress: bool):
