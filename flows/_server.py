@@ -64,6 +64,7 @@ def local_api(timeout: float = 120.0) -> Iterator[str | None]:
         with temporary_settings(updates={PREFECT_API_URL: url}):
             yield url
     finally:
+        _drain()  # while the server is up: otherwise the exit waits a minute on retries
         os.environ.pop("PREFECT_API_URL", None)
         proc.terminate()
         try:
@@ -71,6 +72,16 @@ def local_api(timeout: float = 120.0) -> Iterator[str | None]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _drain(timeout: float = 10.0) -> None:
+    """Send the logs and events still queued in this process to the server."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        with contextlib.suppress(Exception):
+            worker.drain_all(timeout=timeout)
 
 
 def _wait_healthy(proc: subprocess.Popen, url: str, timeout: float) -> None:

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
@@ -26,9 +27,24 @@ from prefect.cache_policies import CachePolicy
 
 from spatialmeta.jobs.keys import missing_outputs, stage_key, training_key
 
-__all__ = ["ContentKey", "Stages", "run_stage", "stage", "storage"]
+__all__ = ["ContentKey", "Stages", "run_stage", "stage", "storage", "task_runner"]
 
 TRAINING_TAGS = ("training", "gpu")  # a "gpu" tag concurrency limit keeps one per GPU
+DASK_ADDRESS_ENV = "SPATIALMETA_DASK_ADDRESS"
+
+
+def task_runner():
+    """The flows' task runner: a DaskTaskRunner on the scheduler named by
+    ``SPATIALMETA_DASK_ADDRESS`` (``tcp://host:8786``; deploy/compose.yaml sets it for the
+    worker), read when the flow's module is imported, i.e. in each deployed run's process;
+    unset, None (Prefect's default, threads in the flow run's process).
+    ``run_pipeline(dask=...)`` overrides it for one call."""
+    address = os.environ.get(DASK_ADDRESS_ENV, "").strip()
+    if not address:
+        return None
+    from prefect_dask import DaskTaskRunner
+
+    return DaskTaskRunner(address=address)
 
 
 class ContentKey(CachePolicy):
@@ -118,12 +134,24 @@ def stage(
 
 
 def _on_cluster(fn, args, kwargs):
-    """Call ``fn``; inside a dask worker (DaskTaskRunner), with a client to that cluster."""
+    """Call ``fn`` with one BLAS thread (as in a dask worker, so that a stage gives the same
+    digits on either runner); inside a dask worker, with a client to that cluster."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return _call(fn, args, kwargs)
+
+
+def _call(fn, args, kwargs):
     try:
         from distributed import get_worker
 
         get_worker()
     except (ImportError, ValueError):
+        in_worker = False
+    else:
+        in_worker = True
+    if not in_worker:  # outside the except clause: fn's errors carry no "No worker found"
         return fn(*args, **kwargs)
     import torch
     from prefect_dask import get_dask_client

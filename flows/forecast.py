@@ -22,8 +22,14 @@ from prefect import flow
 from pydantic import Field
 
 from flows._params import existing, fraction_or_file, max_age
-from flows._stage import Stages
-from spatialmeta.jobs.forecast import LEARNERS, LearnConfig, forecast_job, read_series
+from flows._stage import Stages, task_runner
+from spatialmeta.jobs.forecast import (
+    LEARNERS,
+    LearnConfig,
+    check_settings,
+    forecast_job,
+    read_series,
+)  # fmt: skip
 from spatialmeta.jobs.forecast import build_tasks as build_task_set
 from spatialmeta.jobs.stages import train_methods, training_words
 
@@ -45,7 +51,7 @@ def _task_set(run, series, var, regions, region_id, holdout, support, test_start
     return run(build_task_set)(da, regions, region_id, holdout, support, test_start, seed)
 
 
-@flow(name="spatialmeta-build-tasks")
+@flow(name="spatialmeta-build-tasks", task_runner=task_runner())
 def build_tasks(
     series: str, var: str, regions: str, test_start: str, region_id: str = "region_id",
     holdout: str = "0.2", support: Steps = 36, seed: int = 0, member: str | None = None,
@@ -60,7 +66,7 @@ def build_tasks(
             "held_out": int(split.held_out.sum()), "test_start": int(split.test_start)}  # fmt: skip
 
 
-@flow(name="spatialmeta-meta-train")
+@flow(name="spatialmeta-meta-train", task_runner=task_runner())
 def meta_train(
     series: str, var: str, regions: str, test_start: str, out: str,
     region_id: str = "region_id", holdout: str = "0.2", support: Steps = 36,
@@ -70,18 +76,18 @@ def meta_train(
 ) -> dict:  # fmt: skip
     """Train the global network, then the meta-learner (checkpoints under ``out``)."""
     age = _check(series, regions, holdout, max_model_age_days)
-    run = Stages(result_storage, retrain=retrain, max_model_age=age)
-    polys = regions
-    tasks, split = _task_set(run, series, var, polys, region_id, holdout, support, test_start,
-                             seed, member)  # fmt: skip
     config = LearnConfig(learner=learner, episodes=episodes, seed=seed, horizon=horizon)
+    check_settings(support, horizon, config)
+    run = Stages(result_storage, retrain=retrain, max_model_age=age)
+    tasks, split = _task_set(run, series, var, regions, region_id, holdout, support, test_start,
+                             seed, member)  # fmt: skip
     Path(out).mkdir(parents=True, exist_ok=True)
     trained = train_methods(tasks, split, config, Path(out), progress=progress,
                             stage=run)  # fmt: skip
     return {"training": training_words(trained), "checkpoint": f"{out}/checkpoint/model.pt"}
 
 
-@flow(name="spatialmeta-forecast")
+@flow(name="spatialmeta-forecast", task_runner=task_runner())
 def forecast(
     series: str, var: str, regions: str, test_start: str, out: str,
     region_id: str = "region_id", holdout: str = "0.2", support: Steps = 36,
@@ -91,8 +97,9 @@ def forecast(
 ) -> dict:  # fmt: skip
     """Forecast the held-out regions with every method and publish the skill report."""
     age = _check(series, regions, holdout, max_model_age_days)
-    run = Stages(result_storage, retrain=retrain, max_model_age=age)
     config = LearnConfig(learner=learner, episodes=episodes, seed=seed)
+    check_settings(support, horizon, config)
+    run = Stages(result_storage, retrain=retrain, max_model_age=age)
     result = forecast_job(
         series, var, regions, out, region_id=region_id, holdout=holdout,
         support=support, test_start=test_start, horizon=horizon, member=member, config=config,

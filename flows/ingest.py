@@ -21,13 +21,13 @@ from prefect import flow
 from pydantic import Field
 
 from flows._params import existing
-from flows._stage import Stages
+from flows._stage import Stages, task_runner
 from spatialmeta.jobs.aggregate import aggregate_job
 
 __all__ = ["ingest"]
 
 
-@flow(name="spatialmeta-ingest")
+@flow(name="spatialmeta-ingest", task_runner=task_runner())
 def ingest(
     rasters: Annotated[list[str], Field(min_length=1)],
     regions: str,

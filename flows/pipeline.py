@@ -26,10 +26,10 @@ from prefect import flow, get_run_logger
 from pydantic import Field
 
 from flows._params import existing, fraction_or_file, max_age
-from flows._stage import Stages
+from flows._stage import Stages, task_runner
 from spatialmeta.jobs.aggregate import aggregate_job
 from spatialmeta.jobs.demo import demo_job
-from spatialmeta.jobs.forecast import LEARNERS, LearnConfig, forecast_job
+from spatialmeta.jobs.forecast import LEARNERS, LearnConfig, check_settings, forecast_job
 from spatialmeta.jobs.pool import pool_job
 
 __all__ = ["demo_pipeline", "pipeline", "run_pipeline"]
@@ -38,7 +38,7 @@ Steps = Annotated[int, Field(ge=1)]
 Learner = Literal[LEARNERS]  # type: ignore[valid-type]
 
 
-@flow(name="spatialmeta-pipeline")
+@flow(name="spatialmeta-pipeline", task_runner=task_runner())
 def pipeline(
     rasters: Annotated[list[str], Field(min_length=1)], regions: str, var: str,
     test_start: str, out: str, id_column: str = "region_id", holdout: str = "0.2",
@@ -54,6 +54,8 @@ def pipeline(
     fraction_or_file("holdout", holdout)
     if studies is not None:
         existing("studies", studies)
+    config = LearnConfig(learner=learner, episodes=episodes, seed=seed)
+    check_settings(support, horizon, config)
     run = Stages(result_storage, retrain=retrain, max_model_age=max_age(max_model_age_days))
     log = get_run_logger()
     out_dir = Path(out)
@@ -68,7 +70,7 @@ def pipeline(
     result = forecast_job(
         ingested.store, var, regions, out_dir / "forecast",
         region_id=id_column, holdout=holdout, support=support, test_start=test_start,
-        horizon=horizon, config=LearnConfig(learner=learner, episodes=episodes, seed=seed),
+        horizon=horizon, config=config,
         progress=progress, threads=1, stage=run,
     )  # fmt: skip
     outputs = {"series (Zarr)": str(store), **result.outputs}
@@ -76,10 +78,10 @@ def pipeline(
         log.info("pool: %s", studies)
         pooled = run(pool_job)(studies, str(out_dir / "pool"))
         outputs.update({f"pool: {k}": str(v) for k, v in pooled.files.items()})
-    return {"summary": result.summary, "outputs": outputs}
+    return {"summary": result.summary, "outputs": outputs, "appended": ingested.appended}
 
 
-@flow(name="spatialmeta-demo")
+@flow(name="spatialmeta-demo", task_runner=task_runner())
 def demo_pipeline(
     out: str = "outputs/demo",
     years: Annotated[int, Field(ge=8)] = 40,

@@ -16,13 +16,13 @@ from prefect import flow
 from pydantic import Field
 
 from flows._params import existing
-from flows._stage import Stages
+from flows._stage import Stages, task_runner
 from spatialmeta.jobs.pool import METHODS, TESTS, pool_job
 
 __all__ = ["pool_studies"]
 
 
-@flow(name="spatialmeta-pool-studies")
+@flow(name="spatialmeta-pool-studies", task_runner=task_runner())
 def pool_studies(
     studies: str,
     out: str,

@@ -15,7 +15,7 @@ from typing import Literal
 from prefect import flow
 
 from flows._params import existing
-from flows._stage import Stages
+from flows._stage import Stages, task_runner
 from spatialmeta.jobs.screen import METHODS, screen_rank_job
 
 __all__ = ["screen"]
@@ -23,7 +23,7 @@ __all__ = ["screen"]
 Method = Literal[tuple(METHODS)]  # type: ignore[valid-type]
 
 
-@flow(name="spatialmeta-screen")
+@flow(name="spatialmeta-screen", task_runner=task_runner())
 def screen(
     records: str,
     out: str,

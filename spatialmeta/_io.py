@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,12 +40,46 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     return out
 
 
+_HOST = socket.gethostname().replace("-", "_")
+
+
+def _sweep(final: Path) -> None:
+    """Remove the leftovers of earlier writes of ``final`` by processes that died on this
+    host before renaming (a temporary, or the previous output moved aside)."""
+    pattern = re.compile(
+        rf"\.(?:tmp|old)-{re.escape(_HOST)}\.(\d+)-[0-9a-f]{{8}}-{re.escape(final.name)}"
+    )
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(final.parent):
+            m = pattern.fullmatch(entry.name)
+            if m is None or _alive(int(m.group(1))):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; on success move it into place.
 
     Works for files and for directory stores (Zarr). A failure leaves any previous
-    output untouched and removes the partial one.
+    output untouched and removes the partial one. A process killed outright (SIGKILL)
+    cannot clean up: its temporary is named after its host and process id, and the next
+    write of the same output removes the temporaries of processes of this host that are
+    gone (:func:`_sweep`).
 
     Examples
     --------
@@ -56,13 +92,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{final.name}")  # keeps the suffix
+    _sweep(final)
+    tag = f"{_HOST}.{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = final.with_name(f".tmp-{tag}-{final.name}")  # keeps the suffix
     try:
         yield tmp
         if tmp.is_dir():
             old = None
             if final.exists():
-                old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+                old = final.with_name(f".old-{tag}-{final.name}")
                 os.replace(final, old)
             os.replace(tmp, final)
             if old is not None:

@@ -627,6 +627,36 @@ def screen_label(
     typer.echo(f"included records: {out / 'included.csv'}")
 
 
+@app.command()
+def serve(
+    only: list[str] | None = typer.Option(
+        None, "--only", help="Serve only this deployment (repeatable)."
+    ),
+    list_: bool = typer.Option(
+        False, "--list", help="Print the deployments and their schedules; serve nothing."
+    ),
+    prefect_file: Path | None = typer.Option(
+        None, help="The Prefect project file (default: deploy/prefect.yaml of the repository)."
+    ),
+) -> None:
+    """Serve the scheduled Prefect deployments of deploy/prefect.yaml from this machine.
+
+    Nightly ingest, monthly forecast, weekly pooling report and the monthly demo, each on its
+    cron schedule (UTC); their runs execute here until you stop it (Ctrl-C pauses the
+    schedules). Uses PREFECT_API_URL when set, else starts a local Prefect server for as
+    long as it runs. Edit the parameters (paths under /data) in deploy/prefect.yaml first.
+    Runs python -m flows.serve, which takes the same options.
+
+    Example: spatialmeta serve --only ingest-nightly --only pool-weekly
+    """
+    argv = [sys.executable, "-m", "flows.serve"]
+    argv += [arg for name in only or [] for arg in ("--only", name)]
+    argv += ["--list"] if list_ else []
+    argv += ["--prefect-file", str(prefect_file)] if prefect_file else []
+    sys.stdout.flush()
+    os.execv(sys.executable, argv)  # the Prefect process replaces this one (signals reach it)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

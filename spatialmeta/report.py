@@ -57,7 +57,9 @@ def _spatial(sp: dict) -> list[str]:
     ratio, lo, hi = (float(np.exp(sp[c])) for c in ("estimate", "ci_lb", "ci_ub"))
     bound = sp.get("range_at_bound", False)
     rng = (
-        f"range at its bound, {sp['range_km']:.0f} km: the correlation falls linearly with "
+        "no spatial variance, so the range is not identified"
+        if sp["range_km"] is None
+        else f"range at its bound, {sp['range_km']:.0f} km: the correlation falls linearly with "
         "distance across the whole domain"
         if bound
         else f"fitted range {sp['range_km']:.0f} km"
@@ -116,7 +118,7 @@ def _comparison(frame: pd.DataFrame, method: str) -> list[str]:
             "fit; regions scored by every method). A range marked * reached its bound, ten "
             "times the regions' extent: the correlation falls linearly with distance across "
             "the whole domain, and range and spatial variance are not told apart (the "
-            "interval stands)."
+            "interval stands). A range shown – is not identified: the spatial variance is nil."
             if spatial
             else ""
         ),
@@ -142,8 +144,9 @@ def _comparison(frame: pd.DataFrame, method: str) -> list[str]:
             fitted = np.isfinite(r["spatial_mse_ratio"])
             tail = (
                 f" {r['spatial_mse_ratio']:.3f} | {r['spatial_ci_lb']:.3f} to "
-                f"{r['spatial_ci_ub']:.3f} | {r['range_km']:,.0f}"
-                f"{'*' if r.get('range_at_bound', False) else ''} |"
+                f"{r['spatial_ci_ub']:.3f} | "
+                + (f"{r['range_km']:,.0f}" if np.isfinite(r["range_km"]) else "–")
+                + f"{'*' if r.get('range_at_bound', False) else ''} |"
                 if fitted
                 else " – | – | – |"
             )

@@ -1,7 +1,12 @@
 """The deployment folder checked against the code: deploy/prefect.yaml, compose.yaml, Dockerfile.
 
 Docker is not run here; the Dockerfile and compose file are checked as text against the
-pins in the Makefile and constraints.txt and against the Prefect project file.
+pins in the Makefile and constraints.txt, against the Prefect project file and against the
+flows: every deployment's entrypoint names a flow, its parameters bind to the flow's
+signature, its cron is the issue's; every compose service's image is built from
+deploy/Dockerfile or is the pinned Prefect image; the dask workers and the Prefect worker
+name the services they talk to. The dask commands of compose.yaml are run once on loopback.
+(tests/flows/test_deploy_server.py applies the project file to a real Prefect server.)
 """
 
 from __future__ import annotations
@@ -12,15 +17,34 @@ import inspect
 import json
 import re
 import shlex
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
-DEPLOYMENT = "spatialmeta-demo-monthly"
 SET_WORKDIR = "prefect.deployments.steps.set_working_directory"
+POOL = "spatialmeta-process"
+# deployment -> (entrypoint, cron, the first three fire times after 2026-01-01 00:00 UTC)
+EXPECTED = {
+    "ingest-nightly": ("flows/ingest.py:ingest", "0 2 * * *",
+                       ["2026-01-01 02:00", "2026-01-02 02:00", "2026-01-03 02:00"]),
+    "forecast-monthly": ("flows/forecast.py:forecast", "0 6 1 * *",
+                         ["2026-01-01 06:00", "2026-02-01 06:00", "2026-03-01 06:00"]),
+    "pool-weekly": ("flows/pool.py:pool_studies", "0 7 * * 1",  # Mondays
+                    ["2026-01-05 07:00", "2026-01-12 07:00", "2026-01-19 07:00"]),
+    "spatialmeta-demo-monthly": ("flows/pipeline.py:demo_pipeline", "0 6 1 * *",
+                                 ["2026-01-01 06:00", "2026-02-01 06:00", "2026-03-01 06:00"]),
+}  # fmt: skip
+TRAINS = {"forecast-monthly", "spatialmeta-demo-monthly"}  # flows with training stages
+TELEMETRY_OFF = {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
 
 
 def _pins() -> dict[str, str]:
@@ -92,15 +116,12 @@ def project() -> dict:
 
 
 @pytest.fixture(scope="module")
-def deployment(project) -> dict:
-    by_name = {d["name"]: d for d in project["deployments"]}
-    assert DEPLOYMENT in by_name, f"no deployment {DEPLOYMENT!r} in deploy/prefect.yaml"
-    return by_name[DEPLOYMENT]
+def deployments(project) -> dict[str, dict]:
+    return {d["name"]: d for d in project["deployments"]}
 
 
-@pytest.fixture(scope="module")
-def flow_obj(deployment):
-    path, func = deployment["entrypoint"].split(":")
+def _flow(entrypoint: str):
+    path, func = entrypoint.split(":")
     module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
     return getattr(module, func)
 
@@ -108,6 +129,9 @@ def flow_obj(deployment):
 @pytest.fixture(scope="module")
 def compose() -> dict:
     return yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+
+
+by_name = pytest.mark.parametrize("name", sorted(EXPECTED))
 
 
 def test_project_file_top_level(project):
@@ -137,20 +161,36 @@ def test_project_file_fits_prefects_schema(project):
             models.RawScheduleConfig.model_validate(schedule)  # extra="forbid"
 
 
-def test_pull_step_resolves_to_the_repository(project, deployment, monkeypatch):
+def test_the_issues_deployments(deployments):
+    """Nightly ingest, monthly forecast on the 1st, weekly pooling report, and the demo."""
+    assert set(deployments) == set(EXPECTED)
+    for name, (entrypoint, cron, _) in EXPECTED.items():
+        dep = deployments[name]
+        assert dep["entrypoint"] == entrypoint, name
+        assert [s["cron"] for s in dep["schedules"]] == [cron], name
+        assert all(s["timezone"] == "UTC" and s["active"] for s in dep["schedules"]), name
+        assert dep["work_pool"]["name"] == POOL, name
+        assert dep["concurrency_limit"] == 1, name
+        assert "spatialmeta" in dep["tags"] and dep["description"].strip(), name
+
+
+@by_name
+def test_pull_step_resolves_to_the_repository(project, deployments, name, monkeypatch):
     from prefect.utilities.templating import apply_values
 
     monkeypatch.setenv("PWD", str(ROOT))
     step = apply_values(project["pull"][0][SET_WORKDIR], {}, remove_notset=False)
-    path = deployment["entrypoint"].split(":")[0]
+    path = deployments[name]["entrypoint"].split(":")[0]
     assert (Path(step["directory"]) / path).is_file()
 
 
-def test_entrypoint_names_a_prefect_flow(deployment, flow_obj, monkeypatch):
+@by_name
+def test_entrypoint_names_a_prefect_flow(deployments, name, monkeypatch):
     from prefect import Flow
     from prefect.flows import load_flow_from_entrypoint
 
-    path, func = deployment["entrypoint"].split(":")
+    entrypoint = deployments[name]["entrypoint"]
+    path, func = entrypoint.split(":")
     source = ROOT / path
     assert source.is_file(), f"entrypoint file {path} does not exist"
     defined = {
@@ -159,73 +199,114 @@ def test_entrypoint_names_a_prefect_flow(deployment, flow_obj, monkeypatch):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
     }
     assert func in defined, f"{func} is not defined at top level in {path}"
+    flow_obj = _flow(entrypoint)
     assert isinstance(flow_obj, Flow)
     # What `cd <repo> && prefect deploy` does with the entrypoint.
     monkeypatch.chdir(ROOT)
-    loaded = load_flow_from_entrypoint(deployment["entrypoint"])
+    loaded = load_flow_from_entrypoint(entrypoint)
     assert isinstance(loaded, Flow) and loaded.name == flow_obj.name
 
 
-def test_deployment_parameters_are_flow_parameters(deployment, flow_obj):
-    params = deployment["parameters"]
-    assert params == {"out": "/data/outputs/demo", "episodes": 600, "seed": 0}
+@by_name
+def test_deployment_parameters_bind_to_the_flow(deployments, name):
+    params = deployments[name]["parameters"]
+    flow_obj = _flow(deployments[name]["entrypoint"])
     signature = inspect.signature(flow_obj.fn)
     unknown = set(params) - set(signature.parameters)
-    assert not unknown, f"not parameters of {flow_obj.fn.__name__}: {sorted(unknown)}"
-    missing = [
-        name
-        for name, p in signature.parameters.items()
-        if p.default is inspect.Parameter.empty and name not in params
-    ]
-    assert not missing, f"flow parameters without default or value: {missing}"
+    assert not unknown, f"{name}: not parameters of {flow_obj.fn.__name__}: {sorted(unknown)}"
+    signature.bind(**params)  # every parameter without a default is given
     # Types as well as names: Prefect's own validation against the flow's signature.
     flow_obj.validate_parameters(dict(params))
+    # Paths are the examples users edit: all under the /data volume of compose.yaml.
+    paths = {k: v for k, v in params.items() if k in {"rasters", "regions", "series", "studies",
+                                                       "out", "result_storage"}}  # fmt: skip
+    assert "out" in paths and "result_storage" in paths, name
+    for key, value in paths.items():
+        for item in value if isinstance(value, list) else [value]:
+            assert PurePosixPath(item).is_relative_to("/data"), (name, key, item)
 
 
-def test_schedule_is_a_valid_prefect_cron(deployment):
+def test_a_misspelt_parameter_is_caught():
+    """The check above fails on a wrong name or a missing required parameter."""
+    signature = inspect.signature(_flow(EXPECTED["pool-weekly"][0]).fn)
+    with pytest.raises(TypeError):
+        signature.bind(studies="/data/s.csv", outt="/data/o")
+    with pytest.raises(TypeError):
+        signature.bind(out="/data/o")  # studies is required
+
+
+@by_name
+def test_cron_is_valid_and_fires_when_the_issue_says(deployments, name):
+    from cronsim import CronSim
     from prefect.client.schemas.schedules import CronSchedule
 
-    schedules = deployment["schedules"]
-    assert len(schedules) == 1
-    (schedule,) = schedules
-    assert schedule["timezone"] == "UTC"
+    (schedule,) = deployments[name]["schedules"]
     parsed = CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])
-    assert parsed.cron == "0 6 1 * *"
-    with pytest.raises(ValueError):  # the same class rejects a bad string
+    assert (parsed.cron, parsed.timezone) == (EXPECTED[name][1], "UTC")
+    fires = CronSim(parsed.cron, datetime(2026, 1, 1, tzinfo=UTC))
+    assert [next(fires).strftime("%Y-%m-%d %H:%M") for _ in range(3)] == EXPECTED[name][2]
+
+
+def test_a_bad_cron_is_rejected():
+    from prefect.client.schemas.schedules import CronSchedule
+
+    with pytest.raises(ValueError):
         CronSchedule(cron="0 6 32 * *", timezone="UTC")
 
 
-def test_deployment_work_pool(deployment):
-    assert deployment["work_pool"]["name"] == "spatialmeta-process"
-    assert deployment["concurrency_limit"] == 1
+def test_training_deployments_carry_the_training_tags(deployments):
+    from flows._stage import TRAINING_TAGS
+
+    for name, dep in deployments.items():
+        assert (set(TRAINING_TAGS) <= set(dep["tags"])) == (name in TRAINS), name
 
 
-def test_compose_services(compose, deployment):
+def _uses_project_image(service: dict) -> bool:
+    return service.get("image") == "spatialmeta:local"
+
+
+def test_compose_images_are_built_here_or_pinned(compose):
     services = compose["services"]
-    assert {"prefect-server", "worker", "demo"} <= set(services)
+    assert {"prefect-server", "worker", "dask-scheduler", "dask-worker", "demo"} <= set(services)
+    python = re.fullmatch(r"python:(\d+\.\d+)-slim", _dockerfile_instructions()[0][1]).group(1)
+    for name, service in services.items():
+        if "build" in service:
+            assert _uses_project_image(service), (
+                f"{name} builds but is not tagged spatialmeta:local"
+            )
+            context = (DEPLOY / service["build"]["context"]).resolve()
+            assert context == ROOT, name
+            dockerfile = (context / service["build"]["dockerfile"]).resolve()
+            assert dockerfile == DEPLOY / "Dockerfile" and dockerfile.is_file(), name
+        else:  # an image from a registry: the Prefect server, at the pinned version
+            assert service["image"] == f"prefecthq/prefect:{_pins()['prefect']}-python{python}"
+        if _uses_project_image(service):
+            assert "build" in service, f"{name}: spatialmeta:local is built, never pulled"
 
+
+def test_compose_telemetry_is_off_everywhere(compose):
+    for name, service in compose["services"].items():
+        env = _env(service)
+        assert {k: env.get(k) for k in TELEMETRY_OFF} == TELEMETRY_OFF, name
+
+
+def test_compose_services(compose, deployments):
+    services = compose["services"]
     server = services["prefect-server"]
-    assert server["image"] == f"prefecthq/prefect:{_pins()['prefect']}-python3.11"
     assert _command(server)[:3] == ["prefect", "server", "start"]
     assert _option(_command(server), "--host") == "0.0.0.0"
     assert "4200:4200" in [str(p) for p in server["ports"]]
     assert all(src in compose["volumes"] for src in _mounts(server).values()), "DB volume"
 
     worker = services["worker"]
-    context = (DEPLOY / worker["build"]["context"]).resolve()
-    assert context == ROOT
-    assert (context / worker["build"]["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
     tokens = _command(worker)
     assert tokens[:3] == ["prefect", "worker", "start"]
-    assert _option(tokens, "--pool") == deployment["work_pool"]["name"]
+    assert _option(tokens, "--pool") == POOL
+    assert {d["work_pool"]["name"] for d in deployments.values()} == {POOL}
     assert _option(tokens, "--type") == "process"
-    api = _env(worker)["PREFECT_API_URL"]
-    assert api == "http://prefect-server:4200/api"
     assert worker["depends_on"]["prefect-server"]["condition"] == "service_healthy"
     mounts = _mounts(worker)
     assert mounts.get("/data") in compose["volumes"]
-    out = PurePosixPath(deployment["parameters"]["out"])
-    assert out.is_relative_to("/data"), "deployment output must land in the worker's volume"
 
     demo = services["demo"]
     assert demo["profiles"] == ["demo"]
@@ -234,6 +315,89 @@ def test_compose_services(compose, deployment):
     assert tokens[:2] == ["spatialmeta", "demo"]
     assert PurePosixPath(_option(tokens, "--out")).is_relative_to("/data")
     assert _mounts(demo).get("/data") == mounts["/data"]
+
+
+def test_compose_clients_name_the_server_service(compose):
+    """Every PREFECT_API_URL is the prefect-server service, on the port it publishes."""
+    services = compose["services"]
+    port = str(services["prefect-server"]["ports"][0]).split(":")[-1]
+    users = {n for n, s in services.items() if "PREFECT_API_URL" in _env(s)}
+    assert {"worker", "dask-worker"} <= users
+    for name in users:
+        url = urlsplit(_env(services[name])["PREFECT_API_URL"])
+        assert (url.hostname, str(url.port), url.path) == ("prefect-server", port, "/api"), name
+        assert "prefect-server" in services[name]["depends_on"], name
+
+
+def test_compose_dask_workers_point_at_the_scheduler(compose):
+    services = compose["services"]
+    scheduler = services["dask-scheduler"]
+    tokens = _command(scheduler)
+    assert tokens[:2] == ["dask", "scheduler"]
+    port = _option(tokens, "--port")
+    dashboard = _option(tokens, "--dashboard-address").rpartition(":")[2]
+    assert (port, dashboard) == ("8786", "8787")
+    assert {f"{port}:{port}", f"{dashboard}:{dashboard}"} <= {str(p) for p in scheduler["ports"]}
+
+    dask_worker = services["dask-worker"]
+    tokens = _command(dask_worker)
+    assert tokens[:2] == ["dask", "worker"]
+    address = urlsplit(tokens[2])
+    assert (address.scheme, address.hostname, str(address.port)) == ("tcp", "dask-scheduler", port)
+    assert _option(tokens, "--nthreads") == "1"
+    assert dask_worker["deploy"]["replicas"] == 2
+    assert "dask-scheduler" in dask_worker["depends_on"]
+    # the stages' cached results and outputs: the same volume as the Prefect worker's
+    assert _mounts(dask_worker)["/data"] == _mounts(services["worker"])["/data"]
+    # the flows' task runner is told the same scheduler
+    assert _env(services["worker"])["SPATIALMETA_DASK_ADDRESS"] == tokens[2]
+    assert "dask-scheduler" in services["worker"]["depends_on"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_compose_dask_commands_run(compose, tmp_path):
+    """compose.yaml's scheduler and worker commands, on loopback ports: the two one-thread
+    workers join the scheduler (checks the flags against the pinned distributed)."""
+    from distributed import Client
+
+    services = compose["services"]
+    port, dashboard = _free_port(), _free_port()
+    dask = Path(sys.executable).with_name("dask")
+    assert dask.is_file(), f"no `dask` command beside {sys.executable} (dask[distributed])"
+    sched = _command(services["dask-scheduler"])
+    sched[sched.index("--port") + 1] = str(port)
+    sched[sched.index("--dashboard-address") + 1] = f"127.0.0.1:{dashboard}"
+    worker = [t.replace("dask-scheduler:8786", f"127.0.0.1:{port}")
+              for t in _command(services["dask-worker"])]  # fmt: skip
+    assert worker[2] == f"tcp://127.0.0.1:{port}"
+    replicas = services["dask-worker"]["deploy"]["replicas"]
+    log = tmp_path / "dask.log"
+    procs = []
+    with log.open("w") as sink:
+        try:
+            for cmd in [sched] + [worker] * replicas:
+                procs.append(subprocess.Popen([str(dask), *cmd[1:]], cwd=tmp_path, stdout=sink,
+                                              stderr=subprocess.STDOUT))  # fmt: skip
+            with Client(f"tcp://127.0.0.1:{port}", timeout=60) as client:
+                client.wait_for_workers(replicas, timeout=60)
+                nthreads = client.nthreads()
+                assert client.submit(sum, [1, 2, 3]).result(timeout=30) == 6
+        finally:
+            for proc in reversed(procs):
+                proc.terminate()
+            deadline = time.monotonic() + 20
+            for proc in procs:
+                try:
+                    proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+    assert sorted(nthreads.values()) == [1, 1], log.read_text()[-2000:]
 
 
 def test_dockerfile_pins_torch_before_the_package():
@@ -265,6 +429,12 @@ def test_dockerfile_pins_torch_before_the_package():
     last_user_i, last_user = users[-1]
     assert last_user.split(":")[0] not in {"root", "0"}
     assert last_user_i > max(i for i, _ in runs), "USER must come after the installs"
+
+    # the dask scheduler's dashboard (compose.yaml) needs bokeh: pinned, under the constraints
+    (bokeh,) = [shlex.split(args) for _, args in runs if "bokeh" in args]
+    assert _option(bokeh, "-c") == "constraints.txt"
+    assert [t for t in bokeh if "bokeh" in t] == [bokeh[-1]]
+    assert re.fullmatch(r"bokeh==\d+\.\d+\.\d+", bokeh[-1]), bokeh
 
     (cmd,) = [args for instr, args in instructions if instr == "CMD"]
     assert json.loads(cmd) == ["spatialmeta", "demo", "--out", "/data/outputs/demo"]

@@ -25,7 +25,7 @@ from spatialmeta.learn.evaluate import ForecastEvaluation, evaluate
 from spatialmeta.learn.publish import publish_report
 
 __all__ = [
-    "LEARNERS", "ForecastJobResult", "LearnConfig", "build_tasks", "forecast_job", "read_holdout",
+    "LEARNERS", "ForecastJobResult", "LearnConfig", "build_tasks", "check_settings", "forecast_job", "read_holdout",
     "polygons", "read_series",
 ]  # fmt: skip
 
@@ -123,6 +123,16 @@ def forecast_job(
         torch.set_num_threads(before)
 
 
+def check_settings(support: int, horizon: int, config: LearnConfig) -> None:
+    """Refuse, before any work, a ``support`` window too short for the lags and horizon."""
+    need = config.lags + horizon
+    if support < need:
+        raise ValueError(
+            f"`support` ({support} steps) must hold at least lags + horizon = {need} steps "
+            f"(lags {config.lags}, horizon {horizon}); lengthen `support` or shorten the lags."
+        )
+
+
 def polygons(regions, region_id: str):
     """``regions`` as a GeoDataFrame: as given, or read from its file."""
     if isinstance(regions, str | os.PathLike):
@@ -154,6 +164,7 @@ def _forecast_job(
     config, shots, progress, stage,
 ) -> ForecastJobResult:  # fmt: skip
     run = stage or as_is
+    check_settings(support, horizon, config or LearnConfig())
     out = ensure_writable_dir(out)
     regions = polygons(regions, region_id)
     path = Path(series)

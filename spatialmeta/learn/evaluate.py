@@ -308,7 +308,8 @@ def compare_methods(
     method, the same ratios pooled with spatially correlated regions too, every
     comparison in one batched fit (:func:`spatial_comparison`): ``spatial_k``,
     ``spatial_mse_ratio``, ``spatial_ci_lb``, ``spatial_ci_ub``, ``spatial_pval``, the
-    fitted ``range_km`` (NaN where that model was not fitted) and ``range_at_bound`` (the
+    fitted ``range_km`` (NaN where that model was not fitted, or where the spatial variance
+    is nil and the range therefore not identified) and ``range_at_bound`` (the
     range at ten times the regions' extent: correlation linear in distance over the whole
     domain).
 
@@ -358,8 +359,13 @@ def compare_methods(
         frame["spatial_k"] = int(used.sum())
         for c, f in zip(sp_cols, ("beta", "ci_lb", "ci_ub"), strict=True):
             frame[c] = np.exp(getattr(res, f)[:, 0])
-        frame["spatial_pval"], frame["range_km"] = res.pval[:, 0], res.rho
-        frame["range_at_bound"] = res.range_at_bound
+        # with no spatial variance the likelihood is flat in the range: any value fits, and
+        # the one the optimizer stops at is noise (it moved from 3 to 446 km on a 1e-16
+        # change of the inputs); reported as not identified (NaN) instead
+        flat = res.tau2 <= 1e-6 * np.nanmedian(vi[:, used], axis=1)
+        frame["spatial_pval"] = res.pval[:, 0]
+        frame["range_km"] = np.where(flat, np.nan, res.rho)
+        frame["range_at_bound"] = res.range_at_bound & ~flat
     # Regions share weather, so their ratios are not independent and the pooled interval
     # is too narrow where errors are spatially correlated. The Diebold–Mariano test on the
     # area-weighted mean loss of each origin is not affected by that correlation (it is

@@ -147,12 +147,15 @@ def spatial_skill(tasks, evaluation, pooled) -> dict | None:
     if fit is None:
         return None
     res, used = fit
+    typical = float(np.nanmedian(np.asarray(pooled.vi, dtype=float)[used]))
     return {
         "model": "exponential spatial correlation of centroid distance + independent part, REML",
         "k": int(used.sum()), "estimate": float(res.beta[0, 0]), "se": float(res.se[0, 0]),
         "ci_lb": float(res.ci_lb[0, 0]), "ci_ub": float(res.ci_ub[0, 0]),
         "pval": float(res.pval[0, 0]), "tau2_spatial": float(res.tau2[0]),
-        "range_km": float(res.rho[0]), "range_at_bound": bool(res.range_at_bound[0]),
+        # None: no spatial variance, so the range is not identified (any value fits)
+        "range_km": float(res.rho[0]) if res.tau2[0] > 1e-6 * typical else None,
+        "range_at_bound": bool(res.range_at_bound[0]),
         "sigma2_independent": float(res.sigma2[0, 0]),
         "logLik": float(res.logLik[0]), "converged": bool(res.converged[0]),
     }  # fmt: skip

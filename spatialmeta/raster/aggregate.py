@@ -8,12 +8,15 @@ existing scheduler reached by address (:func:`dask_client`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 
 from spatialmeta.raster.io import open_raster, write_zarr
 from spatialmeta.raster.zonal import ZonalWeights, active_client, zonal_stats, zonal_weights
@@ -143,26 +146,27 @@ def aggregate(
         regions, id_column = tile(ds, tile_size).regions, "region_id"
     weights = None
     wpath = Path(weights_path) if weights_path else None
+    key = _weights_key(ds, regions, id_column)
     if wpath is not None and wpath.exists():
         weights = ZonalWeights.load(wpath)
-        if weights.shape != (ds.sizes[weights.dims[0]], ds.sizes[weights.dims[1]]) or len(
-            weights.region_ids
-        ) != len(regions):
-            raise ValueError(
-                f"weights in '{wpath}' were built for another grid or region set; delete the file to rebuild them."
-            )
+        if weights.source_key != key:  # another grid or other polygons: built again
+            weights = None
     if weights is None:
-        weights = zonal_weights(ds, regions, id_column=id_column)
+        weights = dataclasses.replace(zonal_weights(ds, regions, id_column=id_column),
+                                      source_key=key)  # fmt: skip
         if wpath is not None:
             weights.save(wpath)
+    sources = _source_digests(rasters)
     appended = None
     if append and Path(out).exists():
-        ds = _new_steps(ds, out, weights)
-        appended = int(ds.sizes["time"])
+        new = _new_steps(ds, out, weights, sources)
+        if new is not None:
+            ds, appended = new, int(new.sizes["time"])
     result = zonal_stats(ds, weights, stats=stats, min_coverage=min_coverage)
-    result.attrs.update(
-        {"source": str(ds.attrs.get("source_path", rasters)), "Conventions": "CF-1.10"}
-    )
+    result.attrs.update({
+        "source": str(ds.attrs.get("source_path", rasters)), "Conventions": "CF-1.10",
+        "spatialmeta_sources": json.dumps(sources, sort_keys=True),
+    })  # fmt: skip
     if appended is None:
         write_zarr(_compute(result, progress), out)
     elif appended:
@@ -178,8 +182,31 @@ def aggregate(
     return AggregateResult(Path(out), wpath, len(weights.region_ids), missing, tiles_path, appended)
 
 
-def _new_steps(ds, out, weights):
-    """The raster's time steps after the store's last, checked against the store's regions."""
+def _weights_key(ds, regions, id_column: str) -> str:
+    """What zonal weights depend on: the grid's coordinates and CRS, the polygons and ids."""
+    from spatialmeta._digest import digest
+
+    dims = [d for d in ds.dims if d != "time" and ds[d].ndim == 1][-2:]
+    grid = {d: ds[d].values for d in dims}
+    crs = ds.rio.crs.to_wkt() if ds.rio.crs is not None else ""
+    return digest({"grid": grid, "crs": crs, "regions": regions[[id_column, "geometry"]]})
+
+
+def _source_digests(rasters) -> dict[str, str]:
+    """File name → digest of its bytes, for every raster file read (kept in the store's
+    attributes, so that an append can tell a new file from a changed one)."""
+    from spatialmeta._digest import path_digest
+    from spatialmeta.raster.io import _expand
+
+    return {f.name: path_digest(f) for f in _expand(rasters)}
+
+
+def _new_steps(ds, out, weights, sources: dict[str, str]):
+    """The raster's time steps after the store's last, checked against the store's regions;
+    None (aggregate the whole record again, with a warning saying why) when a file the
+    store was made from changed or is gone, or the steps up to its last differ."""
+    import warnings
+
     import xarray as xr
 
     try:
@@ -194,7 +221,21 @@ def _new_steps(ds, out, weights):
             f"cannot append to '{out}': its regions are not the ones being aggregated; "
             "write a new store (append=False) or aggregate the same regions."
         )
-    return ds.sel(time=ds["time"].values > old["time"].values[-1])
+    before = json.loads(old.attrs.get("spatialmeta_sources", "null") or "null")
+    if before is None:
+        why = "it does not record the files it was made from"
+    else:
+        changed = sorted(n for n, d in before.items() if sources.get(n) != d)
+        why = f"'{changed[0]}' changed or is gone since it was written" if changed else None
+    times = ds["time"].values
+    last = old["time"].values[-1]
+    if why is None and not np.array_equal(times[times <= last], old["time"].values):
+        why = "the rasters' time steps up to its last differ from its own"
+    if why is not None:
+        warnings.warn(f"not appending to '{out}': {why}; aggregating the whole record again.",
+                      UserWarning, stacklevel=3)  # fmt: skip
+        return None
+    return ds.sel(time=times > last)
 
 
 def _append_zarr(result, out) -> None:

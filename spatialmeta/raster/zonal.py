@@ -72,6 +72,9 @@ class ZonalWeights:
         Grid shape ``(ny, nx)``.
     dims : tuple of str
         Spatial dimension names, ``("lat", "lon")`` or ``("y", "x")``.
+    source_key : str
+        A digest of the grid and polygons the weights were built from (empty if unknown):
+        saved weights whose key differs from the inputs' are rebuilt, not reused.
     """
 
     fraction: sp.csr_matrix
@@ -80,6 +83,7 @@ class ZonalWeights:
     coverage: np.ndarray
     shape: tuple[int, int]
     dims: tuple[str, str] = ("lat", "lon")
+    source_key: str = ""
 
     @property
     def matrix(self) -> sp.csr_matrix:
@@ -96,6 +100,7 @@ class ZonalWeights:
                 fh, data=m.data, indices=m.indices, indptr=m.indptr, cell_area=self.cell_area,
                 region_ids=self.region_ids.astype(str), coverage=self.coverage,
                 shape=np.array(self.shape), dims=np.array(self.dims),
+                source_key=np.array(self.source_key),
             )  # fmt: skip
 
     @classmethod
@@ -114,6 +119,7 @@ class ZonalWeights:
             z["coverage"],
             shape,
             tuple(str(d) for d in z["dims"]),
+            str(z["source_key"]) if "source_key" in z.files else "",
         )
 
 

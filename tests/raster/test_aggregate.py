@@ -10,6 +10,7 @@ import xarray as xr
 from spatialmeta.data import synthetic_climate, synthetic_regions
 from spatialmeta.raster import (
     RasterError,
+    ZonalWeights,
     aggregate,
     dask_client,
     open_raster,
@@ -109,14 +110,17 @@ def test_weights_are_saved_and_reused(grid, tmp_path):
     np.testing.assert_array_equal(
         xr.open_zarr(tmp_path / "a.zarr").tas.values, xr.open_zarr(tmp_path / "b.zarr").tas.values
     )
-    with pytest.raises(ValueError, match="another grid or region set"):
-        aggregate(
-            p,
-            tmp_path / "c.zarr",
-            regions=regions.iloc[:3],
-            weights_path=tmp_path / "w.npz",
-            progress=False,
-        )
+    # other polygons (fewer, or the same number moved): the weights are built again
+    r3 = aggregate(p, tmp_path / "c.zarr", regions=regions.iloc[:3],
+                   weights_path=tmp_path / "w.npz", progress=False)  # fmt: skip
+    assert r3.n_regions == 3 and r3.weights.stat().st_mtime_ns != mtime
+    assert len(ZonalWeights.load(r3.weights).region_ids) == 3
+    moved = regions.copy()
+    moved["geometry"] = moved.geometry.translate(xoff=0.25)
+    fresh = aggregate(p, tmp_path / "d.zarr", regions=moved, progress=False)
+    again = aggregate(p, tmp_path / "e.zarr", regions=moved, weights_path=tmp_path / "w.npz",
+                      progress=False)  # fmt: skip
+    xr.testing.assert_identical(xr.open_zarr(fresh.store).load(), xr.open_zarr(again.store).load())
 
 
 def test_members_and_time_pieces(tmp_path):
@@ -265,3 +269,57 @@ def test_zarr_v2_store_opens(grid, tmp_path):
     ds.to_zarr(tmp_path / "v2.zarr", zarr_format=2, consolidated=True)
     back = open_raster(tmp_path / "v2.zarr")
     np.testing.assert_array_equal(back.tas.values, ds.tas.values)
+
+
+def _monthly(tmp_path, months: int):
+    """The first ``months`` months of a small synthetic climate, one NetCDF file per month."""
+    ds = synthetic_climate(bbox=(0, 40, 6, 46), resolution=1, years=2, seed=4)[
+        ["tas", "lat_bnds", "lon_bnds"]
+    ]
+    folder = tmp_path / "feed"
+    folder.mkdir(exist_ok=True)
+    for t in range(months):
+        write_netcdf(ds.isel(time=[t]), folder / f"tas_{t:03d}.nc")
+    return str(folder / "tas_*.nc"), synthetic_regions((0, 40, 6, 46), n_regions=5, seed=2)
+
+
+def test_append_adds_only_new_months_and_equals_a_fresh_aggregation(tmp_path):
+    pattern, regions = _monthly(tmp_path, 14)
+    opts = dict(regions=regions, weights_path=tmp_path / "w.npz", progress=False, append=True)
+    first = aggregate(pattern, tmp_path / "s.zarr", **opts)
+    assert first.appended is None  # nothing to append to: written whole
+    _monthly(tmp_path, 17)  # three months arrive
+    grown = aggregate(pattern, tmp_path / "s.zarr", **opts)
+    assert grown.appended == 3
+    fresh = aggregate(pattern, tmp_path / "fresh.zarr", regions=regions, progress=False)
+    a, b = xr.open_zarr(grown.store).load(), xr.open_zarr(fresh.store).load()
+    xr.testing.assert_identical(a, b)
+    assert a.sizes["time"] == 17
+    assert aggregate(pattern, tmp_path / "s.zarr", **opts).appended == 0  # nothing new
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_append_rewrites_when_an_old_file_changed_saying_which(tmp_path):
+    import json
+
+    pattern, regions = _monthly(tmp_path, 6)
+    opts = dict(regions=regions, progress=False, append=True)
+    aggregate(pattern, tmp_path / "s.zarr", **opts)
+    one = tmp_path / "feed" / "tas_002.nc"
+    ds = xr.open_dataset(one).load()
+    write_netcdf(ds.assign(tas=ds.tas + 1.0), one)  # a corrected month, nothing new
+    with pytest.warns(UserWarning, match="'tas_002.nc' changed or is gone"):
+        again = aggregate(pattern, tmp_path / "s.zarr", **opts)
+    assert again.appended is None
+    fresh = aggregate(pattern, tmp_path / "fresh.zarr", regions=regions, progress=False)
+    xr.testing.assert_identical(xr.open_zarr(again.store).load(), xr.open_zarr(fresh.store).load())
+    sources = json.loads(xr.open_zarr(again.store).attrs["spatialmeta_sources"])
+    assert sorted(sources) == [f"tas_{t:03d}.nc" for t in range(6)]
+
+
+def test_append_refuses_another_region_set(tmp_path):
+    pattern, regions = _monthly(tmp_path, 3)
+    aggregate(pattern, tmp_path / "s.zarr", regions=regions, progress=False)
+    with pytest.raises(ValueError, match="its regions are not the ones being aggregated"):
+        aggregate(pattern, tmp_path / "s.zarr", regions=regions.iloc[:2], progress=False,
+                  append=True)  # fmt: skip
