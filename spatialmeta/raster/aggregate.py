@@ -130,7 +130,11 @@ def aggregate(
     -------
     AggregateResult
     """
-    ds = open_raster(rasters, assume_crs=assume_crs, combine=combine)
+    sources = _source_digests(rasters)
+    # appending to a store whose files are all unchanged: only the new files are read
+    new_files = _new_files(out, rasters, sources) if append and Path(out).exists() else None
+    opened = new_files if new_files else rasters
+    ds = open_raster(opened, assume_crs=assume_crs, combine=combine)
     if variables:
         missing = [v for v in variables if v not in ds.data_vars]
         if missing:
@@ -156,15 +160,17 @@ def aggregate(
                                       source_key=key)  # fmt: skip
         if wpath is not None:
             weights.save(wpath)
-    sources = _source_digests(rasters)
     appended = None
     if append and Path(out).exists():
-        new = _new_steps(ds, out, weights, sources)
-        if new is not None:
+        new = _new_steps(ds, out, weights, sources, only_new=bool(new_files))
+        if new is None and new_files:  # rewritten whole: every file
+            ds = open_raster(rasters, assume_crs=assume_crs, combine=combine)
+            ds = ds[variables] if variables else ds
+        elif new is not None:
             ds, appended = new, int(new.sizes["time"])
     result = zonal_stats(ds, weights, stats=stats, min_coverage=min_coverage)
     result.attrs.update({
-        "source": str(ds.attrs.get("source_path", rasters)), "Conventions": "CF-1.10",
+        "source": _source_attr(rasters), "Conventions": "CF-1.10",
         "spatialmeta_sources": json.dumps(sources, sort_keys=True),
     })  # fmt: skip
     if appended is None:
@@ -201,10 +207,40 @@ def _source_digests(rasters) -> dict[str, str]:
     return {f.name: path_digest(f) for f in _expand(rasters)}
 
 
-def _new_steps(ds, out, weights, sources: dict[str, str]):
+def _source_attr(rasters) -> str:
+    """The store's ``source`` attribute: every file read (whatever an append opened)."""
+    from spatialmeta.raster.io import _expand
+
+    files = [str(f) for f in _expand(rasters)]
+    return files[0] if len(files) == 1 else str(files)
+
+
+def _new_files(out, rasters, sources: dict[str, str]) -> list[Path] | None:
+    """The raster files not yet in the store ``out`` when every file it was made from is
+    unchanged and it has no member axis; None otherwise (the whole record is opened)."""
+    import xarray as xr
+
+    from spatialmeta.raster.io import _expand
+
+    try:
+        old = xr.open_zarr(out)
+    except Exception:  # reported by _new_steps, which opens it again
+        return None
+    before = json.loads(old.attrs.get("spatialmeta_sources", "null") or "null")
+    if (
+        before is None
+        or "member" in old.dims
+        or any(sources.get(n) != d for n, d in before.items())
+    ):
+        return None
+    return [f for f in _expand(rasters) if f.name not in before] or None
+
+
+def _new_steps(ds, out, weights, sources: dict[str, str], only_new: bool = False):
     """The raster's time steps after the store's last, checked against the store's regions;
     None (aggregate the whole record again, with a warning saying why) when a file the
-    store was made from changed or is gone, or the steps up to its last differ."""
+    store was made from changed or is gone, or the steps up to its last differ.
+    ``only_new``: ``ds`` holds only the files the store does not record."""
     import warnings
 
     import xarray as xr
@@ -229,7 +265,13 @@ def _new_steps(ds, out, weights, sources: dict[str, str]):
         why = f"'{changed[0]}' changed or is gone since it was written" if changed else None
     times = ds["time"].values
     last = old["time"].values[-1]
-    if why is None and not np.array_equal(times[times <= last], old["time"].values):
+    if why is None and only_new and (times <= last).any():
+        why = "new files hold time steps up to its last"
+    elif (
+        why is None
+        and not only_new
+        and not np.array_equal(times[times <= last], old["time"].values)
+    ):
         why = "the rasters' time steps up to its last differ from its own"
     if why is not None:
         warnings.warn(f"not appending to '{out}': {why}; aggregating the whole record again.",

@@ -33,7 +33,7 @@ class Feed:
     def __init__(self, root):
         self.root = root
         self.rasters = write_climate(root / "rasters")
-        self.regions = write_regions(root / "regions.gpkg")
+        self.regions = write_regions(root / "regions.gpkg", n=80)  # a first run worth timing
         self.studies = write_studies(root / "studies.csv")
         self.out = root / "out"
 

@@ -283,7 +283,13 @@ def _monthly(tmp_path, months: int):
     return str(folder / "tas_*.nc"), synthetic_regions((0, 40, 6, 46), n_regions=5, seed=2)
 
 
-def test_append_adds_only_new_months_and_equals_a_fresh_aggregation(tmp_path):
+def test_append_adds_only_new_months_and_equals_a_fresh_aggregation(tmp_path, monkeypatch):
+    agg = sys.modules[
+        "spatialmeta.raster.aggregate"
+    ]  # the module (the package exports the function)
+    opened = []
+    real_open = agg.open_raster
+    monkeypatch.setattr(agg, "open_raster", lambda p, **k: opened.append(p) or real_open(p, **k))
     pattern, regions = _monthly(tmp_path, 14)
     opts = dict(regions=regions, weights_path=tmp_path / "w.npz", progress=False, append=True)
     first = aggregate(pattern, tmp_path / "s.zarr", **opts)
@@ -291,6 +297,7 @@ def test_append_adds_only_new_months_and_equals_a_fresh_aggregation(tmp_path):
     _monthly(tmp_path, 17)  # three months arrive
     grown = aggregate(pattern, tmp_path / "s.zarr", **opts)
     assert grown.appended == 3
+    assert [p.name for p in opened[-1]] == ["tas_014.nc", "tas_015.nc", "tas_016.nc"]  # only
     fresh = aggregate(pattern, tmp_path / "fresh.zarr", regions=regions, progress=False)
     a, b = xr.open_zarr(grown.store).load(), xr.open_zarr(fresh.store).load()
     xr.testing.assert_identical(a, b)
