@@ -17,15 +17,55 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="spatialmeta",
-    help="Geospatial meta-learning: rasters → region tasks → meta-learned forecasts → pooled skill.\n\n"
-    "Example: spatialmeta demo --out outputs/demo",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="markdown",
+    rich_markup_mode=None,
 )
 
 _DEBUG_ENV = "SPATIALMETA_DEBUG"
+
+# Warnings about the libraries' own future (rioxarray's use of affine's ``*``, pandas and
+# xarray deprecations) mean nothing to a user of the command line and are hidden there;
+# spatialmeta's own warnings (a rewritten store, a dropped region) are shown. ``--debug``
+# shows everything.
+_LIBRARY_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+
+
+def _quiet_library_warnings() -> None:
+    for category in _LIBRARY_WARNINGS:
+        warnings.filterwarnings("ignore", category=category)
+    # the children a command starts (dask workers, a Prefect server) inherit the filter
+    os.environ["PYTHONWARNINGS"] = ",".join(f"ignore::{c.__name__}" for c in _LIBRARY_WARNINGS)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from spatialmeta import __version__
+
+        typer.echo(f"spatialmeta {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True,
+        help="Print the version and exit.",
+    ),
+    debug: bool = typer.Option(
+        False, "--debug",
+        help="Full tracebacks and every library warning (otherwise one line per error).",
+    ),
+) -> None:  # fmt: skip
+    """Geospatial meta-learning: rasters → region tasks → meta-learned forecasts → pooled skill.
+
+    Example: spatialmeta demo --out outputs/demo
+    """
+    if debug:
+        os.environ[_DEBUG_ENV] = "1"
+    if not os.environ.get(_DEBUG_ENV):
+        _quiet_library_warnings()
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -50,7 +90,9 @@ FLAGS = {
                "columns": "--title/--abstract/--label"},
     "aggregate": {"regions": "--regions", "id_column": "--id-column", "tiles": "--tiles",
                   "variables": "--var", "min_coverage": "--min-coverage",
-                  "assume_crs": "--assume-crs"},
+                  "assume_crs": "--crs", "weight": "--weight-raster",
+                  "coverage_weight": "--coverage-weight", "min_coverage_frac": "--min-coverage-frac",
+                  "include_cols": "--include-cols", "stats": "--stats"},
 }  # fmt: skip
 COMMON_FLAGS = {"out": "--out"}  # every command writes into --out
 
@@ -159,13 +201,21 @@ def synth(
 @app.command()
 def aggregate(
     rasters: list[str] = typer.Argument(..., help="Raster files, a glob, or several members."),
-    out: Path = typer.Option(..., "--out", "-o", help="Zarr store to write (region, time)."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Output: .zarr or .nc (region x time), .csv, .gpkg or .parquet."
+    ),
     regions: Path | None = typer.Option(None, help="Polygons (GeoPackage, Shapefile, GeoParquet)."),
     id_column: str = typer.Option("region_id", help="Column of unique region ids."),
     tiles: int | None = typer.Option(
         None, help="Aggregate to square tiles of this many cells instead."
     ),
-    stats: str = typer.Option("mean", help="Comma-separated: mean,std,sum,count,min,max."),
+    stats: str = typer.Option(
+        "mean",
+        help="Comma-separated statistics: mean, sum, count, std, variance, "
+        "coefficient_of_variation, min, max, median, quantile; with --weight-raster "
+        "weighted_mean, weighted_sum, weighted_std, weighted_variance; for class rasters "
+        "frac, weighted_frac, majority, minority, variety, unique.",
+    ),
     var: list[str] | None = typer.Option(
         None, help="Variable(s) to aggregate (default: all gridded)."
     ),
@@ -176,7 +226,24 @@ def aggregate(
         0.5, help="Least valid weight fraction for a value (else NaN)."
     ),
     assume_crs: str | None = typer.Option(
-        None, help="CRS for rasters that carry none, e.g. EPSG:3035."
+        None,
+        "--crs",
+        "--assume-crs",
+        help="CRS of rasters that carry none, e.g. EPSG:4326 (refused without it).",
+    ),
+    weight_raster: Path | None = typer.Option(
+        None, help="2-D weighting raster (population, cropland) for the weighted_* statistics."
+    ),
+    coverage_weight: str = typer.Option(
+        "area",
+        help="How covered cells count: area (coverage x cell area), fraction, none, "
+        "area_cartesian or area_spherical_m2 (the last four as exactextract's).",
+    ),
+    min_coverage_frac: float = typer.Option(
+        0.0, help="Leave out cells a region covers by less than this fraction."
+    ),
+    include_cols: str | None = typer.Option(
+        None, help="Comma-separated polygon columns to carry into a table output."
     ),
     combine: str = typer.Option("auto", help="Several files: member, time or auto."),
     scheduler_address: str | None = typer.Option(
@@ -191,11 +258,18 @@ def aggregate(
     local_threads: bool = typer.Option(False, help="Use dask's threaded scheduler, no cluster."),
     progress: bool = typer.Option(True, help="Show progress."),
 ) -> None:
-    """Aggregate rasters to regions (area-weighted, exact coverage) and write a Zarr store.
+    """Aggregate rasters to regions (exact cell coverage) into Zarr, NetCDF or a table.
 
-    Runs on a dask.distributed LocalCluster by default, or on an existing scheduler.
+    The output's suffix picks its kind: .zarr or .nc (region x time), or .csv, .gpkg and
+    .parquet (one row per region and time step; the last two carry the polygons, for QGIS
+    or geopandas). Runs on a dask.distributed LocalCluster by default, or on an existing
+    scheduler.
 
-    Example: spatialmeta aggregate data/TREFHT.*.nc --regions states.shp --id-column STATE_NAME --out trefht_states.zarr
+    Examples:
+
+    spatialmeta aggregate data/TREFHT.*.nc --regions states.shp --id-column STATE_NAME --out trefht_states.zarr
+
+    spatialmeta aggregate tas.tif --regions states.gpkg --id-column NAME --stats weighted_mean --weight-raster population.tif --include-cols STUSPS --out tas_by_population.gpkg
     """
     import warnings
 
@@ -208,6 +282,9 @@ def aggregate(
             rasters, out, regions=regions, id_column=id_column, tiles=tiles,
             stats=[s.strip() for s in stats.split(",") if s.strip()], variables=var or None,
             weights=weights, min_coverage=min_coverage, assume_crs=assume_crs, combine=combine,
+            weight_raster=weight_raster, coverage_weight=coverage_weight,
+            min_coverage_frac=min_coverage_frac,
+            include_cols=[c.strip() for c in (include_cols or "").split(",") if c.strip()],
             scheduler_address=scheduler_address, workers=workers, memory_limit=memory_limit,
             local_threads=local_threads, progress=progress,
         )  # fmt: skip
@@ -657,8 +734,40 @@ def serve(
     os.execv(sys.executable, argv)  # the Prefect process replaces this one (signals reach it)
 
 
+def _keep_examples(doc: str | None) -> str | None:
+    """``doc`` with each example command in a paragraph click does not re-wrap (``\\b``):
+    a command broken across lines would not paste into a shell."""
+    if not doc:
+        return doc
+    import inspect
+
+    out = []
+    for line in inspect.cleandoc(doc).splitlines():
+        text = line.strip()
+        head, _, cmd = text.partition(": ")
+        if head in ("Example", "Examples") and cmd.startswith("spatialmeta"):
+            out += [f"{head}:", "", "\b", f"  {cmd}"]
+        elif text.startswith("spatialmeta ") and out and out[-1].strip() == "":
+            out += ["\b", f"  {text}"]
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
+def _examples_unwrapped(typer_app: typer.Typer) -> None:
+    typer_app.info.help = _keep_examples(typer_app.info.help)
+    if typer_app.registered_callback is not None:
+        callback = typer_app.registered_callback.callback
+        callback.__doc__ = _keep_examples(callback.__doc__)
+    for command in typer_app.registered_commands:
+        command.callback.__doc__ = _keep_examples(command.callback.__doc__)
+    for group in typer_app.registered_groups:
+        _examples_unwrapped(group.typer_instance)
+
+
 def main() -> None:
     """Console-script entry point."""
+    _examples_unwrapped(app)
     try:
         app()
     except KeyboardInterrupt:

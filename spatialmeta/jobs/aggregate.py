@@ -36,11 +36,16 @@ def aggregate_job(
     local_threads: bool = False,
     progress: bool = True,
     append: bool = False,
+    weight_raster: str | os.PathLike | None = None,
+    coverage_weight: str = "area",
+    min_coverage_frac: float = 0.0,
+    include_cols: Sequence[str] | None = None,
 ):
     """Aggregate ``rasters`` to ``regions`` (or square ``tiles`` of cells) into ``out``.
 
     ``append``: extend an existing ``out`` with the rasters' later time steps only
-    (:func:`~spatialmeta.raster.aggregate.aggregate`). Warnings of the aggregation (an assumed CRS, dropped cells) are shown as one line each.
+    (:func:`~spatialmeta.raster.aggregate.aggregate`, as the weighting raster, coverage
+    options and table outputs by ``out``'s suffix). Warnings of the aggregation (an assumed CRS, dropped cells) are shown as one line each.
     Returns the :class:`~spatialmeta.raster.aggregate.AggregateResult` (store, region count,
     tile polygons, weights file).
 
@@ -58,9 +63,12 @@ def aggregate_job(
         regions=polys, id_column=id_column, tile_size=tiles, variables=list(variables or []) or None,
         stats=tuple(stats), weights_path=weights, min_coverage=min_coverage,
         assume_crs=assume_crs, combine=combine, progress=progress, append=append,
+        weight_raster=weight_raster, coverage_weight=coverage_weight,
+        min_coverage_frac=min_coverage_frac, include_cols=list(include_cols or []) or None,
     )  # fmt: skip
     with warnings.catch_warnings():
-        warnings.simplefilter("always")
+        for category in (UserWarning, RuntimeWarning):  # each of ours, every time
+            warnings.simplefilter("always", category)
         if local_threads:
             return aggregate(rasters, out, **opts)
         with dask_client(scheduler_address, n_workers=workers, memory_limit=memory_limit):

@@ -1,6 +1,7 @@
 """Rasters: open and normalize, tile, and aggregate to regions."""
 
 from spatialmeta.raster.aggregate import AggregateResult, aggregate, dask_client, read_regions
+from spatialmeta.raster.categorical import CATEGORICAL_STATS, zonal_categories
 from spatialmeta.raster.grid import (
     EARTH_RADIUS_M,
     cell_bounds,
@@ -18,8 +19,17 @@ from spatialmeta.raster.io import (
     write_netcdf,
     write_zarr,
 )
+from spatialmeta.raster.tables import write_table, zonal_table
 from spatialmeta.raster.tiles import Tiles, tile, untile
-from spatialmeta.raster.zonal import STATS, ZonalWeights, zonal_mean, zonal_stats, zonal_weights
+from spatialmeta.raster.zonal import (
+    COVERAGE_WEIGHTS,
+    STATS,
+    ZonalWeights,
+    coverage_weights,
+    zonal_mean,
+    zonal_stats,
+    zonal_weights,
+)
 
 __all__ = [
     "AggregateResult", "aggregate", "dask_client", "read_regions",
@@ -27,5 +37,6 @@ __all__ = [
     "spherical_cell_area", "with_bounds",
     "RasterError", "normalize", "open_raster", "write_geotiff", "write_netcdf", "write_zarr",
     "Tiles", "tile", "untile",
-    "STATS", "ZonalWeights", "zonal_mean", "zonal_stats", "zonal_weights",
+    "STATS", "COVERAGE_WEIGHTS", "ZonalWeights", "coverage_weights", "zonal_mean", "zonal_stats",
+    "zonal_weights", "CATEGORICAL_STATS", "zonal_categories", "zonal_table", "write_table",
 ]  # fmt: skip

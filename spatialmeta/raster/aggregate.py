@@ -18,8 +18,14 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 
-from spatialmeta.raster.io import open_raster, write_zarr
-from spatialmeta.raster.zonal import ZonalWeights, active_client, zonal_stats, zonal_weights
+from spatialmeta.raster.io import open_raster, write_netcdf, write_zarr
+from spatialmeta.raster.zonal import (
+    STATS,
+    ZonalWeights,
+    active_client,
+    zonal_stats,
+    zonal_weights,
+)
 
 __all__ = ["AggregateResult", "aggregate", "dask_client", "read_regions"]
 
@@ -100,19 +106,27 @@ def aggregate(
     combine: str = "auto",
     progress: bool = True,
     append: bool = False,
+    weight_raster: str | os.PathLike | None = None,
+    coverage_weight: str = "area",
+    min_coverage_frac: float = 0.0,
+    include_cols: list[str] | None = None,
 ) -> AggregateResult:
-    """Aggregate rasters to regions and write a ``(..., time, region)`` Zarr store.
+    """Aggregate rasters to regions and write a ``(..., time, region)`` Zarr store, a
+    NetCDF file, or a table (CSV, GeoPackage, GeoParquet) by ``out``'s suffix.
 
     Parameters
     ----------
     rasters : path, glob or list
         Anything :func:`open_raster` takes.
     out : path-like
-        The Zarr store to write (atomically).
+        Where to write (atomically): a Zarr store (``.zarr`` or no suffix), NetCDF (``.nc``),
+        or a table, one row per region and time step (``.csv``, ``.gpkg``, ``.parquet``:
+        :func:`~spatialmeta.raster.tables.zonal_table`, geometry carried in the last two).
     regions : GeoDataFrame, optional
         Polygons with ``id_column``; or give ``tile_size`` to aggregate to regular tiles.
     stats : tuple of str
-        Statistics (see :func:`zonal_stats`).
+        Statistics (:func:`zonal_stats`'s and, for categorical rasters,
+        :func:`~spatialmeta.raster.categorical.zonal_categories`').
     variables : list of str, optional
         Variables to aggregate (default: every gridded variable).
     weights_path : path-like, optional
@@ -125,11 +139,19 @@ def aggregate(
         ones asked for; the weights are reused from ``weights_path`` when given). The store
         is extended on a copy that replaces it only when complete. Steps up to the store's
         last are taken as aggregated already; ``appended`` in the result counts the new.
+        Zarr stores only.
+    weight_raster : path-like, optional
+        A 2-D raster (population, cropland) for the ``weighted_*`` statistics.
+    coverage_weight, min_coverage_frac
+        How covered cells count (:func:`zonal_stats`).
+    include_cols : list of str, optional
+        Polygon columns carried into a table output.
 
     Returns
     -------
     AggregateResult
     """
+    kind = _output_kind(out, append, include_cols)
     sources = _source_digests(rasters)
     # appending to a store whose files are all unchanged: only the new files are read
     new_files = _new_files(out, rasters, sources) if append and Path(out).exists() else None
@@ -168,12 +190,22 @@ def aggregate(
             ds = ds[variables] if variables else ds
         elif new is not None:
             ds, appended = new, int(new.sizes["time"])
-    result = zonal_stats(ds, weights, stats=stats, min_coverage=min_coverage)
+    weight = _weight_raster(weight_raster, assume_crs) if weight_raster is not None else None
+    result = _statistics(ds, weights, stats, min_coverage, weight, coverage_weight,
+                         min_coverage_frac)  # fmt: skip
     result.attrs.update({
         "source": _source_attr(rasters), "Conventions": "CF-1.10",
         "spatialmeta_sources": json.dumps(sources, sort_keys=True),
     })  # fmt: skip
-    if appended is None:
+    if kind == "table":
+        from spatialmeta.raster.tables import write_table, zonal_table
+
+        table = zonal_table(_compute(result, progress), regions, id_column=id_column,
+                            include_cols=include_cols)  # fmt: skip
+        write_table(table, out)
+    elif kind == "netcdf":
+        write_netcdf(_compute(result, progress), out)
+    elif appended is None:
         write_zarr(_compute(result, progress), out)
     elif appended:
         _append_zarr(_compute(result, progress), out)
@@ -186,6 +218,66 @@ def aggregate(
             regions.to_parquet(tmp)
     missing = [str(r) for r in weights.region_ids[weights.coverage == 0]]
     return AggregateResult(Path(out), wpath, len(weights.region_ids), missing, tiles_path, appended)
+
+
+def _output_kind(out, append: bool, include_cols) -> str:
+    """ "zarr", "netcdf" or "table" by ``out``'s suffix, refusing what the kind cannot do."""
+    from spatialmeta.raster.tables import TABLE_SUFFIXES
+
+    suffix = Path(out).suffix.lower()
+    kind = (
+        "table" if suffix in TABLE_SUFFIXES else "netcdf" if suffix in (".nc", ".nc4") else "zarr"
+    )
+    if kind == "zarr" and suffix not in ("", ".zarr"):
+        raise ValueError(
+            f"`out` '{out}': unknown kind of output {suffix!r}; write a Zarr store (.zarr), "
+            f"NetCDF (.nc) or a table ({', '.join(TABLE_SUFFIXES)})."
+        )
+    if append and kind != "zarr":
+        raise ValueError(f"`out` '{out}': appending needs a Zarr store (.zarr).")
+    if include_cols and kind != "table":
+        raise ValueError(
+            f"`include_cols` go into tables only; write `out` as .csv, .gpkg or .parquet "
+            f"(got '{out}')."
+        )
+    return kind
+
+
+def _weight_raster(path, assume_crs):
+    """The weighting raster's one 2-D grid (first variable, band or step squeezed)."""
+    w = open_raster(path, assume_crs=assume_crs)
+    name = next(iter(w.data_vars))
+    da = w[name]
+    lead = [d for d in da.dims[:-2] if da.sizes[d] > 1]
+    if lead:
+        raise ValueError(
+            f"weighting raster '{path}' has {dict(da.sizes)}; it must be one 2-D grid (one "
+            "band, one time step)."
+        )
+    return da.isel({d: 0 for d in da.dims[:-2]}, drop=True)
+
+
+def _statistics(ds, weights, stats, min_coverage, weight, coverage_weight, min_coverage_frac):
+    """The zonal and the categorical statistics asked for, one dataset."""
+    import xarray as xr
+
+    from spatialmeta.raster.categorical import CATEGORICAL_STATS, zonal_categories
+
+    unknown = [s for s in stats if s not in STATS and s not in CATEGORICAL_STATS]
+    if unknown or not stats:
+        raise ValueError(
+            f"unknown statistics {unknown} in `stats`; choose from {', '.join(STATS)} or, for "
+            f"categorical rasters, {', '.join(CATEGORICAL_STATS)}."
+        )
+    cat = tuple(s for s in stats if s in CATEGORICAL_STATS)
+    num = tuple(s for s in stats if s not in CATEGORICAL_STATS)
+    opts = dict(weight=weight, coverage_weight=coverage_weight,
+                min_coverage_frac=min_coverage_frac)  # fmt: skip
+    parts = [zonal_stats(ds, weights, stats=num, min_coverage=min_coverage, **opts)] if num else []
+    for da in ds.data_vars.values():
+        if cat and da.dims[-2:] == weights.dims:
+            parts.append(zonal_categories(da, weights, stats=cat, **opts))
+    return xr.merge(parts, combine_attrs="drop_conflicts") if len(parts) > 1 else parts[0]
 
 
 def _weights_key(ds, regions, id_column: str) -> str:

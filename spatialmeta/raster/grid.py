@@ -15,7 +15,7 @@ __all__ = [
     "spatial_dims",
 ]
 
-EARTH_RADIUS_M = 6371008.8  # mean Earth radius (IUGG), as exactextract uses for spherical areas
+EARTH_RADIUS_M = 6371008.8  # mean Earth radius (IUGG); exactextract 0.3 uses WGS 84's 6378137 m
 
 
 def spatial_dims(obj: xr.Dataset | xr.DataArray) -> tuple[str, str]:

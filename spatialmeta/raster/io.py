@@ -322,7 +322,12 @@ def _open_geotiff(path: Path, chunks, times=None) -> xr.Dataset:
     # scales/offsets are applied, so packed or gap-filled values never enter a mean as
     # numbers (NetCDF and Zarr get the same from xarray's CF decoding). Only where the file
     # has them: the decoding copies every chunk twice even for scale 1, offset 0.
-    da = rioxarray.open_rasterio(path, chunks=chunks, lock=False, mask_and_scale=packed)
+    with warnings.catch_warnings():
+        # rioxarray builds the coordinates with affine's deprecated `*`: its own concern,
+        # not the reader's (the same values either way)
+        warnings.filterwarnings("ignore", "Use `@` matmul instead", PendingDeprecationWarning)
+        warnings.filterwarnings("ignore", "Use `@` matmul instead", DeprecationWarning)
+        da = rioxarray.open_rasterio(path, chunks=chunks, lock=False, mask_and_scale=packed)
     if times is not None:
         if len(times) != da.sizes["band"]:
             raise RasterError(
@@ -418,6 +423,7 @@ def normalize(
         )
     from pyproj import CRS
 
+    cf_geographic = _cf_geographic(ds, lat, lon)
     crs = ds.rio.crs
     if crs is None and assume_crs is not None:
         crs = CRS.from_user_input(assume_crs)
@@ -440,18 +446,36 @@ def normalize(
     if ds[lat].size > 1 and bool(ds[lat][0] > ds[lat][-1]):
         ds = ds.isel({lat: slice(None, None, -1)})
     if crs is None:
-        if bool(np.abs(ds[lat]).max() <= 90) and bool(np.abs(ds[lon]).max() <= 360):
+        degrees = bool(np.abs(ds[lat]).max() <= 90) and bool(np.abs(ds[lon]).max() <= 360)
+        if degrees and cf_geographic:
             crs = "EPSG:4326"  # CF lat/lon without a grid mapping is geographic WGS 84
         else:
             raise RasterError(
-                f"'{source}' has no CRS and its coordinates are not degrees; pass `assume_crs` "
-                "(assume_crs=...) with its EPSG code."
+                f"raster '{source}' has no CRS"
+                + ("" if degrees else " and its coordinates are not degrees")
+                + " and nothing says what its coordinates are (no CF latitude/longitude); "
+                "give its CRS with `assume_crs`, for example EPSG:4326 for longitude/latitude."
             )
     ds = ds.rio.set_spatial_dims(x_dim=lon, y_dim=lat).rio.write_crs(crs)
     if projected and (lat, lon) != ("y", "x"):
         ds = ds.rename({lat: "y", lon: "x"}).rio.set_spatial_dims(x_dim="x", y_dim="y")
     ds.attrs.setdefault("source_path", source)
     return with_bounds(ds)
+
+
+def _cf_geographic(ds: xr.Dataset, lat: str, lon: str) -> bool:
+    """Whether the coordinates say they are latitude and longitude (CF units, standard
+    names, or the names themselves), as a NetCDF grid without a grid mapping does; a
+    GeoTIFF without a georeference says nothing (its axes are ``y``/``x``)."""
+    names = {lat.lower(), lon.lower()}
+    if names <= {"lat", "latitude", "lon", "longitude", "nav_lat", "nav_lon"}:
+        return True
+    attrs = [ds[c].attrs for c in (lat, lon) if c in ds.variables]
+    units = {str(a.get("units", "")).lower() for a in attrs}
+    standard = {str(a.get("standard_name", "")).lower() for a in attrs}
+    return units <= {"degrees_north", "degrees_east", "degree_north", "degree_east",
+                     "degrees_n", "degrees_e"} and len(units) == 2 or standard == {
+        "latitude", "longitude"}  # fmt: skip
 
 
 def write_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> Path:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import dask
 import dask.array as dsa
@@ -43,15 +43,26 @@ from spatialmeta.raster.io import RasterError, geotiff_source
 __all__ = [
     "ZonalWeights",
     "zonal_weights",
+    "coverage_weights",
     "zonal_mean",
     "zonal_stats",
     "cell_bounds",
     "spherical_cell_area",
     "EARTH_RADIUS_M",
     "STATS",
+    "COVERAGE_WEIGHTS",
 ]
 
-STATS = ("mean", "sum", "min", "max", "std", "count", "quantile")
+STATS = (
+    "mean", "sum", "min", "max", "std", "count", "quantile", "median", "variance",
+    "coefficient_of_variation", "weighted_mean", "weighted_sum", "weighted_std",
+    "weighted_variance",
+)  # fmt: skip
+WGS84_A = 6378137.0  # metres
+# how each covered cell counts, exactextract's ``coverage_weight`` and this package's own
+COVERAGE_WEIGHTS = ("area", "fraction", "none", "area_cartesian", "area_spherical_m2")
+_WEIGHTED = {"weighted_mean": "mean", "weighted_sum": "sum", "weighted_std": "std",
+             "weighted_variance": "variance"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -121,6 +132,92 @@ class ZonalWeights:
             tuple(str(d) for d in z["dims"]),
             str(z["source_key"]) if "source_key" in z.files else "",
         )
+
+
+def coverage_weights(
+    weights: ZonalWeights, grid, coverage_weight: str = "area", min_coverage_frac: float = 0.0
+) -> ZonalWeights:
+    """``weights`` with each covered cell counted as ``coverage_weight`` says, cells covered
+    by less than ``min_coverage_frac`` dropped (see :func:`zonal_stats`). ``grid``: the
+    raster the weights were built on (for planar cell areas)."""
+    if coverage_weight not in COVERAGE_WEIGHTS:
+        raise ValueError(
+            f"unknown `coverage_weight` {coverage_weight!r}; choose one of "
+            f"{', '.join(COVERAGE_WEIGHTS)}."
+        )
+    if not 0.0 <= min_coverage_frac <= 1.0:
+        raise ValueError(f"`min_coverage_frac` must lie in [0, 1]; got {min_coverage_frac!r}.")
+    if coverage_weight == "area" and min_coverage_frac == 0.0:
+        return weights
+    frac = weights.fraction.tocsr(copy=True)
+    if min_coverage_frac > 0.0:
+        frac.data[frac.data < min_coverage_frac] = 0.0
+        frac.eliminate_zeros()
+    if coverage_weight == "area":
+        return replace(weights, fraction=frac)
+    if coverage_weight == "none":
+        frac.data[:] = 1.0
+    elif coverage_weight == "area_cartesian":
+        yb, xb = grid_bounds(grid)
+        planar = np.abs(yb[:, 1] - yb[:, 0])[:, None] * np.abs(xb[:, 1] - xb[:, 0])[None, :]
+        frac = (frac @ sp.diags(planar.ravel())).tocsr()
+    elif coverage_weight == "area_spherical_m2":
+        if weights.dims != ("lat", "lon"):
+            raise ValueError(
+                "`coverage_weight` 'area_spherical_m2' needs a longitude/latitude grid; this "
+                "one is projected: use 'area_cartesian' (areas in its CRS units)."
+            )
+        # exactextract's spherical areas are on a sphere of the WGS 84 semi-major axis
+        scale = (WGS84_A / EARTH_RADIUS_M) ** 2
+        frac = (frac @ sp.diags(weights.cell_area * scale)).tocsr()
+    return replace(weights, fraction=frac, cell_area=np.ones_like(weights.cell_area))
+
+
+def _weight_on_grid(weight: xr.DataArray, grid) -> np.ndarray:
+    """The weighting raster as a ``(ny, nx)`` array on ``grid``'s cells: as it is on the
+    same grid, else regridded conservatively (each cell the area-weighted mean of the
+    weight cells it overlaps, found with this module's exact coverage)."""
+    if not isinstance(weight, xr.DataArray):
+        raise TypeError(f"`weight` must be an xarray.DataArray (a 2-D raster); got {type(weight)}.")
+    extra = [d for d in weight.dims if weight.sizes[d] > 1][:-2]
+    dims = spatial_dims(weight)
+    if extra or weight.ndim < 2:
+        raise ValueError(
+            f"`weight` must be one 2-D grid; it has dims {dict(weight.sizes)}: select one band "
+            "or time step."
+        )
+    weight = weight.squeeze(drop=True).transpose(*dims)
+    gy, gx = spatial_dims(grid)
+    same = weight.shape == (grid.sizes[gy], grid.sizes[gx]) and all(
+        np.allclose(weight[a].values, grid[b].values, rtol=0, atol=1e-9)
+        for a, b in zip(dims, (gy, gx), strict=True)
+    )
+    if same and (weight.rio.crs is None or grid.rio.crs is None or weight.rio.crs == grid.rio.crs):
+        return np.asarray(weight.values, dtype=np.float64)
+    yb, xb = grid_bounds(grid)
+    y0, y1 = yb.min(axis=1), yb.max(axis=1)
+    x0, x1 = xb.min(axis=1), xb.max(axis=1)
+    cells = shapely.box(
+        np.repeat(x0[None, :], len(y0), 0).ravel(), np.repeat(y0[:, None], len(x0), 1).ravel(),
+        np.repeat(x1[None, :], len(y0), 0).ravel(), np.repeat(y1[:, None], len(x0), 1).ravel(),
+    )  # fmt: skip
+    boxes = gpd.GeoDataFrame({"cell": np.arange(len(cells))}, geometry=cells, crs=grid.rio.crs)
+    with warnings.catch_warnings():  # data cells beyond the weight grid: NaN, said below
+        warnings.simplefilter("ignore", UserWarning)
+        w = zonal_weights(weight.rename("weight"), boxes, id_column="cell")
+    mean = zonal_stats(weight.rename("weight").to_dataset(), w, min_coverage=1e-9)["weight"]
+    return np.asarray(mean.values, dtype=np.float64).reshape(len(y0), len(x0))
+
+
+def _times_weight(weights: ZonalWeights, grid, weight) -> tuple[ZonalWeights, np.ndarray]:
+    """``weights`` times the weighting raster cell by cell, and the regions that cover a
+    cell without a weight (NaN), whose weighted statistics are NaN (as exactextract's)."""
+    flat = _weight_on_grid(weight, grid).ravel()
+    missing = ~np.isfinite(flat)
+    frac = weights.fraction.tocsr()
+    nan_rows = np.asarray(frac @ missing.astype(np.float64)).ravel() > 0
+    scaled = (frac @ sp.diags(np.where(missing, 0.0, flat))).tocsr()
+    return replace(weights, fraction=scaled), nan_rows
 
 
 def _split(lo: np.ndarray, hi: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -646,13 +743,18 @@ def _extreme(block, bw, which: str, block_info=None):
     return out.reshape(lead + (1, 1, frac.shape[0]))
 
 
-def _quantile_block(block, bw, q: np.ndarray, block_info=None):
+def _quantile_block(block, bw, q: np.ndarray, interpolate: bool = False, block_info=None):
     """Weighted quantiles of each region's cells (whole grid in one block): ``(t, n_regions, nq)``.
 
     Inverse of the coverage-×-area weighted CDF (the smallest value whose cumulative weight
     reaches ``q``; NaN cells carry no weight), for all regions and time steps at once:
     values are sorted within each region's segment of the sparse pattern by two stable
     sorts along the segment axis, and the rank reaching ``q`` is counted per segment.
+
+    ``interpolate``: exactextract's weighted quantile instead (R's type 7 with weights):
+    over a region's ``n`` valid cells sorted by value, ``s_k = k w_k + (n - 1) W_{k-1}``
+    (``W`` the running weight), and the quantile interpolates linearly between the two
+    values whose ``s`` bracket ``q s_{n-1}``.
     """
     x_all, frac, w, _ = _rows(block, bw, 0, 0)
     nreg = frac.shape[0]
@@ -678,12 +780,51 @@ def _quantile_block(block, bw, q: np.ndarray, block_info=None):
         rel = (cw - np.repeat(before, counts[has], axis=1)) / np.repeat(
             np.where(total > 0, total, 1.0), counts[has], axis=1
         )
+        if interpolate:
+            _interpolated(v, np.take_along_axis(wts, order, axis=1), cw, before, total,
+                          seg_start, counts[has], q, out[s0 : s0 + step], has)  # fmt: skip
+            continue
         for j, qj in enumerate(q):  # a handful of quantile levels
             below = np.add.reduceat((rel < qj - 1e-12).astype(np.int64), seg_start, axis=1)
             idx = seg_start[None, :] + np.minimum(below, counts[has][None, :] - 1)
             got = np.take_along_axis(v, idx, axis=1)
             out[s0 : s0 + step, has, j] = np.where((total > 0) & np.isfinite(got), got, np.nan)
     return out
+
+
+def _interpolated(v, ws, cw, before, total, seg_start, counts, q, out, has) -> None:
+    """exactextract's weighted quantiles (see :func:`_quantile_block`) into ``out[:, has]``.
+
+    ``v``/``ws``: values and weights sorted region-major (NaN cells last as ``inf`` with
+    weight 0); ``cw``: their running weight over the row; ``before``/``total``: each
+    segment's running weight before it and its total.
+    """
+    local = np.arange(v.shape[1]) - np.repeat(seg_start, counts)  # index within a region
+    valid = np.isfinite(v)
+    n = np.add.reduceat(valid.astype(np.int64), seg_start, axis=1)  # (t, R')
+    n_rep = np.repeat(n, counts, axis=1)
+    prior = cw - ws - np.repeat(before, counts, axis=1)  # weight of the region's cells below
+    sk = np.where(valid, local * ws + (n_rep - 1) * prior, np.inf)
+    span = (n - 1) * total  # s of the last valid cell
+    last = seg_start[None, :] + np.maximum(n - 1, 0)
+    for j, qj in enumerate(q):
+        _one_level(v, sk, seg_start, counts, n, last, qj * span, total, out[:, :, j], has)
+
+
+def _one_level(v, sk, seg_start, counts, n, last, want, total, out, has) -> None:
+    with np.errstate(invalid="ignore", divide="ignore"):  # the masked-out lanes only
+        k = np.add.reduceat((sk <= np.repeat(want, counts, axis=1)).astype(np.int64),
+                            seg_start, axis=1)  # fmt: skip
+        right = seg_start[None, :] + np.minimum(k, np.maximum(n - 1, 0))
+        left = seg_start[None, :] + np.maximum(k - 1, 0)
+        vl, vr = np.take_along_axis(v, left, axis=1), np.take_along_axis(v, right, axis=1)
+        sl, sr = np.take_along_axis(sk, left, axis=1), np.take_along_axis(sk, right, axis=1)
+        inner = (k > 0) & (k < n)
+        step = np.where(inner, sr - sl, 1.0)
+        got = np.where(inner, vl + (want - sl) * (vr - vl) / step, np.nan)
+        got = np.where(k >= n, np.take_along_axis(v, last, axis=1), got)
+        got = np.where(k == 0, v[:, seg_start], got)
+        out[:, has] = np.where((n > 0) & (total > 0), got, np.nan)
 
 
 def zonal_stats(
@@ -694,6 +835,9 @@ def zonal_stats(
     quantiles: tuple[float, ...] = (0.1, 0.5, 0.9),
     min_coverage: float = 0.5,
     region_dim: str = "region",
+    weight: xr.DataArray | None = None,
+    coverage_weight: str = "area",
+    min_coverage_frac: float = 0.0,
 ) -> xr.Dataset:
     """Area-weighted zonal statistics of every time step, lazily.
 
@@ -710,6 +854,12 @@ def zonal_stats(
         fractional), ``min`` and ``max`` (over cells at least partly covered), and
         ``quantile`` (coverage-×-area weighted, inverse CDF; needs the whole grid of a time
         step in memory, so the raster is rechunked to whole grids for it).
+        ``median`` is exactextract's (the weighted median interpolated between cell
+        values), ``variance`` is ``std`` squared and ``coefficient_of_variation`` is
+        ``std / mean``. ``weighted_mean``, ``weighted_sum``, ``weighted_std`` and
+        ``weighted_variance`` weight each cell further by the ``weight`` raster (a
+        population or cropland grid), as exactextract's: a region that covers a cell whose
+        weight is NaN gets NaN for them.
     quantiles : tuple of float
         Levels for ``quantile`` (a ``quantile`` dimension in the output).
     min_coverage : float
@@ -718,6 +868,22 @@ def zonal_stats(
         valid cells.
     region_dim : str
         Name of the new region dimension.
+    weight : xarray.DataArray, optional
+        A 2-D weighting raster for the ``weighted_*`` statistics. On another grid than
+        ``obj`` it is regridded conservatively to ``obj``'s grid first (each data cell gets
+        the area-weighted mean of the weight cells it overlaps: weights are densities, as
+        exactextract treats them).
+    coverage_weight : str
+        How a covered cell counts (:data:`COVERAGE_WEIGHTS`): ``"area"`` (the default):
+        coverage fraction x cell area (m² on the sphere for lat/lon grids, planar for
+        projected ones) for the mean, spread and quantiles, and the coverage fraction
+        alone for ``sum`` and ``count``. The others are exactextract's, for every
+        statistic: ``"fraction"`` (coverage fraction), ``"none"`` (every touched cell
+        counts 1), ``"area_cartesian"`` (fraction x planar area in CRS units) and
+        ``"area_spherical_m2"`` (fraction x area on the sphere; lat/lon grids).
+    min_coverage_frac : float
+        Cells a region covers by less than this fraction are left out of its statistics
+        (exactextract's ``min_coverage_frac``).
 
     Returns
     -------
@@ -750,9 +916,28 @@ def zonal_stats(
     names = [v for v, da in ds.data_vars.items() if da.dims[-2:] == (ydim, xdim)]
     if not names:
         raise ValueError(f"no variable ends with the spatial dims ({ydim}, {xdim}).")
+    weighted = [s_ for s_ in stats if s_ in _WEIGHTED]
+    if weighted and weight is None:
+        raise ValueError(
+            f"statistics {weighted} need a weighting raster; pass `weight` (for example a "
+            "population grid)."
+        )
+    weights = coverage_weights(weights, ds, coverage_weight, min_coverage_frac)
+    plain = tuple(s_ for s_ in stats if s_ not in _WEIGHTED)
     out = {}
     for name in names:
-        out.update(_stats_of(ds[name], weights, stats, min_coverage, region_dim, q))
+        if plain:
+            bare = tuple(stats) == ("mean",)
+            out.update(_stats_of(ds[name], weights, plain, min_coverage, region_dim, q, bare))
+        if weighted:
+            by_weight, nan_rows = _times_weight(weights, ds, weight)
+            inner = tuple(dict.fromkeys(_WEIGHTED[s_] for s_ in weighted))
+            part = _stats_of(ds[name], by_weight, inner, min_coverage, region_dim, bare=False)
+            for s_ in weighted:
+                arr = part[f"{name}_{_WEIGHTED[s_]}"]
+                arr = arr.where(~xr.DataArray(nan_rows, dims=region_dim))
+                arr.attrs["cell_methods"] = f"area: {_WEIGHTED[s_]} (weighted)"
+                out[f"{name}_{s_}"] = arr
     result = xr.Dataset(out)
     result = result.assign_coords({region_dim: weights.region_ids.astype(str)})
     result[region_dim].attrs["long_name"] = "region id"
@@ -781,7 +966,13 @@ def _shared(block_weights: _BlockWeights):
     return client.scatter(block_weights, broadcast=True, hash=False)
 
 
-def _stats_of(da, weights, stats, min_coverage, region_dim, q=None) -> dict:
+def _stats_of(da, weights, stats, min_coverage, region_dim, q=None, bare=None) -> dict:
+    requested = tuple(stats)
+    spread = {"variance", "coefficient_of_variation"} & set(requested)
+    # the partial sums the requested statistics are made of
+    stats = tuple(dict.fromkeys(
+        ("std",) * bool(spread) + tuple(s for s in requested if s not in spread)
+    ))  # fmt: skip
     ydim, xdim = weights.dims
     lead_dims = da.dims[:-2]
     data = da.data if isinstance(da.data, dsa.Array) else dsa.from_array(da.values, chunks=-1)
@@ -798,7 +989,7 @@ def _stats_of(da, weights, stats, min_coverage, region_dim, q=None) -> dict:
     source = geotiff_source(da)
     if (
         source is not None and data.ndim == 3 and len(ychunks) == len(xchunks) == 1
-        and not {"min", "max", "quantile"} & set(stats)
+        and not {"min", "max", "quantile", "median"} & set(stats)
     ):  # fmt: skip
         # an unmodified band-interleaved GeoTIFF: each task reads its bands a few at a time
         # into one reused buffer with direct I/O and reduces them (see _read_partial)
@@ -824,8 +1015,12 @@ def _stats_of(da, weights, stats, min_coverage, region_dim, q=None) -> dict:
     if "mean" in stats:
         fields["mean"] = mean
     if "std" in stats:
-        var = partial[..., k] / safe - mean**2
-        fields["std"] = dsa.where(low, np.nan, dsa.sqrt(dsa.maximum(var, 0.0)))
+        var = dsa.where(low, np.nan, dsa.maximum(partial[..., k] / safe - mean**2, 0.0))
+        fields["std"] = dsa.sqrt(var)
+        if "variance" in requested:
+            fields["variance"] = var
+        if "coefficient_of_variation" in requested:
+            fields["coefficient_of_variation"] = fields["std"] / mean
         k += 1
     if "sum" in stats:
         fields["sum"] = dsa.where(den > 0, partial[..., k], np.nan)
@@ -842,13 +1037,17 @@ def _stats_of(da, weights, stats, min_coverage, region_dim, q=None) -> dict:
             )  # fmt: skip
             red = ext.min(axis=(1, 2)) if which == "min" else ext.max(axis=(1, 2))
             fields[which] = dsa.where(dsa.isfinite(red), red, np.nan)
-    if "quantile" in stats:
+    if {"quantile", "median"} & set(stats):
         whole = data.rechunk({1: -1, 2: -1})
         bw1 = _shared(_BlockWeights(weights, whole.chunks[1], whole.chunks[2]))
-        fields["quantile"] = dsa.map_blocks(
-            _quantile_block, whole, bw1, q, chunks=(whole.chunks[0], (nreg,), (len(q),)),
-            drop_axis=[1, 2], new_axis=[1, 2], dtype=np.float64, meta=np.empty((0, 0, 0)),
-        )  # fmt: skip
+        for stat, levels, interpolate in (("quantile", q, False), ("median", [0.5], True)):
+            if stat in stats:
+                got = dsa.map_blocks(
+                    _quantile_block, whole, bw1, np.asarray(levels, float), interpolate,
+                    chunks=(whole.chunks[0], (nreg,), (len(levels),)), drop_axis=[1, 2],
+                    new_axis=[1, 2], dtype=np.float64, meta=np.empty((0, 0, 0)),
+                )  # fmt: skip
+                fields[stat] = got if stat == "quantile" else got[..., 0]
     shape_lead = tuple(da.sizes[d] for d in lead_dims)
     attrs = {k_: v for k_, v in da.attrs.items() if k_ in ("units", "standard_name", "long_name")}
     coords = {d: da[d] for d in lead_dims if d in da.coords}
@@ -856,18 +1055,19 @@ def _stats_of(da, weights, stats, min_coverage, region_dim, q=None) -> dict:
         if c not in coords and set(v.dims) <= set(lead_dims) and v.dims:
             coords[c] = v
     out = {}
-    only_mean = tuple(stats) == ("mean",)
+    only_mean = requested == ("mean",) if bare is None else bare
     for stat, arr in fields.items():
+        if stat not in requested:
+            continue
         extra = (len(q),) if stat == "quantile" else ()
         arr = arr[0] if squeeze else arr.reshape(shape_lead + (nreg,) + extra)
         a = dict(attrs)
-        a["cell_methods"] = (
-            "area: count"
-            if stat == "count"
-            else f"area: {'percentile' if stat == 'quantile' else stat}"
-        )
-        if stat == "count":
+        method = {"quantile": "percentile", "std": "standard_deviation"}.get(stat, stat)
+        a["cell_methods"] = f"area: {method}"
+        if stat in ("count", "coefficient_of_variation"):
             a["units"] = "1"
+        elif stat == "variance" and "units" in a:
+            a["units"] = f"({a['units']})2"
         key = da.name if only_mean else f"{da.name}_{stat}"
         dims = lead_dims + (region_dim,) + (("quantile",) if stat == "quantile" else ())
         c = dict(coords, quantile=("quantile", q)) if stat == "quantile" else coords

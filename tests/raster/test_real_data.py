@@ -97,6 +97,39 @@ def test_trefht_states_match_exactextract_all_members(trefht, states, tmp_path):
     assert 0 < diff.max() < 0.5
 
 
+def test_population_weighted_state_means_match_exactextract(trefht, states, tmp_path):
+    """Issue 18's acceptance: population-weighted state means of every member of the TREFHT
+    ensemble equal exactextract's weighted_mean (its default coverage weight, the fraction)
+    with the same synthetic population grid."""
+    with rasterio.open(f"netcdf:{trefht.attrs['source_path'][0]}:TREFHT") as src:
+        dy, top = -src.transform.e, src.transform.f
+    ny, nx = trefht.sizes["lat"], trefht.sizes["lon"]
+    edges = top - dy * np.arange(ny + 1)[::-1]
+    reg = trefht.assign(lat_bnds=(("lat", "bnds"), np.stack([edges[:-1], edges[1:]], 1)))
+    lon_b = trefht.lon_bnds.values
+    dx = lon_b[0, 1] - lon_b[0, 0]
+    # people cluster: a few lognormal "cities" over a smooth background, zero over the sea
+    rng = np.random.default_rng(18)
+    lat, lon = np.meshgrid(reg.lat.values, reg.lon.values, indexing="ij")
+    pop = 5 + 3 * np.cos(np.radians(lat)) + rng.lognormal(0, 1.5, (ny, nx))
+    pop[rng.random((ny, nx)) < 0.2] = 0.0
+    pop_da = xr.DataArray(pop, dims=("lat", "lon"), coords={"lat": reg.lat, "lon": reg.lon})
+    pop_tif = _geotiff(tmp_path / "pop.tif", pop[::-1][None], lon_b[0, 0], top, dx, dy)
+    w = zonal_weights(reg, states, id_column="STATE_NAME")
+    from spatialmeta.raster import zonal_stats
+
+    ours = zonal_stats(reg[["TREFHT"]], w, stats=("weighted_mean",), weight=pop_da,
+                       coverage_weight="fraction")["TREFHT_weighted_mean"].compute()  # fmt: skip
+    plain = zonal_mean(reg.TREFHT, w).compute()
+    assert float(np.abs(ours - plain).max()) > 0.05  # the weighting matters
+    for m, member in enumerate(trefht.member.values):
+        data = reg.TREFHT.isel(member=m).values[:, ::-1, :]
+        tif = _geotiff(tmp_path / f"m{member}.tif", data, lon_b[0, 0], top, dx, dy)
+        ref = _exactextract_means(tif, pop_tif, states, "STATE_NAME")
+        theirs = ref.loc[ours.region.values].to_numpy().T
+        np.testing.assert_allclose(ours.isel(member=m).values, theirs, rtol=1e-6)
+
+
 def test_zero_to_360_and_minus180_inputs_agree(trefht, states, tmp_path):
     raw = xr.open_dataset(trefht.attrs["source_path"][0], decode_times=False)
     assert float(raw.lon.max()) > 180  # the file is 0..360
