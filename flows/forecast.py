@@ -93,9 +93,10 @@ def forecast(
     region_id: str = "region_id", holdout: str = "0.2", support: Steps = 36,
     horizon: Steps = 3, learner: Learner = "hier", episodes: Steps = 600, seed: int = 0,
     member: str | None = None, retrain: bool = False, max_model_age_days: float | None = None,
-    result_storage: str | None = None, progress: bool = False,
+    result_storage: str | None = None, progress: bool = False, grid: str | None = None,
 ) -> dict:  # fmt: skip
-    """Forecast the held-out regions with every method and publish the skill report."""
+    """Forecast the held-out regions with every method and publish the skill report (with
+    ``grid``, a raster the series came from, also on its cells: NetCDF and GeoTIFF)."""
     age = _check(series, regions, holdout, max_model_age_days)
     config = LearnConfig(learner=learner, episodes=episodes, seed=seed)
     check_settings(support, horizon, config)
@@ -103,7 +104,7 @@ def forecast(
     result = forecast_job(
         series, var, regions, out, region_id=region_id, holdout=holdout,
         support=support, test_start=test_start, horizon=horizon, member=member, config=config,
-        progress=progress, threads=1, stage=run,
+        progress=progress, threads=1, stage=run, grid=grid,
     )  # fmt: skip
     return {"summary": result.summary, "outputs": result.outputs}
 

@@ -71,7 +71,7 @@ def pipeline(
         ingested.store, var, regions, out_dir / "forecast",
         region_id=id_column, holdout=holdout, support=support, test_start=test_start,
         horizon=horizon, config=config,
-        progress=progress, threads=1, stage=run,
+        progress=progress, threads=1, stage=run, grid=list(rasters),
     )  # fmt: skip
     outputs = {"series (Zarr)": str(store), **result.outputs}
     if studies is not None:

@@ -82,6 +82,7 @@ FLAGS = {
         "region_id": "--region-id", "holdout": "--holdout", "support": "--support",
         "test_start": "--test-start", "horizon": "--horizon", "member": "--member",
         "lags": "--lags", "learner": "--learner", "episodes": "--episodes", "shots": "--shots",
+        "rasters": "--rasters", "grid": "--grid",
     },
     "pool": {"method": "--method", "test": "--test", "level": "--level", "measure": "--measure",
              "prior": "--prior", "cluster": "--cluster", "type": "--robust"},
@@ -299,7 +300,19 @@ def aggregate(
 
 @app.command()
 def forecast(
-    series: Path = typer.Option(..., help="(region, time) series store: Zarr or NetCDF."),
+    series: Path | None = typer.Option(
+        None, help="(region, time) series store: Zarr or NetCDF (or give --rasters)."
+    ),
+    rasters: list[str] | None = typer.Option(
+        None,
+        help="Raster files (or a glob) to aggregate over --regions first, into OUT/series.zarr; "
+        "instead of --series. Forecasts and skill then also go onto their grid.",
+    ),
+    grid: Path | None = typer.Option(
+        None,
+        help="A raster the series came from: forecasts and skill also on its cells "
+        "(OUT/forecasts_grid.nc, OUT/forecast_latest.tif, OUT/skill_map.tif).",
+    ),
     var: str = typer.Option(..., help="Variable to forecast."),
     regions: Path = typer.Option(
         ..., help="Polygons of the regions (GeoPackage, Shapefile, GeoParquet)."
@@ -353,7 +366,10 @@ def forecast(
     OUT/shots.csv and OUT/shots.png.
 
     Example: spatialmeta forecast --series outputs/demo/series.zarr --var tas --regions outputs/demo/data/regions.gpkg --test-start 2016-01 --shots 6,12,24,48 --out outputs/forecast
+
+    Example: spatialmeta forecast --rasters outputs/demo/data/climate.nc --regions outputs/demo/data/regions.gpkg --var tas --test-start 2016-01 --out outputs/forecast
     """
+    from spatialmeta._io import ensure_writable_dir
     from spatialmeta.jobs.forecast import forecast_job
     from spatialmeta.learn.algorithms import learner_entry
     from spatialmeta.learn.config import LearnConfig
@@ -372,12 +388,23 @@ def forecast(
                     f"the record allows), e.g. 6,12,24,48,max; got {shots!r}."
                 ) from None
         learner_entry(learner)  # an unknown name fails before any work, listing the names
+        if (series is None) == (not rasters):
+            raise ValueError("give either `series` (an aggregated store) or `rasters`, not both.")
         polys = read_regions(regions, id_column=region_id)
         cfg = LearnConfig(lags=lags, episodes=episodes, seed=seed, learner=learner)
+        if rasters:  # one command from the user's rasters: aggregate, then forecast
+            from spatialmeta.jobs.aggregate import aggregate_job
+
+            ensure_writable_dir(out)
+            series = aggregate_job(
+                rasters, out / "series.zarr", regions=regions, id_column=region_id,
+                variables=[var], local_threads=True, progress=progress,
+            ).store  # fmt: skip
+            grid = grid or list(rasters)
         result = forecast_job(
             series, var, polys, out, region_id=region_id, holdout=holdout, support=support,
             test_start=test_start, horizon=horizon, member=member, config=cfg, shots=shot_list,
-            progress=progress, threads=threads,
+            progress=progress, threads=threads, grid=grid,
         )  # fmt: skip
     except _known_errors() as exc:
         _fail_with(exc, "forecast")

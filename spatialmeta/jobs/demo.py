@@ -74,7 +74,7 @@ def build_tasks(regions, series, orog, holdout, support, test_start, seed, out_d
     return tasks, tasks.split(held_out=held_out, test_start=test_start, support=support)
 
 
-def publish(tasks, regions, forecasts, evaluation, setup: dict, out_dir, split=None):
+def publish(tasks, regions, forecasts, evaluation, setup: dict, out_dir, split=None, grid=None):
     """Every output and the summary (:func:`~spatialmeta.learn.publish.publish_report`)."""
     out = Path(out_dir)
     return publish_report(
@@ -86,6 +86,7 @@ def publish(tasks, regions, forecasts, evaluation, setup: dict, out_dir, split=N
         title="spatialmeta demo: meta-learned regional forecasts",
         setup=setup,
         split=split,
+        grid=grid,
         extra_outputs={
             "region series (Zarr)": str(out / "series.zarr"),
             "region graph (GeoParquet)": str(out / "region_graph.parquet"),
@@ -164,5 +165,6 @@ def _demo(
         "test period": f"{test_start} to {tasks.time[-1]:%Y-%m}, horizons 1–{config.horizon} months",
         "training": training_words(trained),
     }
-    report = run(publish)(tasks, regions, forecasts, evaluation, setup, str(out_dir), split)
+    report = run(publish)(tasks, regions, forecasts, evaluation, setup, str(out_dir), split,
+                          str(data.zarr))  # fmt: skip
     return DemoResult(report.summary, report.outputs, evaluation.table.to_dict(orient="records"))

@@ -82,6 +82,7 @@ def forecast_job(
     progress: bool = True,
     threads: int | None = None,
     stage=None,
+    grid=None,
 ) -> ForecastJobResult:
     """Meta-train on the training regions, forecast the held-out ones, score every method.
 
@@ -100,7 +101,9 @@ def forecast_job(
     (``pooled_skill.json``, ``forest_skill.png``) and ``summary.md``; with ``shots``
     (support lengths, e.g. ``(6, 12, 24, 48, "max")``; ``"max"``: every step before
     ``test_start``) also ``shots.csv`` (support, method, rmse,
-    crps, ...; area-weighted) and ``shots.png``, from the same trained networks. Missing
+    crps, ...; area-weighted) and ``shots.png``, from the same trained networks; with ``grid``
+    (the rasters the series were aggregated from) ``forecasts_grid.nc`` (CF NetCDF),
+    ``forecast_latest.tif`` and ``skill_map.tif`` on their cells. Missing
     values (NaN gaps) are masked: they never enter the inputs or the losses, scores skip
     them, and the summary says how many there were.
 
@@ -117,7 +120,7 @@ def forecast_job(
         return _forecast_job(
             series, var, regions, out, region_id=region_id, holdout=holdout, support=support,
             test_start=test_start, horizon=horizon, member=member, config=config, shots=shots,
-            progress=progress, stage=stage,
+            progress=progress, stage=stage, grid=grid,
         )  # fmt: skip
     finally:
         torch.set_num_threads(before)
@@ -161,7 +164,7 @@ def build_tasks(
 
 def _forecast_job(
     series, var, regions, out, *, region_id, holdout, support, test_start, horizon, member,
-    config, shots, progress, stage,
+    config, shots, progress, stage, grid=None,
 ) -> ForecastJobResult:  # fmt: skip
     run = stage or as_is
     check_settings(support, horizon, config or LearnConfig())
@@ -196,7 +199,7 @@ def _forecast_job(
     }
     report = run(publish_report)(
         tasks, forecasts, evaluation, regions, out, title=f"spatialmeta forecast: {var}",
-        setup=setup, region_id=region_id, shots=curve, split=split, horizon=horizon,
+        setup=setup, region_id=region_id, shots=curve, split=split, horizon=horizon, grid=grid,
     )  # fmt: skip
     return ForecastJobResult(
         out, evaluation, int(np.isnan(tasks.series).sum()), curve, report.summary, report.outputs
@@ -221,7 +224,7 @@ def read_series(path: Path, var: str, member: str | None = None) -> xr.DataArray
     if "member" in da.dims:
         if member is None:
             raise ValueError(
-                f"'{var}' has members {list(da.member.values[:5])}...; choose one with --member."
+                f"'{var}' has members {np.asarray(da.member.values[:5]).tolist()}...; choose one with --member."
             )
         da = da.sel(member=member)
     extra = [d for d in da.dims if d not in ("region", "time")]

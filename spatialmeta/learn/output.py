@@ -1,4 +1,5 @@
-"""Forecast outputs that open in the analyst's tools: Zarr with CF attributes, GeoParquet."""
+"""Forecast outputs that open in the analyst's tools: Zarr with CF attributes, GeoParquet,
+and, given the raster grid the regions came from, CF NetCDF and GeoTIFF on that grid."""
 
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ from scipy import stats
 from spatialmeta._io import atomic_path
 from spatialmeta.learn.features import extend_time
 from spatialmeta.learn.predictions import Forecast
-from spatialmeta.raster.io import write_zarr
+from spatialmeta.raster.io import write_geotiff, write_netcdf, write_zarr
 from spatialmeta.tasks.region import RegionTaskSet
 
-__all__ = ["forecast_dataset", "forecast_frame", "write_forecasts", "DEFAULT_QUANTILES"]
+__all__ = [
+    "forecast_dataset", "forecast_frame", "write_forecasts", "gridded_forecasts",
+    "write_gridded", "DEFAULT_QUANTILES",
+]  # fmt: skip
 
 DEFAULT_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
@@ -140,3 +144,43 @@ def write_forecasts(
     with atomic_path(pq) as tmp:
         forecast_frame(ds, regions, id_column).to_parquet(tmp)
     return zarr_path, pq
+
+
+def gridded_forecasts(ds: xr.Dataset, weights, grid) -> xr.Dataset:
+    """The forecasts of :func:`forecast_dataset` on the raster ``grid`` (each cell the
+    region covering most of it: :func:`~spatialmeta.raster.rasterize.regions_to_grid`):
+    mean, standard deviation and observed values on ``(time, horizon, lat, lon)``, with
+    ``valid_time``, CF bounds and the grid mapping."""
+    from spatialmeta.raster.rasterize import regions_to_grid, with_cell_bounds
+
+    names = [v for v in ("forecast_mean", "forecast_std", "observed") if v in ds]
+    out = with_cell_bounds(
+        xr.Dataset({v: regions_to_grid(ds[v], weights, grid) for v in names}), grid
+    )
+    out = out.drop_vars([c for c in ("lon", "lat") if c in out.coords and "region" in out[c].dims])
+    out.attrs = {**ds.attrs, "featureType": "grid",
+                 "comment": "each cell holds the forecast of the region covering most of it"}  # fmt: skip
+    crs = grid.rio.crs
+    return out.rio.write_crs(crs) if crs is not None else out
+
+
+def write_gridded(
+    ds: xr.Dataset, skill: xr.DataArray | None, weights, grid, out_dir: str | os.PathLike
+) -> dict[str, Path]:
+    """Write ``forecasts_grid.nc`` (CF NetCDF, every origin and horizon), ``forecast_latest.tif``
+    (the last origin's mean, one band per valid time) and, with ``skill`` (per region),
+    ``skill_map.tif``, each atomically; returns what was written."""
+    from spatialmeta.raster.rasterize import regions_to_grid
+
+    out = Path(out_dir)
+    grid_ds = gridded_forecasts(ds, weights, grid)
+    written = {"forecasts (CF NetCDF grid)": write_netcdf(grid_ds, out / "forecasts_grid.nc")}
+    latest = grid_ds["forecast_mean"].isel(time=-1)
+    valid = pd.DatetimeIndex(latest["valid_time"].values)
+    latest = latest.drop_vars(["valid_time", "time"], errors="ignore")
+    latest = latest.rename(horizon="time").assign_coords(time=("time", valid))
+    written["latest forecast (GeoTIFF)"] = write_geotiff(latest, out / "forecast_latest.tif")
+    if skill is not None:
+        on_grid = regions_to_grid(skill, weights, grid)
+        written["skill map (GeoTIFF)"] = write_geotiff(on_grid, out / "skill_map.tif")
+    return written

@@ -14,6 +14,7 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 from spatialmeta._io import atomic_path, write_csv
 from spatialmeta.learn.evaluate import (
@@ -175,6 +176,7 @@ def publish_report(
     extra_outputs: dict[str, str] | None = None,
     split=None,
     horizon: int | None = None,
+    grid=None,
 ) -> Report:
     """Write every output of a scored forecast run into ``out`` (each file atomically).
 
@@ -192,6 +194,10 @@ def publish_report(
       ``shots.png``;
     * ``summary.md``: set-up, skill tables, pooled skill, the shots curve, how missing
       values were handled and where every output is.
+
+    * with ``grid`` (the raster the series were aggregated from: a path or a normalized
+      Dataset): ``forecasts_grid.nc``, ``forecast_latest.tif`` and ``skill_map.tif``, the
+      forecasts and skill painted back onto its cells (:func:`~spatialmeta.learn.output.write_gridded`).
 
     ``regions`` holds one polygon per task region, ids in column ``region_id``. With
     ``split``, the summary also names held-out regions with no known neighbour or no value
@@ -211,7 +217,7 @@ def publish_report(
         missing = tasks.region_ids[pos < 0]
         raise ValueError(
             f"regions have no polygon for {len(missing)} series region(s), e.g. "
-            f"{list(missing[:5])}; pass polygons whose column {region_id!r} holds every id."
+            f"{np.asarray(missing[:5]).tolist()}; pass polygons whose column {region_id!r} holds every id."
         )
     ordered = polys.iloc[pos].assign(region_id=tasks.region_ids).reset_index(drop=True)
 
@@ -248,6 +254,24 @@ def publish_report(
             path=out / "skill_map.png",
         )
         outputs["skill map"] = str(out / "skill_map.png")
+
+    if grid is not None:
+        from spatialmeta.learn.output import write_gridded
+        from spatialmeta.raster import open_raster, zonal_weights
+
+        template = grid if isinstance(grid, xr.Dataset | xr.DataArray) else open_raster(grid)
+        weights = zonal_weights(template, ordered, id_column="region_id")
+        skill_da = None
+        if f"skill_vs_{reference}" in rows:
+            skill_da = xr.DataArray(
+                region_values(tasks.region_ids, rows, f"skill_vs_{reference}"), dims="region",
+                coords={"region": tasks.region_ids.astype(str)}, name=f"skill_vs_{reference}",
+                attrs={"long_name": f"{method} forecast skill vs {reference} (1 - MSE ratio)",
+                       "units": "1"},
+            )  # fmt: skip
+        for label, path in write_gridded(forecast_dataset(tasks, main), skill_da, weights,
+                                         template, out).items():  # fmt: skip
+            outputs[label] = str(path)
 
     notes = [missing_note(tasks.series)]
     if split is not None:  # regions with no known neighbour, support gaps, short supports

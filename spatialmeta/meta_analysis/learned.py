@@ -122,7 +122,7 @@ class Design:
             if unknown:
                 raise ValueError(
                     f"covariate {col!r} has level {unknown[0]!r}, which the prior was not "
-                    f"learned on; it knows {list(lev)}."
+                    f"learned on; it knows {np.asarray(lev).tolist()}."
                 )
             parts.append((val[:, None] == np.asarray(lev[1:])[None, :]).astype(float))
         return np.hstack(parts)

@@ -380,7 +380,7 @@ def _predictor(predictor: str, y: np.ndarray, v: np.ndarray, ni) -> np.ndarray:
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(
-            f"`ni` must be finite and > 0 for every observed study; found ni{list(idx)} = {n[idx]}."
+            f"`ni` must be finite and > 0 for every observed study; found ni{np.asarray(idx).tolist()} = {n[idx]}."
         )
     return {"ni": n, "ninv": 1.0 / n, "sqrtni": np.sqrt(n), "sqrtninv": 1.0 / np.sqrt(n)}[predictor]
 

@@ -286,6 +286,8 @@ def _weights_key(ds, regions, id_column: str) -> str:
 
     dims = [d for d in ds.dims if d != "time" and ds[d].ndim == 1][-2:]
     grid = {d: ds[d].values for d in dims}
+    if "lat" in ds.coords and ds["lat"].ndim == 2:  # a curvilinear grid is its 2-D lat/lon
+        grid.update(lat=ds["lat"].values, lon=ds["lon"].values)
     crs = ds.rio.crs.to_wkt() if ds.rio.crs is not None else ""
     return digest({"grid": grid, "crs": crs, "regions": regions[[id_column, "geometry"]]})
 

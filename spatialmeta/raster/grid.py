@@ -13,6 +13,8 @@ __all__ = [
     "grid_bounds",
     "with_bounds",
     "spatial_dims",
+    "curvilinear_corners",
+    "polygon_area_on_sphere",
 ]
 
 EARTH_RADIUS_M = 6371008.8  # mean Earth radius (IUGG); exactextract 0.3 uses WGS 84's 6378137 m
@@ -142,3 +144,40 @@ def with_bounds(ds: xr.Dataset) -> xr.Dataset:
             out = out.assign({name: ((dim, "bnds"), b)})
             out[dim].attrs["bounds"] = name
     return out
+
+
+def curvilinear_corners(obj) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(lon_corners, lat_corners)``, each ``(ny, nx, 4)``, of a curvilinear grid (2-D
+    ``lat``/``lon`` coordinates with CF cell-corner bounds, as ocean models write them), or
+    None for a grid with 1-D coordinates."""
+    lat, lon = obj.coords.get("lat"), obj.coords.get("lon")
+    if lat is None or lon is None or lat.ndim != 2 or lon.ndim != 2:
+        return None
+    names = []
+    for c in (lon, lat):
+        name = c.attrs.get("bounds") or c.encoding.get("bounds") or f"{c.name}_bnds"
+        names.append(name)
+    missing = [n for n in names if not isinstance(obj, xr.Dataset) or n not in obj.variables]
+    if missing:
+        raise ValueError(
+            f"a curvilinear grid (2-D lat/lon) needs its cell corners {missing} (CF bounds with "
+            "4 vertices); pass the Dataset that holds them."
+        )
+    lon_c, lat_c = (np.asarray(obj[n].values, dtype=np.float64) for n in names)
+    if lon_c.shape != lon.shape + (4,) or lat_c.shape != lat.shape + (4,):
+        raise ValueError(
+            f"cell corners {names} have shapes {lon_c.shape}, {lat_c.shape}; expected "
+            f"{lon.shape + (4,)} (four vertices per cell)."
+        )
+    return lon_c, lat_c
+
+
+def polygon_area_on_sphere(lon: np.ndarray, lat: np.ndarray, radius: float = EARTH_RADIUS_M):
+    """Areas (m²) of polygons with vertices ``(..., k)`` in degrees, edges straight in
+    longitude and sin(latitude) (the equal-area cylindrical map): exact for the cells of a
+    regular lat/lon grid, as :func:`spherical_cell_area`, and for any cell whose sides are
+    meridians and parallels; a close approximation for the skewed cells of curvilinear grids."""
+    lam = np.radians(np.asarray(lon, dtype=np.float64))
+    s = np.sin(np.radians(np.asarray(lat, dtype=np.float64)))
+    lam2, s2 = np.roll(lam, -1, axis=-1), np.roll(s, -1, axis=-1)
+    return np.abs(0.5 * ((lam2 - lam) * (s + s2)).sum(axis=-1)) * radius**2

@@ -414,6 +414,8 @@ def normalize(
     """
     import rioxarray  # noqa: F401
 
+    if _curvilinear(ds):
+        return _normalize_curvilinear(ds, source, assume_crs)
     lat = next((n for n in _LAT_NAMES if n in ds.dims), None)
     lon = next((n for n in _LON_NAMES if n in ds.dims), None)
     if lat is None or lon is None:
@@ -461,6 +463,42 @@ def normalize(
         ds = ds.rename({lat: "y", lon: "x"}).rio.set_spatial_dims(x_dim="x", y_dim="y")
     ds.attrs.setdefault("source_path", source)
     return with_bounds(ds)
+
+
+def _curvilinear(ds: xr.Dataset) -> bool:
+    """2-D latitude/longitude coordinates over the grid's two dimensions (ocean models)."""
+    lat = next((ds[n] for n in ("lat", "latitude", "nav_lat") if n in ds.coords), None)
+    lon = next((ds[n] for n in ("lon", "longitude", "nav_lon") if n in ds.coords), None)
+    return lat is not None and lon is not None and lat.ndim == 2 and lat.dims == lon.dims
+
+
+def _normalize_curvilinear(ds: xr.Dataset, source: str, assume_crs) -> xr.Dataset:
+    """A curvilinear grid kept as it is, on dims ``(y, x)`` with 2-D ``lat``/``lon`` and
+    their cell corners (the cells are not a product of two axes: nothing to sort or wrap);
+    longitude/latitude on WGS 84 unless the file or ``assume_crs`` says otherwise."""
+    from pyproj import CRS
+
+    names = {}
+    for std, aliases in (("lat", ("latitude", "nav_lat")), ("lon", ("longitude", "nav_lon"))):
+        found = next(n for n in (std, *aliases) if n in ds.coords)
+        if found != std:
+            names[found] = std
+    ds = ds.rename(names) if names else ds
+    ydim, xdim = ds["lat"].dims
+    if (ydim, xdim) != ("y", "x"):
+        ds = ds.rename({ydim: "y", xdim: "x"})
+    crs = ds.rio.crs or (CRS.from_user_input(assume_crs) if assume_crs else None)
+    if crs is not None and not crs.is_geographic:
+        raise RasterError(
+            f"'{source}' is a curvilinear grid with a projected CRS ({crs}); its 2-D lat/lon "
+            "must be longitude/latitude."
+        )
+    if float(np.abs(ds["lat"]).max()) > 90:
+        raise RasterError(f"'{source}': 2-D latitudes beyond ±90; is `lat` really latitude?")
+    ds = ds.rio.write_crs(crs or "EPSG:4326")
+    ds.attrs.setdefault("source_path", source)
+    ds.attrs["grid_type"] = "curvilinear"
+    return ds
 
 
 def _cf_geographic(ds: xr.Dataset, lat: str, lon: str) -> bool:
@@ -513,33 +551,34 @@ def write_zarr(ds: xr.Dataset, path: str | os.PathLike, *, chunks: dict | None =
 
 
 def write_geotiff(da: xr.DataArray, path: str | os.PathLike) -> Path:
-    """Write a ``(time, lat, lon)`` variable as a multi-band GeoTIFF, one band per time step.
+    """Write a ``(time, lat, lon)`` variable as a multi-band GeoTIFF, one band per time step
+    (or a 2-D one as a single band named after the variable; ``(y, x)`` for projected grids).
 
     Band times go into each band's ``time`` tag and description, the CRS and affine
     transform into the GeoTIFF header, so the file opens in QGIS and round-trips through
     :func:`open_raster` with its time axis.
     """
     import rasterio
-    from rasterio.transform import from_bounds
+    from rasterio.transform import Affine
 
-    if set(da.dims) != {"time", "lat", "lon"}:
-        raise RasterError(f"write_geotiff needs dims (time, lat, lon); got {da.dims}.")
-    da = da.transpose("time", "lat", "lon")
-    lat, lon = da.lat.values, da.lon.values
+    ydim, xdim = spatial_dims(da)
+    single = "time" not in da.dims
+    if set(da.dims) != {"time", ydim, xdim} and not (single and da.ndim == 2):
+        raise RasterError(
+            f"write_geotiff needs dims (time, {ydim}, {xdim}) or ({ydim}, {xdim}); got {da.dims}."
+        )
+    da = da.expand_dims(time=1) if single else da
+    da = da.transpose("time", ydim, xdim)
+    lat, lon = da[ydim].values, da[xdim].values
     dy, dx = abs(lat[1] - lat[0]), abs(lon[1] - lon[0])
-    transform = from_bounds(
-        lon.min() - dx / 2,
-        lat.min() - dy / 2,
-        lon.max() + dx / 2,
-        lat.max() + dy / 2,
-        len(lon),
-        len(lat),
-    )
+    west, north = lon.min() - dx / 2, lat.max() + dy / 2
+    # the affine written out directly: rasterio's from_bounds uses affine's deprecated `*`
+    transform = Affine(dx, 0.0, west, 0.0, -dy, north)
     data = np.asarray(da.values, dtype="float32")
     if lat[0] < lat[-1]:  # GeoTIFF rows run north to south
         data = data[:, ::-1, :]
     crs = da.rio.crs if da.rio.crs is not None else "EPSG:4326"
-    times = pd.DatetimeIndex(da.time.values)
+    times = None if single else pd.DatetimeIndex(da.time.values)
     final = Path(path)
     with atomic_path(final) as tmp:
         profile = dict(
@@ -560,7 +599,9 @@ def write_geotiff(da: xr.DataArray, path: str | os.PathLike) -> Path:
         with rasterio.open(tmp, "w", **profile) as dst:
             dst.write(data)
             dst.update_tags(variable=str(da.name), units=str(da.attrs.get("units", "")))
-            for i, t in enumerate(times, start=1):
+            if single:
+                dst.set_band_description(1, str(da.name))
+            for i, t in enumerate(times if times is not None else [], start=1):
                 iso = t.strftime("%Y-%m-%dT%H:%M:%S")
                 dst.update_tags(i, time=iso)
                 dst.set_band_description(i, iso)

@@ -34,7 +34,9 @@ import xarray as xr
 from spatialmeta.raster.grid import (
     EARTH_RADIUS_M,
     cell_bounds,
+    curvilinear_corners,
     grid_bounds,
+    polygon_area_on_sphere,
     spatial_dims,
     spherical_cell_area,
 )
@@ -514,7 +516,9 @@ def zonal_weights(
     ids = polygons[id_column].to_numpy()
     if len(np.unique(ids.astype(str))) != len(ids):
         dup = polygons[id_column][polygons[id_column].duplicated()].unique()[:5]
-        raise ValueError(f"region ids in column {id_column!r} are not unique: {list(dup)}.")
+        raise ValueError(
+            f"region ids in column {id_column!r} are not unique: {np.asarray(dup).tolist()}."
+        )
     if polygons.crs is None:
         raise ValueError("polygons have no CRS; set one with GeoDataFrame.set_crs(...).")
     dims = spatial_dims(grid)
@@ -522,21 +526,28 @@ def zonal_weights(
     if crs is not None and not polygons.crs.equals(crs):
         polygons = polygons.to_crs(crs)
     geographic = crs is None or crs.is_geographic
-    yb, xb = grid_bounds(grid)
-    ny, nx = len(yb), len(xb)
+    corners = curvilinear_corners(grid)
+    yb, xb = grid_bounds(grid) if corners is None else (None, None)
     geoms = polygons.geometry.to_numpy()
     invalid = ~shapely.is_valid(geoms)
     if invalid.any():
         warnings.warn(
-            f"repaired {invalid.sum()} invalid geometries with make_valid: {list(ids[invalid][:10])}",
+            f"repaired {invalid.sum()} invalid geometries with make_valid: {np.asarray(ids[invalid][:10]).tolist()}",
             stacklevel=2,
         )
         geoms = geoms.copy()
         geoms[invalid] = shapely.make_valid(geoms[invalid])
     total = shapely.area(geoms)
+    if corners is not None:  # 2-D lat/lon with cell corners: cells as polygons
+        fraction, area, covered = _curvilinear_coverage(geoms, *corners)
+        coverage = np.divide(covered, total, out=np.zeros_like(total), where=total > 0)
+        _warn_missing(ids, coverage)
+        return ZonalWeights(fraction, area, ids, np.clip(coverage, 0.0, 1.0), corners[0].shape[:2],
+                            dims)  # fmt: skip
     if geographic:
         geoms = _wrap_to_grid(geoms, float(xb.min()), float(xb.max()))
     shapely.prepare(geoms)
+    ny, nx = len(yb), len(xb)
     poly_idx, cell_idx, inter = _coverage_pairs(geoms, yb, xb)
     planar = (
         (yb.max(axis=1) - yb.min(axis=1))[:, None] * (xb.max(axis=1) - xb.min(axis=1))[None, :]
@@ -548,14 +559,61 @@ def zonal_weights(
     area = spherical_cell_area(yb, xb).ravel() if geographic else planar
     covered = np.bincount(poly_idx, weights=inter, minlength=len(geoms))
     coverage = np.divide(covered, total, out=np.zeros_like(total), where=total > 0)
+    _warn_missing(ids, coverage)
+    return ZonalWeights(fraction, area, ids, np.clip(coverage, 0.0, 1.0), (ny, nx), dims)
+
+
+def _warn_missing(ids, coverage) -> None:
     missing = ids[coverage == 0]
     if len(missing):
         warnings.warn(
             f"{len(missing)} region(s) do not overlap the raster and will be NaN: "
-            f"{list(missing[:10])}{' ...' if len(missing) > 10 else ''}",
-            stacklevel=2,
+            f"{np.asarray(missing[:10]).tolist()}{' ...' if len(missing) > 10 else ''}",
+            stacklevel=3,
         )
-    return ZonalWeights(fraction, area, ids, np.clip(coverage, 0.0, 1.0), (ny, nx), dims)
+
+
+def _curvilinear_coverage(geoms, lon_c: np.ndarray, lat_c: np.ndarray):
+    """Exact coverage of the cells of a curvilinear grid (quadrilaterals from their corners,
+    edges straight in lon/lat as exactextract and shapely see them) by each polygon:
+    ``(fraction (regions x cells), cell areas on the sphere, covered area per polygon)``.
+
+    Each cell's corners are unwrapped around its first corner and the cell placed in
+    [-180, 180); a cell reaching past ±180 gets a copy shifted by 360° so that polygons on
+    either side of the antimeridian meet it. Candidate pairs come from a spatial index and
+    their intersections from shapely, all pairs at once. Written here because no library
+    gives exact coverage fractions for curvilinear cells (xESMF's conservative weights come
+    from ESMF's great-circle cells and need ESMF installed).
+    """
+    ny, nx = lon_c.shape[:2]
+    lon = lon_c.reshape(-1, 4).copy()
+    lat = lat_c.reshape(-1, 4)
+    lon = lon[:, :1] + (lon - lon[:, :1] + 180.0) % 360.0 - 180.0  # unwrap around corner 1
+    lon += (lon[:, :1] + 180.0) % 360.0 - 180.0 - lon[:, :1]  # corner 1 in [-180, 180)
+    area = polygon_area_on_sphere(lon, lat)
+    cell_id = np.arange(ny * nx)
+    east, west = lon.max(axis=1) > 180.0, lon.min(axis=1) < -180.0
+    lon_all = np.concatenate([lon, lon[east] - 360.0, lon[west] + 360.0])
+    lat_all = np.concatenate([lat, lat[east], lat[west]])
+    owner = np.concatenate([cell_id, cell_id[east], cell_id[west]])
+    cells = shapely.polygons(np.stack([lon_all, lat_all], axis=-1))
+    bad = ~shapely.is_valid(cells)
+    if bad.any():  # corners out of order (a fold row): the valid parts of the cell
+        cells[bad] = shapely.make_valid(cells[bad])
+    planar = shapely.area(cells)
+    keep = planar > 0  # degenerate cells (corners repeated at a pole or fold) cover nothing
+    tree = shapely.STRtree(cells[keep])
+    poly_i, j = tree.query(geoms, predicate="intersects")
+    cell_j = np.flatnonzero(keep)[j]
+    inter = shapely.area(shapely.intersection(geoms[poly_i], cells[cell_j]))
+    own_area = planar[: ny * nx]  # a copy has its cell's area
+    frac = sp.coo_matrix(
+        (inter / own_area[owner[cell_j]], (poly_i, owner[cell_j])), shape=(len(geoms), ny * nx)
+    ).tocsr()  # duplicates (a polygon meeting both copies of a cell) are summed
+    frac.data = np.minimum(frac.data, 1.0)
+    frac.eliminate_zeros()
+    covered = np.bincount(poly_i, weights=inter, minlength=len(geoms))
+    return frac, area, covered
 
 
 # ---------------------------------------------------------------------------------------

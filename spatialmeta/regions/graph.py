@@ -272,7 +272,7 @@ def _prepare(
     if len(np.unique(ids)) != len(ids):
         dup = regions[id_column][regions[id_column].duplicated()].unique()[:5]
         raise ValueError(
-            f"region ids in column {id_column!r} are not unique: {list(dup)}. Give every "
+            f"region ids in column {id_column!r} are not unique: {np.asarray(dup).tolist()}. Give every "
             "region its own id (or dissolve the duplicates first)."
         )
     raw = regions.geometry.to_numpy()
@@ -280,7 +280,7 @@ def _prepare(
     if blank.any():
         bad = ids[blank]
         raise ValueError(
-            f"regions {list(bad[:10])}{' ...' if len(bad) > 10 else ''} (column {id_column!r}) "
+            f"regions {np.asarray(bad[:10]).tolist()}{' ...' if len(bad) > 10 else ''} (column {id_column!r}) "
             f"have empty or missing geometries ({int(blank.sum())} in all); drop those rows or "
             "give them polygons before building a graph."
         )
@@ -293,9 +293,9 @@ def _prepare(
         bad = ids[invalid]
         reasons = shapely.is_valid_reason(geoms[invalid][:3])
         warnings.warn(
-            f"repaired invalid geometries of regions {list(bad[:10])}"
+            f"repaired invalid geometries of regions {np.asarray(bad[:10]).tolist()}"
             f"{' ...' if len(bad) > 10 else ''} ({int(invalid.sum())} in all; e.g. "
-            f"{list(reasons)}) with shapely.make_valid; repair them upstream "
+            f"{np.asarray(reasons).tolist()}) with shapely.make_valid; repair them upstream "
             "(GeoSeries.make_valid) to silence this warning.",
             UserWarning,
             stacklevel=3,

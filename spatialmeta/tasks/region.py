@@ -191,7 +191,7 @@ class RegionTaskSet:
         empty = ~np.isfinite(self.series).any(axis=1)
         if empty.any():
             raise ValueError(
-                f"regions with no finite value: {list(self.region_ids[empty][:10])}; "
+                f"regions with no finite value: {np.asarray(self.region_ids[empty][:10]).tolist()}; "
                 "drop them or check that the polygons overlap the raster."
             )
 
@@ -236,8 +236,8 @@ class RegionTaskSet:
         if (order < 0).any():
             missing = graph.region_ids[order < 0][:5]
             raise ValueError(
-                f"the series store has no region {list(missing)} of the graph (ids are matched "
-                f"as strings; the store has e.g. {list(da.region.values[:3])}); check `region_id`."
+                f"the series store has no region {np.asarray(missing).tolist()} of the graph (ids are matched "
+                f"as strings; the store has e.g. {np.asarray(da.region.values[:3]).tolist()}); check `region_id`."
             )
         values = np.asarray(da.values, dtype=np.float32)[order]
         counts = np.isfinite(values).sum(axis=1)
@@ -358,7 +358,7 @@ class RegionTaskSet:
         if short.any():
             raise ValueError(
                 f"held-out regions with no value in their support window: "
-                f"{list(self.region_ids[short][:10])}; drop them or lengthen `support`."
+                f"{np.asarray(self.region_ids[short][:10]).tolist()}; drop them or lengthen `support`."
             )
         return RegionSplit(
             held_out=held_out, test_start=t0, support=int(support), excluded=excluded

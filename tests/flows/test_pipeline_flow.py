@@ -153,4 +153,7 @@ def test_every_command_has_help_with_example(command):
         timeout=60,
     )
     assert proc.returncode == 0
-    assert f"Example: spatialmeta {command}" in proc.stdout
+    # the example in a paragraph of its own, on one line (click does not re-wrap it)
+    lines = [ln.strip() for ln in proc.stdout.splitlines()]
+    assert "Example:" in lines
+    assert any(ln.startswith(f"spatialmeta {command} ") for ln in lines), proc.stdout

@@ -121,3 +121,58 @@ def test_cli_forecast_bad_input_in_a_real_process(store, tmp_path):
     assert proc.returncode != 0
     assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_one_command_from_rasters_to_skill_on_the_grid(tmp_path):
+    """A user's own rasters and polygons: one command aggregates, forecasts and writes the
+    skill map and forecasts onto the rasters' grid, which GIS libraries open with the CRS,
+    the regions' cells and the values of the region tables."""
+    import rasterio
+
+    from spatialmeta.data import synthetic_climate
+    from spatialmeta.raster import open_raster, write_netcdf, zonal_weights
+    from spatialmeta.raster.rasterize import dominant_region
+
+    bbox = (0, 40, 8, 46)
+    write_netcdf(synthetic_climate(bbox=bbox, resolution=0.5, years=8, seed=3), tmp_path / "c.nc")
+    synthetic_regions(bbox, 10, seed=3).to_file(tmp_path / "regions.gpkg")
+    out = tmp_path / "o"
+    proc = subprocess.run(
+        [sys.executable, "-m", "spatialmeta.cli", "forecast", "--rasters", str(tmp_path / "c.nc"),
+         "--regions", str(tmp_path / "regions.gpkg"), "--var", "tas", "--test-start", "1987-01",
+         "--support", "24", "--horizon", "2", "--episodes", "2", "--holdout", "0.4",
+         "--out", str(out), "--no-progress"], capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" not in proc.stderr.lower(), proc.stderr
+    grid = open_raster(tmp_path / "c.nc")
+    regions = gpd.read_file(tmp_path / "regions.gpkg")
+    owner = dominant_region(zonal_weights(grid, regions)).ravel()
+    ids = regions.region_id.astype(str).to_numpy()
+    by_region = pd.read_csv(out / "skill_by_region.csv")
+    col = next(c for c in by_region.columns if c.startswith("skill_vs_"))
+    skill = by_region[by_region.method == "meta"].set_index("region_id")[col]
+    with rasterio.open(out / "skill_map.tif") as src:
+        assert src.crs.to_epsg() == 4326 and src.count == 1 and src.descriptions[0] == col
+        cells = src.read(1)[::-1].ravel()  # rows north to south in the file
+    for r, rid in enumerate(ids):
+        mine = cells[owner == r]
+        if rid in skill.index:
+            np.testing.assert_allclose(mine, skill[rid], rtol=1e-6)  # float32 file
+        else:
+            assert np.isnan(mine).all()  # training regions: no skill to map
+    fc = xr.open_zarr(out / "forecasts.zarr")
+    nc = xr.open_dataset(out / "forecasts_grid.nc", decode_coords="all")
+    assert nc.forecast_mean.dims == ("time", "horizon", "lat", "lon")
+    assert nc.rio.crs.to_epsg() == 4326 and "lat_bnds" in nc.coords
+    with rasterio.open(f"netcdf:{out / 'forecasts_grid.nc'}:forecast_mean") as src:  # GDAL, QGIS
+        assert src.crs.to_epsg() == 4326 and (src.width, src.height) == (16, 12)
+    r0 = str(fc.region.values[0])
+    cell = np.flatnonzero(owner == list(ids).index(r0))[0]
+    iy, ix = divmod(cell, grid.sizes["lon"])
+    np.testing.assert_allclose(nc.forecast_mean.isel(lat=iy, lon=ix).values,
+                               fc.forecast_mean.sel(region=r0).values, rtol=1e-6)  # fmt: skip
+    with rasterio.open(out / "forecast_latest.tif") as src:
+        assert src.count == 2
+        valid = pd.DatetimeIndex(fc.valid_time.isel(time=-1).values)
+        assert [src.tags(b)["time"][:10] for b in (1, 2)] == [f"{t:%Y-%m-%d}" for t in valid]

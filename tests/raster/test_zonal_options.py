@@ -277,3 +277,14 @@ def test_cli_version_debug_and_help():
     prose = [ln for ln in lines if not ln.strip().startswith("spatialmeta ")]
     assert max(map(len, prose)) <= 80
     assert "…" not in proc.stdout  # nothing cut off
+
+
+def test_errors_show_plain_values_not_numpy_reprs():
+    from spatialmeta.data import synthetic_climate
+
+    ds = synthetic_climate(bbox=(0, 40, 4, 44), resolution=1, years=1)
+    dup = gpd.GeoDataFrame({"region_id": np.array(["p", "p"])}, crs=4326,
+                           geometry=[shapely.box(0, 40, 1, 41), shapely.box(1, 40, 2, 41)])  # fmt: skip
+    with pytest.raises(ValueError) as err:
+        zonal_weights(ds, dup)
+    assert str(err.value) == "region ids in column 'region_id' are not unique: ['p']."
