@@ -35,3 +35,11 @@ def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     assert {"tas_mean", "tas_weighted_mean"} <= set(table.columns)
     assert np.isfinite(table.tas_weighted_mean).all()
     assert "Random-Effects Model" in capsys.readouterr().out
+
+
+def test_readme_pictures_and_links_exist():
+    text = (ROOT / "README.md").read_text()
+    targets = re.findall(r"\]\(((?:docs|notebooks|deploy)/[^)]+)\)", text)
+    assert len(targets) >= 8
+    missing = [t for t in targets if not (ROOT / t).exists()]
+    assert not missing, missing
