@@ -36,7 +36,7 @@ lint: install-dev
 	$(VENV)/bin/ruff format --check spatialmeta flows tests benchmarks
 
 pytest: install-dev
-	$(VENV)/bin/pytest -n 2 --dist loadfile
+	$(VENV)/bin/pytest -n 2 --dist loadfile --durations=15
 
 test: lint pytest
 
