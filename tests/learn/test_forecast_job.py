@@ -172,6 +172,11 @@ def test_one_command_from_rasters_to_skill_on_the_grid(tmp_path):
     iy, ix = divmod(cell, grid.sizes["lon"])
     np.testing.assert_allclose(nc.forecast_mean.isel(lat=iy, lon=ix).values,
                                fc.forecast_mean.sel(region=r0).values, rtol=1e-6)  # fmt: skip
+    table = gpd.read_parquet(out / "forecasts.parquet")  # GeoParquet: the regions' polygons
+    assert table.crs.to_epsg() == 4326 and set(table.region) == {str(r) for r in fc.region.values}
+    row = table[(table.region == r0) & (table.horizon == 1)].sort_values("time").iloc[-1]
+    assert row.forecast_mean == pytest.approx(float(fc.forecast_mean.sel(region=r0, horizon=1)[-1]))
+    assert row.geometry.equals(regions.set_index("region_id").geometry[r0])
     with rasterio.open(out / "forecast_latest.tif") as src:
         assert src.count == 2
         valid = pd.DatetimeIndex(fc.valid_time.isel(time=-1).values)
