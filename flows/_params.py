@@ -6,9 +6,10 @@ checks add what a type cannot say, and name the parameter.
 
 from __future__ import annotations
 
-import glob
 from datetime import timedelta
 from pathlib import Path
+
+from spatialmeta.jobs.keys import expand_paths
 
 __all__ = ["existing", "fraction_or_file", "max_age"]
 
@@ -19,7 +20,10 @@ def existing(name: str, value) -> None:
     if not items:
         raise ValueError(f"parameter `{name}` is empty; give at least one path.")
     for item in items:
-        found = glob.glob(item) if glob.has_magic(item) else [item] if Path(item).exists() else []
+        try:
+            found = [f for f in expand_paths(item) if Path(f).exists()]
+        except FileNotFoundError:
+            found = []
         if not found:
             raise ValueError(f"parameter `{name}`: '{item}' does not exist.")
 

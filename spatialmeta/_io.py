@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import re
 import shutil
@@ -11,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "ensure_writable_dir", "OutputError", "write_csv"]
+__all__ = ["atomic_path", "ensure_writable_dir", "expand_paths", "OutputError", "write_csv"]
 
 
 class OutputError(OSError):
@@ -121,3 +122,25 @@ def write_csv(frame, path: str | os.PathLike) -> Path:
     with atomic_path(final) as tmp:
         frame.to_csv(tmp, index=False)
     return final
+
+
+def expand_paths(value) -> list[Path]:
+    """The files named by a path, a glob pattern, or a list of either (each pattern's matches
+    sorted); an existing file whose name has pattern characters is taken as it is. A
+    pattern that matches nothing is refused, naming it (an empty match would pass silently).
+
+    >>> expand_paths([]) == []
+    True
+    """
+    items = [value] if isinstance(value, str | os.PathLike) else list(value)
+    out: list[Path] = []
+    for item in items:
+        text = str(item)
+        if glob.has_magic(text) and not Path(text).exists():
+            found = sorted(Path(p) for p in glob.glob(text))
+            if not found:
+                raise FileNotFoundError(f"no file matches '{text}'; check the pattern.")
+            out.extend(found)
+        else:
+            out.append(Path(item))
+    return out

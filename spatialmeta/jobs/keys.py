@@ -9,7 +9,6 @@ modification time. Kept here, below Prefect, so that the key is plain, testable 
 
 from __future__ import annotations
 
-import glob
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import fields, is_dataclass
@@ -56,22 +55,12 @@ def stage_key(
 
 
 def expand_paths(value) -> list[str]:
-    """A path, a list of them, or glob patterns: the files they name, sorted per pattern.
+    """The files a path, a list of them, or glob patterns name (:func:`spatialmeta._io.expand_paths`),
+    as text: a pattern that matches nothing is refused, as an empty match would give the
+    same key as an empty input."""
+    from spatialmeta._io import expand_paths as files
 
-    A pattern that matches nothing is refused (naming it): an empty match would give the
-    same key as an empty input.
-    """
-    items = [value] if isinstance(value, str | os.PathLike) else list(value)
-    out: list[str] = []
-    for item in map(str, items):
-        if glob.has_magic(item):
-            found = sorted(glob.glob(item))
-            if not found:
-                raise FileNotFoundError(f"no file matches '{item}'.")
-            out.extend(found)
-        else:
-            out.append(item)
-    return out
+    return [str(f) for f in files(value)]
 
 
 def training_key(args: dict) -> dict:

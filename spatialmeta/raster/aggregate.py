@@ -152,10 +152,13 @@ def aggregate(
     AggregateResult
     """
     kind = _output_kind(out, append, include_cols)
-    sources = _source_digests(rasters)
+    from spatialmeta.raster.io import _expand
+
+    files = _expand(rasters)  # once: the digests, the source attribute and an append use it
+    sources = _source_digests(files)
     # appending to a store whose files are all unchanged: only the new files are read
-    new_files = _new_files(out, rasters, sources) if append and Path(out).exists() else None
-    opened = new_files if new_files else rasters
+    new_files = _new_files(out, files, sources) if append and Path(out).exists() else None
+    opened = new_files if new_files else files
     ds = open_raster(opened, assume_crs=assume_crs, combine=combine)
     if variables:
         missing = [v for v in variables if v not in ds.data_vars]
@@ -186,7 +189,7 @@ def aggregate(
     if append and Path(out).exists():
         new = _new_steps(ds, out, weights, sources, only_new=bool(new_files))
         if new is None and new_files:  # rewritten whole: every file
-            ds = open_raster(rasters, assume_crs=assume_crs, combine=combine)
+            ds = open_raster(files, assume_crs=assume_crs, combine=combine)
             ds = ds[variables] if variables else ds
         elif new is not None:
             ds, appended = new, int(new.sizes["time"])
@@ -194,7 +197,7 @@ def aggregate(
     result = _statistics(ds, weights, stats, min_coverage, weight, coverage_weight,
                          min_coverage_frac)  # fmt: skip
     result.attrs.update({
-        "source": _source_attr(rasters), "Conventions": "CF-1.10",
+        "source": _source_attr(files), "Conventions": "CF-1.10",
         "spatialmeta_sources": json.dumps(sources, sort_keys=True),
     })  # fmt: skip
     if kind == "table":
@@ -292,29 +295,24 @@ def _weights_key(ds, regions, id_column: str) -> str:
     return digest({"grid": grid, "crs": crs, "regions": regions[[id_column, "geometry"]]})
 
 
-def _source_digests(rasters) -> dict[str, str]:
+def _source_digests(files: list[Path]) -> dict[str, str]:
     """File name → digest of its bytes, for every raster file read (kept in the store's
     attributes, so that an append can tell a new file from a changed one)."""
     from spatialmeta._digest import path_digest
-    from spatialmeta.raster.io import _expand
 
-    return {f.name: path_digest(f) for f in _expand(rasters)}
+    return {f.name: path_digest(f) for f in files}
 
 
-def _source_attr(rasters) -> str:
+def _source_attr(files: list[Path]) -> str:
     """The store's ``source`` attribute: every file read (whatever an append opened)."""
-    from spatialmeta.raster.io import _expand
-
-    files = [str(f) for f in _expand(rasters)]
-    return files[0] if len(files) == 1 else str(files)
+    names = [str(f) for f in files]
+    return names[0] if len(names) == 1 else str(names)
 
 
-def _new_files(out, rasters, sources: dict[str, str]) -> list[Path] | None:
+def _new_files(out, files: list[Path], sources: dict[str, str]) -> list[Path] | None:
     """The raster files not yet in the store ``out`` when every file it was made from is
     unchanged and it has no member axis; None otherwise (the whole record is opened)."""
     import xarray as xr
-
-    from spatialmeta.raster.io import _expand
 
     try:
         old = xr.open_zarr(out)
@@ -327,7 +325,7 @@ def _new_files(out, rasters, sources: dict[str, str]) -> list[Path] | None:
         or any(sources.get(n) != d for n, d in before.items())
     ):
         return None
-    return [f for f in _expand(rasters) if f.name not in before] or None
+    return [f for f in files if f.name not in before] or None
 
 
 def _new_steps(ds, out, weights, sources: dict[str, str], only_new: bool = False):

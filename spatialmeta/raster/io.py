@@ -7,7 +7,6 @@ dask-backed variables (nothing is read until computed).
 
 from __future__ import annotations
 
-import glob
 import os
 import warnings
 from dataclasses import dataclass
@@ -86,21 +85,15 @@ def _cf_axis_names(ds: xr.Dataset) -> xr.Dataset:
 
 
 def _expand(paths) -> list[Path]:
-    """Paths from one path, a glob pattern, or a list of either (patterns sorted)."""
-    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    if not items:
+    """Raster files from one path, a glob pattern, or a list of either (:func:`expand_paths`)."""
+    from spatialmeta._io import expand_paths
+
+    if not isinstance(paths, str | os.PathLike) and not list(paths):
         raise RasterError("no raster paths given.")
-    out: list[Path] = []
-    for item in items:
-        text = str(item)
-        if any(ch in text for ch in "*?[") and not Path(text).exists():
-            found = sorted(Path(p) for p in glob.glob(text))
-            if not found:
-                raise RasterError(f"no file matches '{text}'; check the pattern.")
-            out.extend(found)
-        else:
-            out.append(Path(item))
-    return out
+    try:
+        return expand_paths(paths)
+    except FileNotFoundError as exc:
+        raise RasterError(str(exc)) from None
 
 
 def open_raster(
