@@ -982,18 +982,19 @@ def zonal_stats(
         )
     weights = coverage_weights(weights, ds, coverage_weight, min_coverage_frac)
     plain = tuple(s_ for s_ in stats if s_ not in _WEIGHTED)
+    bare = tuple(stats) == ("mean",)
+    if weighted:  # the weight on this grid once, whatever the number of variables
+        by_weight, nan_rows = _times_weight(weights, ds, weight)
+        has_weight = ~xr.DataArray(nan_rows, dims=region_dim)
+        inner = tuple(dict.fromkeys(_WEIGHTED[s_] for s_ in weighted))
     out = {}
     for name in names:
         if plain:
-            bare = tuple(stats) == ("mean",)
             out.update(_stats_of(ds[name], weights, plain, min_coverage, region_dim, q, bare))
         if weighted:
-            by_weight, nan_rows = _times_weight(weights, ds, weight)
-            inner = tuple(dict.fromkeys(_WEIGHTED[s_] for s_ in weighted))
             part = _stats_of(ds[name], by_weight, inner, min_coverage, region_dim, bare=False)
             for s_ in weighted:
-                arr = part[f"{name}_{_WEIGHTED[s_]}"]
-                arr = arr.where(~xr.DataArray(nan_rows, dims=region_dim))
+                arr = part[f"{name}_{_WEIGHTED[s_]}"].where(has_weight)
                 arr.attrs["cell_methods"] = f"area: {_WEIGHTED[s_]} (weighted)"
                 out[f"{name}_{s_}"] = arr
     result = xr.Dataset(out)
