@@ -247,17 +247,11 @@ def _output_kind(out, append: bool, include_cols) -> str:
 
 
 def _weight_raster(path, assume_crs):
-    """The weighting raster's one 2-D grid (first variable, band or step squeezed)."""
+    """The weighting raster's first variable, named after its file (``zonal_stats`` checks
+    that it is one 2-D grid and names the file when it is not)."""
     w = open_raster(path, assume_crs=assume_crs)
-    name = next(iter(w.data_vars))
-    da = w[name]
-    lead = [d for d in da.dims[:-2] if da.sizes[d] > 1]
-    if lead:
-        raise ValueError(
-            f"weighting raster '{path}' has {dict(da.sizes)}; it must be one 2-D grid (one "
-            "band, one time step)."
-        )
-    return da.isel({d: 0 for d in da.dims[:-2]}, drop=True)
+    da = w[next(iter(w.data_vars))]
+    return da.assign_attrs(source_path=str(path))
 
 
 def _statistics(ds, weights, stats, min_coverage, weight, coverage_weight, min_coverage_frac):

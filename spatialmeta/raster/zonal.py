@@ -181,14 +181,15 @@ def _weight_on_grid(weight: xr.DataArray, grid) -> np.ndarray:
     weight cells it overlaps, found with this module's exact coverage)."""
     if not isinstance(weight, xr.DataArray):
         raise TypeError(f"`weight` must be an xarray.DataArray (a 2-D raster); got {type(weight)}.")
-    extra = [d for d in weight.dims if weight.sizes[d] > 1][:-2]
     dims = spatial_dims(weight)
-    if extra or weight.ndim < 2:
+    extra = [d for d in weight.dims if d not in dims]  # band, time: one step of them only
+    if any(weight.sizes[d] > 1 for d in extra):
+        src = weight.attrs.get("source_path")
         raise ValueError(
-            f"`weight` must be one 2-D grid; it has dims {dict(weight.sizes)}: select one band "
-            "or time step."
+            f"`weight` must be one 2-D grid{f' (file {src!r})' if src else ''}; it has dims "
+            f"{dict(weight.sizes)}: select one band or time step."
         )
-    weight = weight.squeeze(drop=True).transpose(*dims)
+    weight = weight.isel({d: 0 for d in extra}, drop=True).transpose(*dims)
     gy, gx = spatial_dims(grid)
     same = weight.shape == (grid.sizes[gy], grid.sizes[gx]) and all(
         np.allclose(weight[a].values, grid[b].values, rtol=0, atol=1e-9)
