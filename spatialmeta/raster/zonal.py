@@ -160,9 +160,7 @@ def coverage_weights(
     if coverage_weight == "none":
         frac.data[:] = 1.0
     elif coverage_weight == "area_cartesian":
-        yb, xb = grid_bounds(grid)
-        planar = np.abs(yb[:, 1] - yb[:, 0])[:, None] * np.abs(xb[:, 1] - xb[:, 0])[None, :]
-        frac = (frac @ sp.diags(planar.ravel())).tocsr()
+        frac = (frac @ sp.diags(_planar_area(*grid_bounds(grid)))).tocsr()
     elif coverage_weight == "area_spherical_m2":
         if weights.dims != ("lat", "lon"):
             raise ValueError(
@@ -173,6 +171,11 @@ def coverage_weights(
         scale = (WGS84_A / EARTH_RADIUS_M) ** 2
         frac = (frac @ sp.diags(weights.cell_area * scale)).tocsr()
     return replace(weights, fraction=frac, cell_area=np.ones_like(weights.cell_area))
+
+
+def _planar_area(yb: np.ndarray, xb: np.ndarray) -> np.ndarray:
+    """Each cell's area in the grid's own units (degrees² on lat/lon), flattened."""
+    return ((yb.max(axis=1) - yb.min(axis=1))[:, None] * (xb.max(axis=1) - xb.min(axis=1))).ravel()
 
 
 def _weight_on_grid(weight: xr.DataArray, grid) -> np.ndarray:
@@ -197,19 +200,14 @@ def _weight_on_grid(weight: xr.DataArray, grid) -> np.ndarray:
     )
     if same and (weight.rio.crs is None or grid.rio.crs is None or weight.rio.crs == grid.rio.crs):
         return np.asarray(weight.values, dtype=np.float64)
-    yb, xb = grid_bounds(grid)
-    y0, y1 = yb.min(axis=1), yb.max(axis=1)
-    x0, x1 = xb.min(axis=1), xb.max(axis=1)
-    cells = shapely.box(
-        np.repeat(x0[None, :], len(y0), 0).ravel(), np.repeat(y0[:, None], len(x0), 1).ravel(),
-        np.repeat(x1[None, :], len(y0), 0).ravel(), np.repeat(y1[:, None], len(x0), 1).ravel(),
-    )  # fmt: skip
-    boxes = gpd.GeoDataFrame({"cell": np.arange(len(cells))}, geometry=cells, crs=grid.rio.crs)
+    from spatialmeta.raster.tiles import tile
+
+    cells = tile(grid, 1).regions  # the grid's cells as polygons, in its flattened order
     with warnings.catch_warnings():  # data cells beyond the weight grid: NaN, said below
         warnings.simplefilter("ignore", UserWarning)
-        w = zonal_weights(weight.rename("weight"), boxes, id_column="cell")
+        w = zonal_weights(weight.rename("weight"), cells, id_column="region_id")
     mean = zonal_stats(weight.rename("weight").to_dataset(), w, min_coverage=1e-9)["weight"]
-    return np.asarray(mean.values, dtype=np.float64).reshape(len(y0), len(x0))
+    return np.asarray(mean.values, dtype=np.float64).reshape(grid.sizes[gy], grid.sizes[gx])
 
 
 def _times_weight(weights: ZonalWeights, grid, weight) -> tuple[ZonalWeights, np.ndarray]:
@@ -550,9 +548,7 @@ def zonal_weights(
     shapely.prepare(geoms)
     ny, nx = len(yb), len(xb)
     poly_idx, cell_idx, inter = _coverage_pairs(geoms, yb, xb)
-    planar = (
-        (yb.max(axis=1) - yb.min(axis=1))[:, None] * (xb.max(axis=1) - xb.min(axis=1))[None, :]
-    ).ravel()
+    planar = _planar_area(yb, xb)
     frac = inter / planar[cell_idx]
     fraction = sp.csr_matrix(
         (np.minimum(frac, 1.0), (poly_idx, cell_idx)), shape=(len(geoms), ny * nx)
