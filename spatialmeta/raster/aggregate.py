@@ -303,6 +303,11 @@ def _source_attr(files: list[Path]) -> str:
     return names[0] if len(names) == 1 else str(names)
 
 
+def _recorded_sources(store) -> dict[str, str] | None:
+    """The file digests a store records (``spatialmeta_sources``), None if it has none."""
+    return json.loads(store.attrs.get("spatialmeta_sources", "null") or "null")
+
+
 def _new_files(out, files: list[Path], sources: dict[str, str]) -> list[Path] | None:
     """The raster files not yet in the store ``out`` when every file it was made from is
     unchanged and it has no member axis; None otherwise (the whole record is opened)."""
@@ -312,7 +317,7 @@ def _new_files(out, files: list[Path], sources: dict[str, str]) -> list[Path] | 
         old = xr.open_zarr(out)
     except Exception:  # reported by _new_steps, which opens it again
         return None
-    before = json.loads(old.attrs.get("spatialmeta_sources", "null") or "null")
+    before = _recorded_sources(old)
     if (
         before is None
         or "member" in old.dims
@@ -343,7 +348,7 @@ def _new_steps(ds, out, weights, sources: dict[str, str], only_new: bool = False
             f"cannot append to '{out}': its regions are not the ones being aggregated; "
             "write a new store (append=False) or aggregate the same regions."
         )
-    before = json.loads(old.attrs.get("spatialmeta_sources", "null") or "null")
+    before = _recorded_sources(old)
     if before is None:
         why = "it does not record the files it was made from"
     else:
