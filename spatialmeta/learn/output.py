@@ -154,14 +154,10 @@ def gridded_forecasts(ds: xr.Dataset, weights, grid) -> xr.Dataset:
     from spatialmeta.raster.rasterize import regions_to_grid, with_cell_bounds
 
     names = [v for v in ("forecast_mean", "forecast_std", "observed") if v in ds]
-    out = with_cell_bounds(
-        xr.Dataset({v: regions_to_grid(ds[v], weights, grid) for v in names}), grid
-    )
-    out = out.drop_vars([c for c in ("lon", "lat") if c in out.coords and "region" in out[c].dims])
+    out = with_cell_bounds(regions_to_grid(ds[names], weights, grid), grid)
     out.attrs = {**ds.attrs, "featureType": "grid",
                  "comment": "each cell holds the forecast of the region covering most of it"}  # fmt: skip
-    crs = grid.rio.crs
-    return out.rio.write_crs(crs) if crs is not None else out
+    return out
 
 
 def write_gridded(

@@ -232,7 +232,8 @@ def publish_report(
             f"the evaluation scores method {evaluation.method!r}, but no forecast of that name "
             f"was given (methods: {[f.method for f in forecasts]}); pass its forecasts too."
         )
-    zarr_path, parquet_path = write_forecasts(forecast_dataset(tasks, main), ordered, out)
+    forecast_ds = forecast_dataset(tasks, main)
+    zarr_path, parquet_path = write_forecasts(forecast_ds, ordered, out)
     outputs["forecasts (Zarr)"] = str(zarr_path)
     outputs["forecasts (GeoParquet)"] = str(parquet_path)
     outputs["skill table"] = str(out / "skill.csv")
@@ -269,8 +270,8 @@ def publish_report(
                 attrs={"long_name": f"{method} forecast skill vs {reference} (1 - MSE ratio)",
                        "units": "1"},
             )  # fmt: skip
-        for label, path in write_gridded(forecast_dataset(tasks, main), skill_da, weights,
-                                         template, out).items():  # fmt: skip
+        for label, path in write_gridded(forecast_ds, skill_da, weights, template,
+                                         out).items():  # fmt: skip
             outputs[label] = str(path)
 
     notes = [missing_note(tasks.series)]

@@ -12,6 +12,7 @@ in one indexing step for every leading step (time, horizon).
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from spatialmeta.raster.grid import grid_bounds, spatial_dims
@@ -36,14 +37,15 @@ def dominant_region(weights: ZonalWeights, min_fraction: float = 0.5) -> np.ndar
 
 
 def regions_to_grid(
-    values: xr.DataArray,
+    values: xr.DataArray | xr.Dataset,
     weights: ZonalWeights,
     grid: xr.Dataset | xr.DataArray,
     *,
     region_dim: str = "region",
     min_fraction: float = 0.5,
 ) -> xr.DataArray:
-    """``values`` (``(..., region)``, region ids as the coordinate) painted onto ``grid``'s
+    """``values`` (``(..., region)``, region ids as the coordinate; a DataArray, or a
+    Dataset of them, painted with one cell map) painted onto ``grid``'s
     cells: ``(..., y, x)`` with the grid's coordinates and CRS (:func:`with_cell_bounds`
     adds its CF cell bounds to a Dataset of such arrays). Cells of no
     region, or of a region ``values`` does not hold, are NaN.
@@ -68,27 +70,36 @@ def regions_to_grid(
             f"{weights.shape}; build the weights with zonal_weights() on this grid."
         )
     owner = dominant_region(weights, min_fraction).ravel()
-    ids = np.asarray(values[region_dim].values).astype(str)
-    # weights row -> position in `values` (-1: a region values does not hold)
-    at = np.full(len(weights.region_ids), -1)
-    pos = {r: i for i, r in enumerate(ids)}
-    at[:] = [pos.get(str(r), -1) for r in weights.region_ids]
+    # weights row -> position in `values` (-1: a region `values` does not hold)
+    at = pd.Index(np.asarray(values[region_dim].values).astype(str)).get_indexer(
+        weights.region_ids.astype(str)
+    )
     col = np.where(owner >= 0, at[np.maximum(owner, 0)], -1)
+    if isinstance(values, xr.Dataset):  # one cell map for every variable
+        out = xr.Dataset({v: _paint(values[v], col, weights.shape, grid, region_dim)
+                          for v in values.data_vars}, attrs=dict(values.attrs))  # fmt: skip
+    else:
+        out = _paint(values, col, weights.shape, grid, region_dim)
+    if grid.rio.crs is not None:
+        out = out.rio.write_crs(grid.rio.crs)
+    return out
+
+
+def _paint(values: xr.DataArray, col, shape, grid, region_dim) -> xr.DataArray:
+    """``values`` at the positions ``col`` (-1: NaN) of each cell, on ``grid``'s dims."""
+    ydim, xdim = spatial_dims(grid)
     lead = [d for d in values.dims if d != region_dim]
     data = values.transpose(*lead, region_dim).values.astype(np.float64)
     padded = np.concatenate([data, np.full(data.shape[:-1] + (1,), np.nan)], axis=-1)
     cells = padded[..., np.where(col >= 0, col, data.shape[-1])]
-    cells = cells.reshape(data.shape[:-1] + weights.shape)
+    cells = cells.reshape(data.shape[:-1] + shape)
     coords = {d: values[d] for d in lead if d in values.coords}
     for c, v in values.coords.items():  # coordinates on the leading dims only (valid_time)
         if c not in coords and v.dims and set(v.dims) <= set(lead):
             coords[c] = v
     coords[ydim], coords[xdim] = grid[ydim], grid[xdim]
-    out = xr.DataArray(cells, dims=(*lead, ydim, xdim), coords=coords, attrs=dict(values.attrs),
-                       name=values.name)  # fmt: skip
-    if grid.rio.crs is not None:
-        out = out.rio.write_crs(grid.rio.crs)
-    return out
+    return xr.DataArray(cells, dims=(*lead, ydim, xdim), coords=coords,
+                        attrs=dict(values.attrs), name=values.name)  # fmt: skip
 
 
 def with_cell_bounds(ds: xr.Dataset, grid) -> xr.Dataset:
