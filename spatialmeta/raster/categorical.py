@@ -153,7 +153,7 @@ def zonal_categories(
 
 def _per_class(w: ZonalWeights, onehot: sp.csr_matrix, n_steps: int, n_class: int) -> np.ndarray:
     """Covered weight of each region in each (step, class): ``(steps, regions, classes)``."""
-    per = (w.fraction @ sp.diags(w.cell_area) @ onehot).toarray()  # (regions, steps * classes)
+    per = (w.matrix @ onehot).toarray()  # (regions, steps * classes)
     return per.reshape(-1, n_steps, n_class).transpose(1, 0, 2)
 
 

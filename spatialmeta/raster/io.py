@@ -318,8 +318,7 @@ def _open_geotiff(path: Path, chunks, times=None) -> xr.Dataset:
     with warnings.catch_warnings():
         # rioxarray builds the coordinates with affine's deprecated `*`: its own concern,
         # not the reader's (the same values either way)
-        warnings.filterwarnings("ignore", "Use `@` matmul instead", PendingDeprecationWarning)
-        warnings.filterwarnings("ignore", "Use `@` matmul instead", DeprecationWarning)
+        warnings.filterwarnings("ignore", "Use `@` matmul instead")  # pending, or not
         da = rioxarray.open_rasterio(path, chunks=chunks, lock=False, mask_and_scale=packed)
     if times is not None:
         if len(times) != da.sizes["band"]:
@@ -407,7 +406,7 @@ def normalize(
     """
     import rioxarray  # noqa: F401
 
-    if _curvilinear(ds):
+    if _curvilinear_coords(ds) is not None:
         return _normalize_curvilinear(ds, source, assume_crs)
     lat = next((n for n in _LAT_NAMES if n in ds.dims), None)
     lon = next((n for n in _LON_NAMES if n in ds.dims), None)
@@ -458,11 +457,14 @@ def normalize(
     return with_bounds(ds)
 
 
-def _curvilinear(ds: xr.Dataset) -> bool:
-    """2-D latitude/longitude coordinates over the grid's two dimensions (ocean models)."""
-    lat = next((ds[n] for n in ("lat", "latitude", "nav_lat") if n in ds.coords), None)
-    lon = next((ds[n] for n in ("lon", "longitude", "nav_lon") if n in ds.coords), None)
-    return lat is not None and lon is not None and lat.ndim == 2 and lat.dims == lon.dims
+def _curvilinear_coords(ds: xr.Dataset) -> tuple[str, str] | None:
+    """The names of 2-D latitude/longitude coordinates over the grid's two dimensions (an
+    ocean model's curvilinear grid), or None."""
+    lat = next((n for n in ("lat", "latitude", "nav_lat") if n in ds.coords), None)
+    lon = next((n for n in ("lon", "longitude", "nav_lon") if n in ds.coords), None)
+    if lat is None or lon is None or ds[lat].ndim != 2 or ds[lat].dims != ds[lon].dims:
+        return None
+    return lat, lon
 
 
 def _normalize_curvilinear(ds: xr.Dataset, source: str, assume_crs) -> xr.Dataset:
@@ -471,11 +473,8 @@ def _normalize_curvilinear(ds: xr.Dataset, source: str, assume_crs) -> xr.Datase
     longitude/latitude on WGS 84 unless the file or ``assume_crs`` says otherwise."""
     from pyproj import CRS
 
-    names = {}
-    for std, aliases in (("lat", ("latitude", "nav_lat")), ("lon", ("longitude", "nav_lon"))):
-        found = next(n for n in (std, *aliases) if n in ds.coords)
-        if found != std:
-            names[found] = std
+    lat, lon = _curvilinear_coords(ds)
+    names = {n: std for n, std in ((lat, "lat"), (lon, "lon")) if n != std}
     ds = ds.rename(names) if names else ds
     ydim, xdim = ds["lat"].dims
     if (ydim, xdim) != ("y", "x"):
