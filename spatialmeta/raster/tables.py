@@ -64,16 +64,12 @@ def zonal_table(
     parts = []
     for name, da in result.data_vars.items():
         extra = [d for d in da.dims if d not in index]
-        s = da.transpose(*index, *extra).to_series() if extra else da.to_series()
+        s = da.transpose(*index, *extra).to_series()
         if extra:  # a statistic with its own axis: one column per label
             frame = s.unstack(extra)
             frame.columns = [f"{name}_{_label(c)}" for c in frame.columns]
         else:
-            frame = (
-                s.reorder_levels(index).to_frame(str(name))
-                if len(index) > 1
-                else s.to_frame(str(name))
-            )
+            frame = s.to_frame(str(name))
         parts.append(frame)
     table = pd.concat(parts, axis=1).reset_index()
     table = table.rename(columns={region_dim: id_column})
@@ -81,24 +77,24 @@ def zonal_table(
         if table[d].dtype == object and hasattr(table[d].iloc[0], "isoformat"):
             table[d] = [t.isoformat() for t in table[d]]
     order = [id_column] + [d for d in index if d != region_dim]
-    table = table.sort_values(order[1:] + [id_column] if len(order) > 1 else [id_column],
-                              kind="stable").reset_index(drop=True)  # fmt: skip
+    table = table.sort_values(order[1:] + [id_column], kind="stable").reset_index(drop=True)
     table = table[order + [c for c in table.columns if c not in order]]
     if regions is None:
         return table
     include_cols = [c for c in dict.fromkeys(include_cols) if c != id_column]
-    ids = regions[id_column].astype(str)
-    attrs = pd.DataFrame({id_column: ids.to_numpy()})
-    for c in include_cols:
-        attrs[c] = regions[c].to_numpy()
+    ids = pd.Index(regions[id_column].astype(str).to_numpy())
+    if not ids.is_unique:
+        raise ValueError(f"the polygons' ids in {id_column!r} are not unique.")
     table[id_column] = table[id_column].astype(str)
-    joined = table.merge(attrs, on=id_column, how="left", validate="many_to_one")
-    joined = joined[
-        order + include_cols + [c for c in joined.columns if c not in order + include_cols]
-    ]
-    at = pd.Index(ids.to_numpy()).get_indexer(joined[id_column])
-    geometry = regions.geometry.to_numpy()[at]
-    return gpd.GeoDataFrame(joined, geometry=geometry, crs=regions.crs)
+    at = ids.get_indexer(table[id_column])  # each row's polygon
+    if (at < 0).any():
+        raise ValueError(
+            f"results for regions the polygons do not have: "
+            f"{sorted(set(table[id_column][at < 0]))[:5]}; pass the polygons they came from."
+        )
+    carried = pd.DataFrame({c: regions[c].to_numpy()[at] for c in include_cols}, index=table.index)
+    table = pd.concat([table[order], carried, table.drop(columns=order)], axis=1)
+    return gpd.GeoDataFrame(table, geometry=regions.geometry.to_numpy()[at], crs=regions.crs)
 
 
 def write_table(table: pd.DataFrame, path: str | os.PathLike) -> Path:
