@@ -9,7 +9,11 @@ u4, linear SVM) and naive Bayes (ELAS u3); and the meta-learned screeners of
 spatialmeta.screening.meta, each meta-trained on the 21 other reviews before it screens
 one (leave one review out; the heads of a fold share one meta-training): ``weighted_svm``
 (ASReview's SVM on TF-IDF reweighted by term weights learned across reviews),
-``protonet``, ``anil``, ``matching``. ``--batch 1`` refits after every label as ASReview
+``protonet``, ``anil``, ``matching``, and ``policy_svm`` (ASReview's SVM on a phase
+schedule of its settings chosen by simulating the candidates on the 21 other reviews:
+spatialmeta.screening.policy; every review is simulated once under every candidate, first,
+and each fold reads only its training reviews' rows of that table; ``--policy-table``
+keeps it as CSV). ``--batch 1`` refits after every label as ASReview
 does; the default ``auto`` refits after each of the first 100 labels, then every 1 % of
 the review (about 10x faster; a small handicap for every method alike). ``--procs``
 screens that many reviews at once.
@@ -39,12 +43,15 @@ def _screeners():
         ProtoNetScreener,
         WeightedSVMScreener,
     )
+    from spatialmeta.screening.policy import PolicyScreener
 
     terms = EncoderConfig(kind="terms")
+    table = _ARGS.get("policy_table")
     return {"asreview_default": SVMScreener, "asreview_nb": NaiveBayesScreener,
             "weighted_svm": lambda: WeightedSVMScreener(terms),
             "protonet": lambda: ProtoNetScreener(terms), "anil": lambda: ANILScreener(terms),
-            "matching": lambda: MatchingScreener(terms)}  # fmt: skip
+            "matching": lambda: MatchingScreener(terms),
+            "policy_svm": lambda: PolicyScreener(table=table)}  # fmt: skip
 
 
 _ARGS = {}
@@ -67,8 +74,21 @@ def _one_review(review):
                            seeds=a.seeds, batch=batch, mix=a.mix)  # fmt: skip
 
 
-def _init(a):
+def _init(a, table=None):
     _ARGS["a"] = a
+    _ARGS["policy_table"] = table
+
+
+def _policy_rows(review):
+    """Every candidate policy simulated on one review (a worker of ``--procs``)."""
+    from spatialmeta.screening.policy import policy_table
+    from spatialmeta.tasks.reviews import read_reviews
+
+    a = _ARGS["a"]
+    if "tasks" not in _ARGS:
+        _ARGS["tasks"] = read_reviews(a.data)
+    batch = a.batch if a.batch == "auto" else int(a.batch)
+    return policy_table(_ARGS["tasks"], [review], batch=batch)
 
 
 def main(argv=None) -> None:
@@ -88,6 +108,8 @@ def main(argv=None) -> None:
     p.add_argument("--mix", type=float, default=0.0, help="share of uncertainty queries")
     p.add_argument("--out", help="write the per-run table here (CSV)")
     p.add_argument("--plot", help="recall curves of the first review (PNG/SVG)")
+    p.add_argument("--policy-table", help="policy_svm's simulations of every review (CSV): "
+                   "read if it exists, else written")  # fmt: skip
     a = p.parse_args(argv)
     from multiprocessing import Pool
 
@@ -102,7 +124,18 @@ def main(argv=None) -> None:
     reviews = a.reviews or [str(r) for r in read_reviews(a.data).review_ids]
     t = time.perf_counter()
     _init(a)
-    with Pool(a.procs, initializer=_init, initargs=(a,)) as pool:
+    table = None
+    if "policy_svm" in a.methods:
+        if a.policy_table and Path(a.policy_table).exists():
+            table = pd.read_csv(a.policy_table)
+        else:
+            with Pool(a.procs, initializer=_init, initargs=(a,)) as pool:
+                table = pd.concat(list(tqdm(pool.imap(_policy_rows, reviews), total=len(reviews),
+                                            desc="policy simulations", unit="review")))  # fmt: skip
+            if a.policy_table:
+                table.to_csv(a.policy_table, index=False)
+        table["review"] = table["review"].astype(str)
+    with Pool(a.procs, initializer=_init, initargs=(a, table)) as pool:
         parts = list(tqdm(pool.imap(_one_review, reviews), total=len(reviews),
                           desc="reviews", unit="review"))  # fmt: skip
     runs = SimulationRuns(pd.concat([r.table for r in parts], ignore_index=True),

@@ -584,8 +584,8 @@ app.add_typer(screen_app, name="screen")
 _RECORDS_ARG = typer.Argument(..., help="The records (CSV/TSV, gzipped, Parquet or RIS).")
 _METHOD_OPT = typer.Option(
     "asreview_default",
-    help="asreview_default, asreview_nb, or a meta-learned screener (weighted_svm, protonet, "
-    "anil, matching) that first learns from the file's other labelled reviews.",
+    help="asreview_default, asreview_nb, or a meta-learned screener (policy_svm, weighted_svm, "
+    "protonet, anil, matching) that first learns from the file's other labelled reviews.",
 )
 _TITLE_OPT = typer.Option(None, help="The title column, if not found by name.")
 _ABSTRACT_OPT = typer.Option(None, help="The abstract column, if not found by name.")
@@ -613,8 +613,8 @@ def screen_simulate(
         ["asreview_default", "asreview_nb"],
         "--method",
         help="Screeners to run (repeat the flag): asreview_default, asreview_nb, or a "
-        "meta-learned one (weighted_svm, protonet, anil, matching), trained on the file's other "
-        "reviews.",
+        "meta-learned one (policy_svm, weighted_svm, protonet, anil, matching), trained on the "
+        "file's other reviews.",
     ),  # fmt: skip
     batch: str = typer.Option(
         "auto", help="Records screened between refits: 1 (ASReview's loop) or auto."

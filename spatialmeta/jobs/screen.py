@@ -21,17 +21,17 @@ from spatialmeta.screening.harness import plot_recall, run_simulations
 from spatialmeta.screening.meta import (
     ANILScreener,
     MatchingScreener,
-    MetaScreener,
     ProtoNetScreener,
     WeightedSVMScreener,
 )
+from spatialmeta.screening.policy import PolicyScreener
 from spatialmeta.tasks.reviews import read_reviews
 
 __all__ = ["METHODS", "LabelSession", "ScreenResult", "screen_simulate_job", "screen_rank_job"]
 
 METHODS = {"asreview_default": SVMScreener, "asreview_nb": NaiveBayesScreener,
            "weighted_svm": WeightedSVMScreener, "protonet": ProtoNetScreener,
-           "anil": ANILScreener, "matching": MatchingScreener}  # fmt: skip
+           "anil": ANILScreener, "matching": MatchingScreener, "policy_svm": PolicyScreener}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def _meta_sources(tasks, review, name) -> list:
 
 def _meta_fit(screener, tasks, review) -> None:
     """A meta-learned screener learns from the file's other labelled reviews first."""
-    if isinstance(screener, MetaScreener):
+    if screener.meta_learned:
         screener.meta_fit(tasks, _meta_sources(tasks, review, screener.name))
 
 
@@ -99,7 +99,7 @@ def screen_simulate_job(data, *, out, review=None, seeds=(0, 1, 2, 3, 4),
         raise ValueError(f"review {review!r} has {n} unlabelled record(s); a simulation needs "
                          "every record labelled (use `screen rank` to rank unlabelled ones).")  # fmt: skip
     for name, cls in screeners.items():
-        if issubclass(cls, MetaScreener):
+        if cls.meta_learned:
             _meta_sources(tasks, review, name)  # refused before any work if there are none
     runs = run_simulations(tasks, screeners, reviews=[review], seeds=tuple(seeds), batch=batch,
                            mix=mix, progress=progress)  # fmt: skip

@@ -255,6 +255,7 @@ class MetaScreener(Screener):
     reviews' labelled records (or takes a trained ``encoder``); ``features`` encode."""
 
     name = "meta"
+    meta_learned = True
 
     def __init__(self, config: EncoderConfig = EncoderConfig(), encoder: TextEncoder | None = None):
         self.config = config

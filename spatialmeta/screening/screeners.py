@@ -49,6 +49,7 @@ class Screener:
 
     name = "screener"
     features = TextFeatures()
+    meta_learned = False  # True: ``meta_fit`` learns from earlier reviews before screening
 
     def meta_fit(self, tasks, reviews) -> None:
         """Learn across the labelled ``reviews`` of ``tasks`` before screening another
