@@ -66,6 +66,14 @@ def _meta_fit(screener, tasks, review) -> None:
         screener.meta_fit(tasks, _meta_sources(tasks, review, screener.name))
 
 
+def _chosen(screener) -> str:
+    """What a meta-learned policy chose, for the summary ("" for other screeners)."""
+    policy = getattr(screener, "policy_", None)
+    if policy is None or screener.fixed:
+        return ""
+    return f" (policy {policy.label}, chosen on the file's other reviews)"
+
+
 def _review(tasks, review):
     if review is None:
         if tasks.n_reviews > 1:
@@ -181,7 +189,7 @@ def screen_rank_job(data, *, out, labels=None, review=None, method="asreview_def
     with atomic_path(out / "ranked.csv") as tmp:
         ranked.to_csv(tmp, index=False)
     text = (f"{review}: {known.size} labelled ({int((y == 1).sum())} included), {pool.size} "
-            f"ranked by {method}; the first: {ranked.title.iloc[0][:80]!r}. Written to "
+            f"ranked by {method}{_chosen(scr)}; the first: {ranked.title.iloc[0][:80]!r}. Written to "
             f"{out / 'ranked.csv'}.")  # fmt: skip
     return ScreenResult(text, {"ranked": str(out / "ranked.csv")})
 

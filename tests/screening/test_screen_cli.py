@@ -132,3 +132,40 @@ def test_meta_learned_rank_learns_from_the_files_other_reviews(tmp_path, monkeyp
     assert (
         bad.exit_code == 2 and "--mix (the share of uncertainty queries) must lie in" in bad.output
     )
+
+
+def test_policy_svm_rank_chooses_its_policy_on_the_files_other_reviews(tmp_path, monkeypatch):
+    """--method policy_svm on a file of three reviews: the policy is chosen by simulating
+    the candidates on the two others (two candidates here, to keep the suite quick), the
+    summary names it, and the ranking equals the library's."""
+    from spatialmeta.jobs import screen as screen_job
+    from spatialmeta.screening.policy import Policy, PolicyScreener
+
+    two = (Policy(), Policy((0.05, 20.0), (0.3, 5.0), 0.1))
+
+    class QuickPolicy(PolicyScreener):
+        def __init__(self):
+            super().__init__(two, n_jobs=1, progress=False)
+
+    monkeypatch.setitem(screen_job.METHODS, "policy_svm", QuickPolicy)
+    frame = pd.read_csv(DATA, dtype=str)
+    keep = ["SYNERGY_Sep_2021", "SYNERGY_Donners_2021", "Cohen_2006_Antihistamines"]
+    frame[frame.review_id.isin(keep)].to_csv(tmp_path / "three.csv", index=False)
+    tasks = read_reviews(tmp_path / "three.csv")
+    rows = tasks.rows("SYNERGY_Sep_2021")
+    ids = tasks.record_id[rows]
+    pick = [0, 1, 2, 3]
+    lab = pd.DataFrame({"record_id": ids[pick], "label": tasks.label[rows][pick]})
+    assert set(lab.label) == {0, 1}
+    lab.to_csv(tmp_path / "l.csv", index=False)
+    res = CliRunner().invoke(app, ["screen", "rank", str(tmp_path / "three.csv"), "--review",
+                                   "SYNERGY_Sep_2021", "--labels", str(tmp_path / "l.csv"),
+                                   "--method", "policy_svm", "--out", str(tmp_path / "r")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    scr = PolicyScreener(two, n_jobs=1, progress=False)
+    scr.meta_fit(tasks, keep[1:])
+    assert f"policy {scr.policy_.label}" in res.output
+    X = scr.features.fit_transform(tasks.text()[rows])
+    s = scr.fit(X[pick], tasks.label[rows][pick]).scores(X[4:])
+    ranked = pd.read_csv(tmp_path / "r" / "ranked.csv", dtype={"record_id": str})
+    assert ranked.record_id.tolist() == ids[4:][np.argsort(-s, kind="stable")].tolist()
