@@ -215,6 +215,7 @@ class LabelSession:
         self.sha = hashlib.sha256(self.data.read_bytes()).hexdigest()
         state = self.project / "project.json"
         decisions: list = []
+        policy = None
         if state.exists():
             saved = json.loads(state.read_text())
             if saved["sha256"] != self.sha:
@@ -225,12 +226,15 @@ class LabelSession:
             review, method = saved["review"], saved["method"]
             columns = saved.get("columns") or columns
             decisions = saved["decisions"]
+            policy = saved.get("policy")
         self.method, self.columns = method, columns
         scr_cls = _methods([method])[method]
         self.tasks = read_reviews(self.data, columns=columns)
         self.review = _review(self.tasks, review)
         self.rows = self.tasks.rows(self.review)
         self.screener = scr_cls()
+        if policy is not None:  # a meta-learned policy is chosen once, kept on resuming
+            self.screener.use(policy)
         _meta_fit(self.screener, self.tasks, self.review)
         self.X = self.screener.features.fit_transform(self.tasks.text()[self.rows])
         self.ids = self.tasks.record_id[self.rows]
@@ -310,6 +314,8 @@ class LabelSession:
 
         state = {"data": str(self.data), "sha256": self.sha, "review": self.review,
                  "method": self.method, "columns": self.columns, "decisions": self.decisions}  # fmt: skip
+        if getattr(self.screener, "policy_", None) is not None:
+            state["policy"] = self.screener.policy_.label
         _write_text(self.project / "project.json", json.dumps(state, indent=1))
         inc = np.flatnonzero(self.y == 1)
         table = pd.DataFrame({

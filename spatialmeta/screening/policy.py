@@ -125,6 +125,16 @@ class PolicyScreener(Screener):
         self.n_records_ = None
         self.features = _PolicyFeatures(self)
 
+    def use(self, label: str) -> PolicyScreener:
+        """Use the candidate whose :attr:`Policy.label` is ``label`` and learn nothing (a
+        choice made before, kept)."""
+        known = {p.label: p for p in self.policies}
+        if label not in known:
+            raise ValueError(f"PolicyScreener: no candidate policy {label!r}; the candidates "
+                             f"are {', '.join(map(repr, known))}.")  # fmt: skip
+        self.policy_, self.fixed = known[label], True
+        return self
+
     def meta_fit(self, tasks, reviews) -> None:
         """Choose the policy with the best mean WSS@95 + RRF@10 / 100 over ``reviews``
         (each review's mean over the prior draws first, so every review counts alike)."""

@@ -124,3 +124,34 @@ def test_the_terminal_session_as_a_person_uses_it(tmp_path):
     with _Tmux(name + "c", cmd, width=200) as t:
         screen = t.wait("EXIT=2")
         assert "changed since project" in screen.replace("\n", "") and "small.csv" in screen
+
+
+def test_a_meta_learned_policy_is_chosen_once_and_kept_on_resuming(tmp_path, monkeypatch):
+    """policy_svm: the first session chooses the policy on the file's other reviews and
+    saves it; the resumed session uses it without simulating again."""
+    from spatialmeta.jobs import screen as screen_job
+    from spatialmeta.screening import policy as pol
+
+    two = (pol.Policy(), pol.Policy((0.05, 20.0), (0.3, 5.0), 0.1))
+
+    class QuickPolicy(pol.PolicyScreener):
+        def __init__(self):
+            super().__init__(two, n_jobs=1, progress=False)
+
+    monkeypatch.setitem(screen_job.METHODS, "policy_svm", QuickPolicy)
+    d = pd.read_csv(shared_path("screening", "reviews.csv.gz"), dtype=str)
+    data = tmp_path / "two.csv"
+    d[d.review_id.isin(["SYNERGY_Sep_2021", "SYNERGY_Donners_2021"])].to_csv(data, index=False)
+    s = LabelSession(data, tmp_path / "p", review="SYNERGY_Sep_2021", method="policy_svm")
+    chosen = s.screener.policy_.label
+    assert json.loads((tmp_path / "p" / "project.json").read_text())["policy"] == chosen
+
+    def refuse(*a, **k):
+        raise AssertionError("simulated again on resuming")
+
+    monkeypatch.setattr(pol, "simulate", refuse)
+    pol._SIMULATED.clear()
+    again = LabelSession(data, tmp_path / "p")
+    assert again.screener.policy_.label == chosen and again.screener.fixed
+    with pytest.raises(ValueError, match="no candidate policy 'nope'; the candidates are"):
+        QuickPolicy().use("nope")
