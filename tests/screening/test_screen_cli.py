@@ -85,6 +85,24 @@ def test_bad_input_is_named_before_work(tmp_path):
     assert not (tmp_path / "o" / "ranked.csv").exists()
 
 
+THREE = ["SYNERGY_Sep_2021", "SYNERGY_Donners_2021", "Cohen_2006_Antihistamines"]
+
+
+def _three_reviews(tmp_path, labelled):
+    """A file of three shared reviews and labels for the first records of the first;
+    returns (frame of the three, tasks, the first review's rows and record ids)."""
+    frame = pd.read_csv(DATA, dtype=str)
+    small = frame[frame.review_id.isin(THREE)]
+    small.to_csv(tmp_path / "three.csv", index=False)
+    tasks = read_reviews(tmp_path / "three.csv")
+    rows = tasks.rows(THREE[0])
+    ids = tasks.record_id[rows]
+    lab = pd.DataFrame({"record_id": ids[labelled], "label": tasks.label[rows][labelled]})
+    assert set(lab.label) == {0, 1}
+    lab.to_csv(tmp_path / "l.csv", index=False)
+    return small, tasks, rows, ids
+
+
 def test_meta_learned_rank_learns_from_the_files_other_reviews(tmp_path, monkeypatch):
     """--method protonet on a file of three reviews: meta-trained on the two others, the
     ranking equals the library's (the same encoder, the same head, by hand); a file of
@@ -101,23 +119,14 @@ def test_meta_learned_rank_learns_from_the_files_other_reviews(tmp_path, monkeyp
 
     monkeypatch.setitem(screen_job.METHODS, "protonet", QuickProtoNet)
 
-    frame = pd.read_csv(DATA, dtype=str)
-    keep = ["SYNERGY_Sep_2021", "SYNERGY_Donners_2021", "Cohen_2006_Antihistamines"]
-    small = frame[frame.review_id.isin(keep)]
-    small.to_csv(tmp_path / "three.csv", index=False)
-    tasks = read_reviews(tmp_path / "three.csv")
-    rows = tasks.rows("SYNERGY_Sep_2021")
-    ids = tasks.record_id[rows]
-    lab = pd.DataFrame({"record_id": ids[[0, 1, 2]], "label": tasks.label[rows][[0, 1, 2]]})
-    assert set(lab.label) == {0, 1}
-    lab.to_csv(tmp_path / "l.csv", index=False)
+    small, tasks, rows, ids = _three_reviews(tmp_path, [0, 1, 2])
     res = CliRunner().invoke(app, ["screen", "rank", str(tmp_path / "three.csv"), "--review",
                                    "SYNERGY_Sep_2021", "--labels", str(tmp_path / "l.csv"),
                                    "--method", "protonet", "--out", str(tmp_path / "r")])  # fmt: skip
     assert res.exit_code == 0, res.output
     ranked = pd.read_csv(tmp_path / "r" / "ranked.csv", dtype={"record_id": str})
     scr = ProtoNetScreener(quick)
-    scr.meta_fit(tasks, keep[1:])
+    scr.meta_fit(tasks, THREE[1:])
     X = scr.features.fit_transform(tasks.text()[rows])
     s = scr.fit(X[[0, 1, 2]], tasks.label[rows][[0, 1, 2]]).scores(X[3:])
     assert ranked.record_id.tolist() == ids[3:][np.argsort(-s, kind="stable")].tolist()
@@ -148,22 +157,14 @@ def test_policy_svm_rank_chooses_its_policy_on_the_files_other_reviews(tmp_path,
             super().__init__(two, n_jobs=1, progress=False)
 
     monkeypatch.setitem(screen_job.METHODS, "policy_svm", QuickPolicy)
-    frame = pd.read_csv(DATA, dtype=str)
-    keep = ["SYNERGY_Sep_2021", "SYNERGY_Donners_2021", "Cohen_2006_Antihistamines"]
-    frame[frame.review_id.isin(keep)].to_csv(tmp_path / "three.csv", index=False)
-    tasks = read_reviews(tmp_path / "three.csv")
-    rows = tasks.rows("SYNERGY_Sep_2021")
-    ids = tasks.record_id[rows]
     pick = [0, 1, 2, 3]
-    lab = pd.DataFrame({"record_id": ids[pick], "label": tasks.label[rows][pick]})
-    assert set(lab.label) == {0, 1}
-    lab.to_csv(tmp_path / "l.csv", index=False)
+    _, tasks, rows, ids = _three_reviews(tmp_path, pick)
     res = CliRunner().invoke(app, ["screen", "rank", str(tmp_path / "three.csv"), "--review",
                                    "SYNERGY_Sep_2021", "--labels", str(tmp_path / "l.csv"),
                                    "--method", "policy_svm", "--out", str(tmp_path / "r")])  # fmt: skip
     assert res.exit_code == 0, res.output
     scr = PolicyScreener(two, n_jobs=1, progress=False)
-    scr.meta_fit(tasks, keep[1:])
+    scr.meta_fit(tasks, THREE[1:])
     assert f"policy {scr.policy_.label}" in res.output
     X = scr.features.fit_transform(tasks.text()[rows])
     s = scr.fit(X[pick], tasks.label[rows][pick]).scores(X[4:])
