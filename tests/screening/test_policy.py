@@ -41,7 +41,7 @@ def test_a_policy_switches_its_setting_at_the_share_of_records_labelled():
     assert SCHEDULE.label == "0.05/20 -> 0.3/5 @ 0.1"
     assert Policy().label == "0.11/9.8" and Policy(chars=True).label == "0.11/9.8 +chars"
     labels = [p.label for p in pol.DEFAULT_POLICIES]
-    assert len(set(labels)) == len(labels) == 6  # the table's keys are unique
+    assert len(set(labels)) == len(labels) == 4  # the table's keys are unique
     with pytest.raises(ValueError, match="`late` must be \\(C, ratio\\), both > 0"):
         Policy(late=(0.0, 5.0))
     with pytest.raises(ValueError, match="`switch` must be a share in \\[0, 1\\]"):
