@@ -155,8 +155,11 @@ class PolicyScreener(Screener):
         self.policy_ = self.policies[int(np.nanargmax(self.scores_.to_numpy()))]
 
     def fit(self, X, y):
-        n = self.n_records_ if self.n_records_ is not None else X.shape[0]
-        C, ratio = self.policy_.setting(np.asarray(y).size, n)
+        if self.n_records_ is None:
+            raise ValueError("PolicyScreener: the phase is the share of the review labelled; "
+                             "call `features.fit_transform` on all the review's records "
+                             "first.")  # fmt: skip
+        C, ratio = self.policy_.setting(np.asarray(y).size, self.n_records_)
         self.model_ = SVMScreener(C=C, ratio=ratio).fit(X, y)
         return self
 

@@ -48,6 +48,8 @@ def test_a_policy_switches_its_setting_at_the_share_of_records_labelled():
         Policy(switch=1.5)
     with pytest.raises(ValueError, match="at least one candidate"):
         PolicyScreener(())
+    with pytest.raises(ValueError, match="call `features.fit_transform` on all the review"):
+        PolicyScreener(policy=SCHEDULE).fit(np.eye(2), np.array([0, 1]))
 
 
 def test_the_default_policy_screens_as_asreviews_default_and_a_schedule_refits_by_phase():
