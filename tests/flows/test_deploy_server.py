@@ -224,9 +224,7 @@ def test_spatialmeta_serve_registers_and_runs_the_deployment(api, tmp_path):
             flow_run = run_deployment(POOL, parameters=params, timeout=0)
             run = _wait_final(flow_run.id, proc=served)
         finally:
-            # Ctrl-C: serve then waits for the finished run's process and pauses the
-            # schedule; on a loaded 2-core CI machine that took over 30 s once
-            code = _stop(served, wait=120.0)
+            code = _stop(served)  # Ctrl-C
     assert run.state.type.value == "COMPLETED", log.read_text()[-3000:]
     assert code == 0, log.read_text()[-3000:]
     estimate = json.loads((out / "results.json").read_text())["model"]["estimate"]
