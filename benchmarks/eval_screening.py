@@ -62,16 +62,22 @@ def _one_review(review):
     import torch
 
     from spatialmeta.screening.harness import run_simulations
-    from spatialmeta.tasks.reviews import read_reviews
 
     torch.set_num_threads(1)
+    a, tasks, batch = _worker_inputs()
+    every = _screeners()
+    return run_simulations(tasks, {m: every[m] for m in a.methods}, reviews=[review],
+                           seeds=a.seeds, batch=batch, mix=a.mix)  # fmt: skip
+
+
+def _worker_inputs():
+    """A worker's arguments, the reviews (read once per worker) and the refit batch."""
+    from spatialmeta.tasks.reviews import read_reviews
+
     a = _ARGS["a"]
     if "tasks" not in _ARGS:
         _ARGS["tasks"] = read_reviews(a.data)
-    every = _screeners()
-    batch = a.batch if a.batch == "auto" else int(a.batch)
-    return run_simulations(_ARGS["tasks"], {m: every[m] for m in a.methods}, reviews=[review],
-                           seeds=a.seeds, batch=batch, mix=a.mix)  # fmt: skip
+    return a, _ARGS["tasks"], a.batch if a.batch == "auto" else int(a.batch)
 
 
 def _init(a, table=None):
@@ -82,13 +88,9 @@ def _init(a, table=None):
 def _policy_rows(review):
     """Every candidate policy simulated on one review (a worker of ``--procs``)."""
     from spatialmeta.screening.policy import policy_table
-    from spatialmeta.tasks.reviews import read_reviews
 
-    a = _ARGS["a"]
-    if "tasks" not in _ARGS:
-        _ARGS["tasks"] = read_reviews(a.data)
-    batch = a.batch if a.batch == "auto" else int(a.batch)
-    return policy_table(_ARGS["tasks"], [review], batch=batch)
+    _, tasks, batch = _worker_inputs()
+    return policy_table(tasks, [review], batch=batch)
 
 
 def main(argv=None) -> None:

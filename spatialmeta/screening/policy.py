@@ -75,7 +75,7 @@ class Policy:
 # high to low balance ratio) switching at 5 or 10 % of the review; ASReview's setting on
 # word and character n-grams. The grid's values (C 0.05 / 0.3, ratio 5 / 20) are the ones
 # a first grid over the shared reviews showed pulling WSS and RRF apart; which policy is
-# used is chosen for each new review by meta_fit, on the training reviews only. (Three
+# used is chosen for each new review by meta_fit, on the training reviews only. (Four
 # more candidates were simulated on the shared reviews and never chosen in any fold; they
 # were dropped to keep meta-learning over 21 reviews under 10 minutes on 2 cores.)
 DEFAULT_POLICIES = (
