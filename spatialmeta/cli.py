@@ -659,7 +659,9 @@ def screen_rank(
     label: str | None = _LABEL_OPT,
 ) -> None:
     """Rank a review's unlabelled records, most likely relevant first, from its labelled
-    ones (at least one included and one excluded).
+    ones (at least one included and one excluded). With --method policy_svm the policy is
+    chosen by simulating the file's other reviews (minutes); the simulations are kept in
+    OUT/policy_simulations.csv, and ranking into the same OUT again reuses them.
 
     Example: spatialmeta screen rank records.ris --labels decisions.csv --out outputs/rank
     """

@@ -32,6 +32,7 @@ __all__ = ["METHODS", "LabelSession", "ScreenResult", "screen_simulate_job", "sc
 METHODS = {"asreview_default": SVMScreener, "asreview_nb": NaiveBayesScreener,
            "weighted_svm": WeightedSVMScreener, "protonet": ProtoNetScreener,
            "anil": ANILScreener, "matching": MatchingScreener, "policy_svm": PolicyScreener}  # fmt: skip
+POLICY_SIMULATIONS = "policy_simulations.csv"  # a meta-learned policy's simulations, kept
 
 
 @dataclass(frozen=True)
@@ -60,10 +61,24 @@ def _meta_sources(tasks, review, name) -> list:
     return others
 
 
-def _meta_fit(screener, tasks, review) -> None:
-    """A meta-learned screener learns from the file's other labelled reviews first."""
-    if screener.meta_learned:
-        screener.meta_fit(tasks, _meta_sources(tasks, review, screener.name))
+def _meta_fit(screener, tasks, review, keep: Path | None = None) -> None:
+    """A meta-learned screener learns from the file's other labelled reviews first. A
+    screener that simulates them (``table``/``table_``: the policy) reads the simulations
+    kept in ``keep`` (a CSV) and writes them back there, so a later call on the same
+    reviews does not simulate again (rows of a review whose content changed are redone)."""
+    if not screener.meta_learned:
+        return
+    cached = keep is not None and hasattr(screener, "table")
+    if cached and keep.exists():
+        try:
+            screener.table = pd.read_csv(keep, dtype={"review": str, "batch": str})
+        except (OSError, ValueError) as err:
+            raise ValueError(f"cannot read the kept policy simulations {keep}: {err}. Delete "
+                             "the file to simulate again.") from None  # fmt: skip
+    screener.meta_fit(tasks, _meta_sources(tasks, review, screener.name))
+    if cached and not screener.fixed:
+        with atomic_path(keep) as tmp:
+            screener.table_.to_csv(tmp, index=False)
 
 
 def _chosen(screener) -> str:
@@ -177,7 +192,7 @@ def screen_rank_job(data, *, out, labels=None, review=None, method="asreview_def
     if pool.size == 0:
         raise ValueError(f"review {review!r}: every record is labelled; nothing to rank.")
     scr = scr_cls()
-    _meta_fit(scr, tasks, review)
+    _meta_fit(scr, tasks, review, keep=out / POLICY_SIMULATIONS)
     X = scr.features.fit_transform(tasks.text()[rows])
     scores = scr.fit(X[known], y[known]).scores(X[pool])
     by_score = np.argsort(-scores, kind="stable")
@@ -191,7 +206,12 @@ def screen_rank_job(data, *, out, labels=None, review=None, method="asreview_def
     text = (f"{review}: {known.size} labelled ({int((y == 1).sum())} included), {pool.size} "
             f"ranked by {method}{_chosen(scr)}; the first: {ranked.title.iloc[0][:80]!r}. Written to "
             f"{out / 'ranked.csv'}.")  # fmt: skip
-    return ScreenResult(text, {"ranked": str(out / "ranked.csv")})
+    outputs = {"ranked": str(out / "ranked.csv")}
+    if (out / POLICY_SIMULATIONS).exists() and hasattr(scr, "table_"):
+        text += (f" The policy's simulations of the other reviews are kept in "
+                 f"{out / POLICY_SIMULATIONS}; ranking into {out} again reuses them.")  # fmt: skip
+        outputs["policy_simulations"] = str(out / POLICY_SIMULATIONS)
+    return ScreenResult(text, outputs)
 
 
 class LabelSession:
@@ -235,7 +255,7 @@ class LabelSession:
         self.screener = scr_cls()
         if policy is not None:  # a meta-learned policy is chosen once, kept on resuming
             self.screener.use(policy)
-        _meta_fit(self.screener, self.tasks, self.review)
+        _meta_fit(self.screener, self.tasks, self.review, keep=self.project / POLICY_SIMULATIONS)
         self.X = self.screener.features.fit_transform(self.tasks.text()[self.rows])
         self.ids = self.tasks.record_id[self.rows]
         self.pos = {r: i for i, r in enumerate(self.ids)}

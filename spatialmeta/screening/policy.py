@@ -18,7 +18,9 @@ The simulations are the expensive part (minutes over 21 reviews); :func:`policy_
 computes them once (by review, policy and prior draw, cached in memory by the review's
 content) and a screener can be given that table, so a leave-one-review-out evaluation
 simulates every review once, not once per fold. ``meta_fit`` reads only the rows of the
-reviews it is given.
+reviews it is given, and only those whose ``digest`` (of the review's labels and text) is
+the review's now: a table kept on disk (``screen rank`` keeps one in its output folder)
+is reused while the reviews are unchanged and simulated again for a review that changed.
 """
 
 from __future__ import annotations
@@ -106,7 +108,8 @@ class PolicyScreener(Screener):
     :func:`policy_table` already simulated (``meta_fit`` reads its rows of the training
     reviews, and simulates what is missing); ``seeds``, ``batch``: the prior draws and
     refit schedule of those simulations; ``n_jobs``: reviews simulated at once (-1: one
-    per core).
+    per core). After ``meta_fit``, ``table_`` is ``table`` with the new simulations added
+    (what to keep for the next time) and ``scores_`` each candidate's score.
     """
 
     name = "policy svm (meta-learned)"
@@ -146,10 +149,12 @@ class PolicyScreener(Screener):
             raise ValueError("PolicyScreener: meta-learning the policy needs earlier reviews "
                              "whose records are all labelled 0/1, with both labels; none was "
                              "given.")  # fmt: skip
-        t = policy_table(tasks, reviews, self.policies, seeds=self.seeds, batch=self.batch,
-                         n_jobs=self.n_jobs, progress=self.progress, known=self.table)  # fmt: skip
+        self.table_ = policy_table(tasks, reviews, self.policies, seeds=self.seeds,
+                                   batch=self.batch, n_jobs=self.n_jobs, progress=self.progress,
+                                   known=self.table)  # fmt: skip
         labels = [p.label for p in self.policies]
-        t = t[t["review"].isin(reviews) & t["policy"].isin(labels) & t["seed"].isin(self.seeds)]
+        t = _current(self.table_, _digests(tasks, reviews), self.batch)
+        t = t[t["policy"].isin(labels) & t["seed"].isin(self.seeds)]
         per = t.assign(score=t["wss"] + t["rrf"] / 100).groupby(["policy", "review"])["score"]
         self.scores_ = per.mean().groupby(level="policy").mean().reindex(labels)
         self.policy_ = self.policies[int(np.nanargmax(self.scores_.to_numpy()))]
@@ -173,6 +178,16 @@ def _digest(tasks, rows) -> str:
     return h.hexdigest()
 
 
+def _digests(tasks, reviews) -> dict:
+    return {str(r): _digest(tasks, tasks.rows(r)) for r in reviews}
+
+
+def _current(table: pd.DataFrame, digests: dict, batch) -> pd.DataFrame:
+    """The rows of ``table`` for the reviews of ``digests`` as they are now, at ``batch``."""
+    review = table["review"].astype(str)
+    return table[review.map(digests).eq(table["digest"]) & table["batch"].eq(str(batch))]
+
+
 _SIMULATED: dict = {}  # (review content, policy, seed, batch) -> (wss, rrf)
 
 
@@ -194,25 +209,40 @@ def _simulate_review(tasks, review, policies, seeds, batch) -> list[dict]:
                 m = screening_metrics(order, y, n_prior=prior.size)
                 _SIMULATED[key] = (float(m.wss[0]), float(m.rrf[0]))
             wss, rrf = _SIMULATED[key]
-            out.append(
-                {"review": str(review), "policy": p.label, "seed": seed, "wss": wss, "rrf": rrf}
-            )
+            out.append({"review": str(review), "digest": key0, "batch": str(batch),
+                        "policy": p.label, "seed": seed, "wss": wss, "rrf": rrf})  # fmt: skip
     return out
+
+
+COLUMNS = ["review", "digest", "batch", "policy", "seed", "wss", "rrf"]
 
 
 def policy_table(tasks, reviews, policies=DEFAULT_POLICIES, *, seeds=(0,), batch="auto",
                  n_jobs: int = 1, progress: bool = False,
                  known: pd.DataFrame | None = None) -> pd.DataFrame:  # fmt: skip
     """WSS@95 and RRF@10 of every policy on every review of ``reviews`` from each prior
-    draw ``seeds`` (the active loop simulated to the end): a table with columns review,
-    policy (its :attr:`Policy.label`), seed, wss, rrf. Rows already in ``known`` are not simulated again."""
+    draw ``seeds`` (the active loop simulated to the end, refitting at ``batch``): a table
+    with columns review, digest (of the review's labels and text), batch, policy (its
+    :attr:`Policy.label`), seed, wss, rrf. Rows of ``known`` for these reviews as they are
+    now are not simulated again; its rows for other reviews are kept, and those for an
+    earlier content of these reviews are dropped."""
     policies, seeds = tuple(policies), tuple(seeds)
-    have = set()
+    digests = _digests(tasks, reviews)
+    parts = []
     if known is not None and len(known):
-        have = set(zip(known["review"].astype(str), known["policy"], known["seed"], strict=True))
-    todo = [str(r) for r in reviews
-            if any((str(r), p.label, s) not in have for p in policies for s in seeds)]  # fmt: skip
-    parts = [known] if known is not None else []
+        missing = set(COLUMNS) - set(known.columns)
+        if missing:
+            raise ValueError(f"policy_table: the known table lacks column(s) "
+                             f"{', '.join(sorted(missing))}; it needs {', '.join(COLUMNS)} "
+                             "(as policy_table writes them). Delete it to simulate again.")  # fmt: skip
+        known = known.astype({"review": str, "digest": str, "batch": str, "policy": str})
+        now = known["review"].map(digests)  # NaN for the other reviews
+        parts.append(known[now.isna() | now.eq(known["digest"])])
+    have = set()
+    if parts:
+        cur = _current(parts[0], digests, batch)
+        have = set(zip(cur["review"], cur["policy"], cur["seed"], strict=True))
+    todo = [r for r in digests if any((r, p.label, s) not in have for p in policies for s in seeds)]
     if todo:
         if n_jobs == 1:
             done = (_simulate_review(tasks, r, policies, seeds, batch) for r in todo)
@@ -228,10 +258,9 @@ def policy_table(tasks, reviews, policies=DEFAULT_POLICIES, *, seeds=(0,), batch
             from tqdm import tqdm
 
             done = tqdm(done, total=len(todo), desc="simulating policies", unit="review")
-        parts.append(pd.DataFrame([row for part in done for row in part]))
+        parts.append(pd.DataFrame([row for part in done for row in part], columns=COLUMNS))
     if not parts:
-        return pd.DataFrame(columns=["review", "policy", "seed", "wss", "rrf"])
+        return pd.DataFrame(columns=COLUMNS)
     t = pd.concat(parts, ignore_index=True)
-    return t.drop_duplicates(subset=["review", "policy", "seed"], keep="last").reset_index(
-        drop=True
-    )
+    return t.drop_duplicates(subset=["review", "digest", "batch", "policy", "seed"],
+                             keep="last").reset_index(drop=True)  # fmt: skip

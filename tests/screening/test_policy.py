@@ -113,6 +113,31 @@ def test_the_policy_is_chosen_on_the_training_reviews_alone(monkeypatch):
     assert s.policy_.label == want.idxmax()
 
 
+def test_a_kept_table_is_reused_until_a_review_changes(monkeypatch):
+    tasks = _reviews(n_reviews=2)
+    cands = (Policy(), SCHEDULE)
+    table = policy_table(tasks, ["r0", "r1"], cands, n_jobs=1)
+    assert list(table.columns) == pol.COLUMNS and set(table.batch) == {"auto"}
+    # r1 changes (one label flipped): its rows are simulated again, r0's are read
+    lab = tasks.label.copy()
+    lab[tasks.rows("r1")[1]] = 1 - lab[tasks.rows("r1")[1]]
+    changed = ReviewTaskSet(**{**tasks.__dict__, "label": lab})
+    calls = []
+    real = pol.simulate
+    monkeypatch.setattr(pol, "simulate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = policy_table(changed, ["r0", "r1"], cands, n_jobs=1, known=table)
+    assert len(calls) == 2 and len(again) == 4  # r1 under both policies; r1's old rows dropped
+    r0 = again[again.review == "r0"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(r0, table[table.review == "r0"].reset_index(drop=True))
+    assert not set(again[again.review == "r1"].digest) & set(table[table.review == "r1"].digest)
+    # meta_fit reads only the rows of the reviews as they are now
+    s = PolicyScreener(cands, table=again.assign(wss=0.0, rrf=0.0), n_jobs=1)
+    s.meta_fit(changed, ["r0", "r1"])
+    assert len(calls) == 2 and (s.scores_ == 0).all() and len(s.table_) == 4
+    with pytest.raises(ValueError, match="lacks column\\(s\\) batch, digest; .* Delete it"):
+        policy_table(tasks, ["r0"], cands, n_jobs=1, known=table.drop(columns=["digest", "batch"]))
+
+
 def test_the_harness_meta_fits_the_policy_without_the_screened_review():
     tasks = _reviews(n_reviews=3)
     cands = (Policy(), SCHEDULE)

@@ -170,3 +170,30 @@ def test_policy_svm_rank_chooses_its_policy_on_the_files_other_reviews(tmp_path,
     s = scr.fit(X[pick], tasks.label[rows][pick]).scores(X[4:])
     ranked = pd.read_csv(tmp_path / "r" / "ranked.csv", dtype={"record_id": str})
     assert ranked.record_id.tolist() == ids[4:][np.argsort(-s, kind="stable")].tolist()
+
+    # the simulations are kept in the output folder: ranking there again reads them
+    kept = pd.read_csv(tmp_path / "r" / "policy_simulations.csv")
+    assert sorted(set(kept.review)) == sorted(THREE[1:]) and len(kept) == 2 * 2
+    assert "kept in" in res.output
+    from spatialmeta.screening import policy as pol
+
+    calls = []
+    real = pol.simulate
+    monkeypatch.setattr(pol, "_SIMULATED", {})  # not the memory of this process
+    monkeypatch.setattr(pol, "simulate", lambda *a, **k: calls.append(a[2].size) or real(*a, **k))
+    again = ["screen", "rank", str(tmp_path / "three.csv"), "--review", "SYNERGY_Sep_2021",
+             "--labels", str(tmp_path / "l.csv"), "--method", "policy_svm", "--out",
+             str(tmp_path / "r")]  # fmt: skip
+    res2 = CliRunner().invoke(app, again)
+    assert res2.exit_code == 0, res2.output
+    assert calls == [] and f"policy {scr.policy_.label}" in res2.output
+    assert pd.read_csv(tmp_path / "r" / "ranked.csv", dtype={"record_id": str}).equals(ranked)
+    # one review of the file changed: that one is simulated again, under both policies
+    frame = pd.read_csv(tmp_path / "three.csv", dtype=str)
+    frame.loc[frame.review_id == THREE[1], "abstract"] += " revised"
+    frame.to_csv(tmp_path / "three.csv", index=False)
+    res3 = CliRunner().invoke(app, again)
+    assert res3.exit_code == 0, res3.output
+    n_changed = int((frame.review_id == THREE[1]).sum())
+    assert calls == [n_changed, n_changed]
+    assert len(pd.read_csv(tmp_path / "r" / "policy_simulations.csv")) == 2 * 2
