@@ -174,7 +174,8 @@ class PolicyScreener(Screener):
 
 def _digest(tasks, rows) -> str:
     h = hashlib.sha1(np.ascontiguousarray(tasks.label[rows]).tobytes())
-    h.update("\x1f".join(map(str, tasks.text()[rows])).encode())
+    for part in (tasks.title[rows], tasks.abstract[rows]):
+        h.update("\x1f".join(map(str, part)).encode() + b"\x1e")
     return h.hexdigest()
 
 

@@ -105,8 +105,11 @@ class ReviewTaskSet:
         return int(self.review_ids.size)
 
     def text(self) -> np.ndarray:
-        """Title and abstract joined (what the text features read)."""
-        return np.char.add(np.char.add(self.title.astype(str), " "), self.abstract.astype(str))
+        """Title and abstract joined (what the text features read), as Python strings
+        (``np.char.add`` would pad every record to the longest abstract: a GB for the 22
+        shared reviews, and seconds to build)."""
+        title = pd.Series(self.title, dtype=object).astype(str)
+        return (title + " " + pd.Series(self.abstract, dtype=object).astype(str)).to_numpy(object)
 
     def rows(self, review) -> np.ndarray:
         """Row indices of one review (by id or position)."""
