@@ -24,6 +24,7 @@ from spatialmeta.screening.meta import (
     ProtoNetScreener,
     WeightedSVMScreener,
 )
+from spatialmeta.screening.policy import COLUMNS as SIMULATION_COLUMNS
 from spatialmeta.screening.policy import PolicyScreener
 from spatialmeta.tasks.reviews import read_reviews
 
@@ -71,10 +72,15 @@ def _meta_fit(screener, tasks, review, keep: Path | None = None) -> None:
     cached = keep is not None and hasattr(screener, "table")
     if cached and keep.exists():
         try:
-            screener.table = pd.read_csv(keep, dtype={"review": str, "batch": str})
+            table = pd.read_csv(keep, dtype={"review": str, "batch": str})
         except (OSError, ValueError) as err:
-            raise ValueError(f"cannot read the kept policy simulations {keep}: {err}. Delete "
-                             "the file to simulate again.") from None  # fmt: skip
+            table, why = None, str(err)
+        if table is None or set(SIMULATION_COLUMNS) - set(table.columns):
+            why = why if table is None else f"columns found: {', '.join(map(str, table.columns))}"
+            raise ValueError(f"cannot read the kept policy simulations {keep} ({why}); it needs "
+                             f"the columns {', '.join(SIMULATION_COLUMNS)}. Delete the file to "
+                             "simulate again.")  # fmt: skip
+        screener.table = table
     screener.meta_fit(tasks, _meta_sources(tasks, review, screener.name))
     if cached and not screener.fixed:
         with atomic_path(keep) as tmp:

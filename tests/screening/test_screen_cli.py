@@ -197,3 +197,9 @@ def test_policy_svm_rank_chooses_its_policy_on_the_files_other_reviews(tmp_path,
     n_changed = int((frame.review_id == THREE[1]).sum())
     assert calls == [n_changed, n_changed]
     assert len(pd.read_csv(tmp_path / "r" / "policy_simulations.csv")) == 2 * 2
+    # a kept table that is not one is refused by name, before any simulation
+    (tmp_path / "r" / "policy_simulations.csv").write_text("review,score\nx,1\n")
+    res4 = CliRunner().invoke(app, again)
+    assert res4.exit_code == 2, res4.output
+    assert "policy_simulations.csv (columns found: review, score)" in res4.output
+    assert "Delete the file to simulate again" in res4.output and "Traceback" not in res4.output
