@@ -129,14 +129,15 @@ def main(argv=None) -> None:
     table = None
     if "policy_svm" in a.methods:
         if a.policy_table and Path(a.policy_table).exists():
-            table = pd.read_csv(a.policy_table)
+            from spatialmeta.screening.policy import read_policy_table
+
+            table = read_policy_table(a.policy_table)
         else:
             with Pool(a.procs, initializer=_init, initargs=(a,)) as pool:
                 table = pd.concat(list(tqdm(pool.imap(_policy_rows, reviews), total=len(reviews),
                                             desc="policy simulations", unit="review")))  # fmt: skip
             if a.policy_table:
                 table.to_csv(a.policy_table, index=False)
-        table["review"] = table["review"].astype(str)
     with Pool(a.procs, initializer=_init, initargs=(a, table)) as pool:
         parts = list(tqdm(pool.imap(_one_review, reviews), total=len(reviews),
                           desc="reviews", unit="review"))  # fmt: skip

@@ -24,8 +24,7 @@ from spatialmeta.screening.meta import (
     ProtoNetScreener,
     WeightedSVMScreener,
 )
-from spatialmeta.screening.policy import COLUMNS as SIMULATION_COLUMNS
-from spatialmeta.screening.policy import PolicyScreener
+from spatialmeta.screening.policy import PolicyScreener, read_policy_table
 from spatialmeta.tasks.reviews import read_reviews
 
 __all__ = ["METHODS", "LabelSession", "ScreenResult", "screen_simulate_job", "screen_rank_job"]
@@ -62,29 +61,23 @@ def _meta_sources(tasks, review, name) -> list:
     return others
 
 
-def _meta_fit(screener, tasks, review, keep: Path | None = None) -> None:
+def _meta_fit(screener, tasks, review, keep: Path | None = None) -> Path | None:
     """A meta-learned screener learns from the file's other labelled reviews first. A
     screener that simulates them (``table``/``table_``: the policy) reads the simulations
     kept in ``keep`` (a CSV) and writes them back there, so a later call on the same
-    reviews does not simulate again (rows of a review whose content changed are redone)."""
+    reviews does not simulate again (rows of a review whose content changed are redone).
+    Returns ``keep`` when it was written."""
     if not screener.meta_learned:
-        return
+        return None
     cached = keep is not None and hasattr(screener, "table")
     if cached and keep.exists():
-        try:
-            table = pd.read_csv(keep, dtype={"review": str, "batch": str})
-        except (OSError, ValueError) as err:
-            table, why = None, str(err)
-        if table is None or set(SIMULATION_COLUMNS) - set(table.columns):
-            why = why if table is None else f"columns found: {', '.join(map(str, table.columns))}"
-            raise ValueError(f"cannot read the kept policy simulations {keep} ({why}); it needs "
-                             f"the columns {', '.join(SIMULATION_COLUMNS)}. Delete the file to "
-                             "simulate again.")  # fmt: skip
-        screener.table = table
+        screener.table = read_policy_table(keep)
     screener.meta_fit(tasks, _meta_sources(tasks, review, screener.name))
-    if cached and not screener.fixed:
-        with atomic_path(keep) as tmp:
-            screener.table_.to_csv(tmp, index=False)
+    if not (cached and not screener.fixed):
+        return None
+    with atomic_path(keep) as tmp:
+        screener.table_.to_csv(tmp, index=False)
+    return keep
 
 
 def _chosen(screener) -> str:
@@ -198,7 +191,7 @@ def screen_rank_job(data, *, out, labels=None, review=None, method="asreview_def
     if pool.size == 0:
         raise ValueError(f"review {review!r}: every record is labelled; nothing to rank.")
     scr = scr_cls()
-    _meta_fit(scr, tasks, review, keep=out / POLICY_SIMULATIONS)
+    kept = _meta_fit(scr, tasks, review, keep=out / POLICY_SIMULATIONS)
     X = scr.features.fit_transform(tasks.text()[rows])
     scores = scr.fit(X[known], y[known]).scores(X[pool])
     by_score = np.argsort(-scores, kind="stable")
@@ -213,10 +206,10 @@ def screen_rank_job(data, *, out, labels=None, review=None, method="asreview_def
             f"ranked by {method}{_chosen(scr)}; the first: {ranked.title.iloc[0][:80]!r}. Written to "
             f"{out / 'ranked.csv'}.")  # fmt: skip
     outputs = {"ranked": str(out / "ranked.csv")}
-    if (out / POLICY_SIMULATIONS).exists() and hasattr(scr, "table_"):
-        text += (f" The policy's simulations of the other reviews are kept in "
-                 f"{out / POLICY_SIMULATIONS}; ranking into {out} again reuses them.")  # fmt: skip
-        outputs["policy_simulations"] = str(out / POLICY_SIMULATIONS)
+    if kept is not None:
+        text += (f" The policy's simulations of the other reviews are kept in {kept}; ranking "
+                 f"into {out} again reuses them.")  # fmt: skip
+        outputs["policy_simulations"] = str(kept)
     return ScreenResult(text, outputs)
 
 

@@ -36,7 +36,7 @@ from spatialmeta.screening.metrics import screening_metrics
 from spatialmeta.screening.screeners import Screener, SVMScreener
 from spatialmeta.screening.simulate import simulate
 
-__all__ = ["Policy", "DEFAULT_POLICIES", "PolicyScreener", "policy_table"]
+__all__ = ["Policy", "DEFAULT_POLICIES", "PolicyScreener", "policy_table", "read_policy_table"]
 
 ASREVIEW = (0.11, 9.8)  # ASReview's default SVM: C, balance ratio
 
@@ -153,8 +153,9 @@ class PolicyScreener(Screener):
                                    batch=self.batch, n_jobs=self.n_jobs, progress=self.progress,
                                    known=self.table)  # fmt: skip
         labels = [p.label for p in self.policies]
-        t = _current(self.table_, _digests(tasks, reviews), self.batch)
-        t = t[t["policy"].isin(labels) & t["seed"].isin(self.seeds)]
+        t = self.table_  # its rows of these reviews are of their content now
+        t = t[t["review"].isin(reviews) & t["batch"].eq(str(self.batch))
+              & t["policy"].isin(labels) & t["seed"].isin(self.seeds)]  # fmt: skip
         per = t.assign(score=t["wss"] + t["rrf"] / 100).groupby(["policy", "review"])["score"]
         self.scores_ = per.mean().groupby(level="policy").mean().reindex(labels)
         self.policy_ = self.policies[int(np.nanargmax(self.scores_.to_numpy()))]
@@ -179,27 +180,16 @@ def _digest(tasks, rows) -> str:
     return h.hexdigest()
 
 
-def _digests(tasks, reviews) -> dict:
-    return {str(r): _digest(tasks, tasks.rows(r)) for r in reviews}
-
-
-def _current(table: pd.DataFrame, digests: dict, batch) -> pd.DataFrame:
-    """The rows of ``table`` for the reviews of ``digests`` as they are now, at ``batch``."""
-    review = table["review"].astype(str)
-    return table[review.map(digests).eq(table["digest"]) & table["batch"].eq(str(batch))]
-
-
 _SIMULATED: dict = {}  # (review content, policy, seed, batch) -> (wss, rrf)
 
 
-def _simulate_review(tasks, review, policies, seeds, batch) -> list[dict]:
+def _simulate_review(tasks, review, digest, policies, seeds, batch) -> list[dict]:
     rows = tasks.rows(review)
     y = tasks.label[rows].astype(int)
-    key0 = _digest(tasks, rows)
     out, feats = [], {}
     for p in policies:
         for seed in seeds:
-            key = (key0, p.label, seed, batch)
+            key = (digest, p.label, seed, batch)
             if key not in _SIMULATED:
                 scr = PolicyScreener(policy=p)
                 if p.chars not in feats:
@@ -210,12 +200,34 @@ def _simulate_review(tasks, review, policies, seeds, batch) -> list[dict]:
                 m = screening_metrics(order, y, n_prior=prior.size)
                 _SIMULATED[key] = (float(m.wss[0]), float(m.rrf[0]))
             wss, rrf = _SIMULATED[key]
-            out.append({"review": str(review), "digest": key0, "batch": str(batch),
+            out.append({"review": str(review), "digest": digest, "batch": str(batch),
                         "policy": p.label, "seed": seed, "wss": wss, "rrf": rrf})  # fmt: skip
     return out
 
 
 COLUMNS = ["review", "digest", "batch", "policy", "seed", "wss", "rrf"]
+
+
+def _checked(table: pd.DataFrame, where: str, delete: str = "it") -> pd.DataFrame:
+    """``table`` with :data:`COLUMNS` typed as :func:`policy_table` writes them, or an
+    error naming ``where`` the table came from."""
+    missing = set(COLUMNS) - set(table.columns)
+    if missing:
+        raise ValueError(f"{where} (columns found: {', '.join(map(str, table.columns))}) lacks "
+                         f"column(s) {', '.join(sorted(missing))}; a table of policy simulations "
+                         f"has {', '.join(COLUMNS)}, as policy_table writes them. Delete {delete} "
+                         "to simulate again.")  # fmt: skip
+    return table.astype({"review": str, "digest": str, "batch": str, "policy": str})
+
+
+def read_policy_table(path) -> pd.DataFrame:
+    """A :func:`policy_table` kept as CSV, checked; an unreadable file is refused by name."""
+    try:
+        table = pd.read_csv(path, dtype={"review": str, "batch": str})
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read the kept policy simulations {path}: {err}. Delete the "
+                         "file to simulate again.") from None  # fmt: skip
+    return _checked(table, f"the kept policy simulations {path}", delete="the file")
 
 
 def policy_table(tasks, reviews, policies=DEFAULT_POLICIES, *, seeds=(0,), batch="auto",
@@ -228,32 +240,28 @@ def policy_table(tasks, reviews, policies=DEFAULT_POLICIES, *, seeds=(0,), batch
     now are not simulated again; its rows for other reviews are kept, and those for an
     earlier content of these reviews are dropped."""
     policies, seeds = tuple(policies), tuple(seeds)
-    digests = _digests(tasks, reviews)
+    digests = {str(r): _digest(tasks, tasks.rows(r)) for r in reviews}
     parts = []
-    if known is not None and len(known):
-        missing = set(COLUMNS) - set(known.columns)
-        if missing:
-            raise ValueError(f"policy_table: the known table lacks column(s) "
-                             f"{', '.join(sorted(missing))}; it needs {', '.join(COLUMNS)} "
-                             "(as policy_table writes them). Delete it to simulate again.")  # fmt: skip
-        known = known.astype({"review": str, "digest": str, "batch": str, "policy": str})
-        now = known["review"].map(digests)  # NaN for the other reviews
-        parts.append(known[now.isna() | now.eq(known["digest"])])
     have = set()
-    if parts:
-        cur = _current(parts[0], digests, batch)
+    if known is not None and len(known):
+        known = _checked(known, "policy_table: the known table")
+        now = known["review"].map(digests)  # NaN for the other reviews
+        known = known[now.isna() | now.eq(known["digest"])]  # a changed review's rows go
+        parts.append(known)
+        cur = known[known["batch"].eq(str(batch))]
         have = set(zip(cur["review"], cur["policy"], cur["seed"], strict=True))
     todo = [r for r in digests if any((r, p.label, s) not in have for p in policies for s in seeds)]
     if todo:
         if n_jobs == 1:
-            done = (_simulate_review(tasks, r, policies, seeds, batch) for r in todo)
+            done = (_simulate_review(tasks, r, digests[r], policies, seeds, batch) for r in todo)
         else:
             from joblib import Parallel, delayed
 
             # biggest reviews first, so that no worker is left with one at the end
             todo.sort(key=lambda r: -tasks.rows(r).size)
             done = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-                delayed(_simulate_review)(tasks, r, policies, seeds, batch) for r in todo
+                delayed(_simulate_review)(tasks, r, digests[r], policies, seeds, batch)
+                for r in todo
             )
         if progress:
             from tqdm import tqdm
