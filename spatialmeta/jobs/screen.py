@@ -193,7 +193,7 @@ def screen_rank_job(data, *, out, labels=None, review=None, method="asreview_def
     scr = scr_cls()
     kept = _meta_fit(scr, tasks, review, keep=out / POLICY_SIMULATIONS)
     X = scr.features.fit_transform(tasks.text()[rows])
-    scores = scr.fit(X[known], y[known]).scores(X[pool])
+    scores = scr.fit_scores(X[known], y[known], X[pool])
     by_score = np.argsort(-scores, kind="stable")
     order = pool[by_score]
     ranked = pd.DataFrame({"rank": np.arange(1, order.size + 1),
@@ -278,7 +278,7 @@ class LabelSession:
         known = np.flatnonzero(self.y >= 0)
         if not ((self.y[known] == 1).any() and (self.y[known] == 0).any()):
             return int(pool[0])  # file order until both kinds are known
-        s = self.screener.fit(self.X[known], self.y[known]).scores(self.X[pool])
+        s = self.screener.fit_scores(self.X[known], self.y[known], self.X[pool])
         return int(pool[np.argsort(-s, kind="stable")[0]])
 
     def decide(self, i: int, label: int | None) -> None:

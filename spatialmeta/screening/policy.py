@@ -45,12 +45,17 @@ ASREVIEW = (0.11, 9.8)  # ASReview's default SVM: C, balance ratio
 class Policy:
     """A schedule of the SVM's ``(C, ratio)``: ``early`` while fewer than ``switch`` (a
     share) of the review's records are labelled, ``late`` from then on; ``chars`` adds
-    character 3-5-grams to the word 1-2-grams."""
+    character 3-5-grams to the word 1-2-grams; ``unlabelled`` > 0: in the late phase the
+    records not yet screened join the fit as presumed exclusions, each weighing that share
+    of a labelled exclusion (PU learning: most of them are irrelevant, and the relevant
+    records still unfound are those least like the relevant ones found, which the
+    presumed exclusions then push down least)."""
 
     early: tuple = ASREVIEW
     late: tuple = ASREVIEW
     switch: float = 0.1
     chars: bool = False
+    unlabelled: float = 0.0
 
     def __post_init__(self):
         for name in ("early", "late"):
@@ -60,30 +65,41 @@ class Policy:
                                  f"{getattr(self, name)!r}.")  # fmt: skip
         if not 0 <= self.switch <= 1:
             raise ValueError(f"Policy: `switch` must be a share in [0, 1]; got {self.switch!r}.")
+        if not self.unlabelled >= 0:
+            raise ValueError("Policy: `unlabelled` (the weight of an unlabelled record in the "
+                             f"late phase) must be >= 0; got {self.unlabelled!r}.")  # fmt: skip
 
     def setting(self, n_labelled: int, n_records: int) -> tuple:
         """``(C, ratio)`` once ``n_labelled`` of ``n_records`` are labelled."""
         return self.early if n_labelled < self.switch * n_records else self.late
+
+    def unlabelled_weight(self, n_labelled: int, n_records: int) -> float:
+        """The weight of each unlabelled record in the fit (0 in the early phase)."""
+        return 0.0 if n_labelled < self.switch * n_records else self.unlabelled
 
     @property
     def label(self) -> str:
         """A short name: ``C/ratio -> C/ratio @ switch`` (plus ``+chars``)."""
         e, lt = (f"{c:g}/{r:g}" for c, r in (self.early, self.late))
         text = e if self.early == self.late else f"{e} -> {lt} @ {self.switch:g}"
+        text += f" +unlabelled {self.unlabelled:g}" if self.unlabelled else ""
         return text + (" +chars" if self.chars else "")
 
 
 # The candidates: ASReview's default; a schedule from strong to weak regularization (and
-# high to low balance ratio) switching at 5 or 10 % of the review; ASReview's setting on
-# word and character n-grams. The grid's values (C 0.05 / 0.3, ratio 5 / 20) are the ones
-# a first grid over the shared reviews showed pulling WSS and RRF apart; which policy is
-# used is chosen for each new review by meta_fit, on the training reviews only. (Four
-# more candidates were simulated on the shared reviews and never chosen in any fold; they
-# were dropped to keep meta-learning over 21 reviews under 10 minutes on 2 cores.)
+# high to low balance ratio) switching at 5 or 10 % of the review; the 5 % schedule with
+# the unlabelled records as presumed exclusions in its late phase (weight 0.1); ASReview's
+# setting on word and character n-grams. The grid's values (C 0.05 / 0.3, ratio 5 / 20,
+# weight 0.1) are ones that grids over the shared reviews showed pulling WSS and RRF apart
+# (weights 0.02-0.5 were tried: 0.05-0.1 did best); which policy is used is chosen for
+# each new review by meta_fit, on the training reviews only. (Four more candidates were
+# simulated on the shared reviews and never chosen in any fold; they were dropped to keep
+# meta-learning over 21 reviews under 10 minutes on 2 cores.)
 DEFAULT_POLICIES = (
     Policy(),
     Policy((0.05, 20.0), (0.3, 5.0), 0.1),
     Policy((0.05, 20.0), (0.3, 5.0), 0.05),
+    Policy((0.05, 20.0), (0.3, 5.0), 0.05, unlabelled=0.1),
     Policy(chars=True),
 )
 
@@ -168,6 +184,14 @@ class PolicyScreener(Screener):
         C, ratio = self.policy_.setting(np.asarray(y).size, self.n_records_)
         self.model_ = SVMScreener(C=C, ratio=ratio).fit(X, y)
         return self
+
+    def fit_scores(self, X, y, X_unlabelled):
+        w = self.policy_.unlabelled_weight(np.asarray(y).size, self.n_records_ or 0)
+        if not w:
+            return super().fit_scores(X, y, X_unlabelled)
+        C, ratio = self.policy_.setting(np.asarray(y).size, self.n_records_)
+        self.model_ = SVMScreener(C=C, ratio=ratio).fit(X, y, X_unlabelled, w)
+        return self.model_.scores(X_unlabelled)
 
     def scores(self, X):
         return self.model_.scores(X)

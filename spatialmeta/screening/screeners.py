@@ -20,6 +20,7 @@ included records weigh as much as ``1 / ratio`` of the many excluded ones togeth
 from __future__ import annotations
 
 import numpy as np
+from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import MultinomialNB
 from sklearn.svm import LinearSVC
@@ -61,6 +62,12 @@ class Screener:
     def scores(self, X) -> np.ndarray:  # pragma: no cover - every screener has one
         raise NotImplementedError
 
+    def fit_scores(self, X, y, X_unlabelled) -> np.ndarray:
+        """One step of the active loop: fit on the labelled records ``X``, ``y`` and score
+        the unlabelled ones, ``X_unlabelled``. A screener that learns from the unlabelled
+        records as well overrides this; the others fit on the labelled records alone."""
+        return self.fit(X, y).scores(X_unlabelled)
+
 
 class SVMScreener(Screener):
     """ASReview's default: linear SVM (``C``, squared hinge) with balanced weights."""
@@ -70,9 +77,19 @@ class SVMScreener(Screener):
     def __init__(self, C: float = 0.11, ratio: float = 9.8, seed: int = 0):
         self.C, self.ratio, self.seed = C, ratio, seed
 
-    def fit(self, X, y):
+    def fit(self, X, y, X_presumed=None, presumed_weight: float = 0.0):
+        """Fit on the labelled records; ``X_presumed``: records presumed excluded (the
+        unlabelled ones, as in PU learning), each weighing ``presumed_weight`` times the
+        mean weight of a labelled excluded record (ASReview fits on labelled records only:
+        no ``X_presumed``)."""
+        w = balanced_weights(y, self.ratio)
+        if X_presumed is not None and presumed_weight > 0 and X_presumed.shape[0]:
+            m = X_presumed.shape[0]
+            X = sparse.vstack([X, X_presumed], format="csr")
+            w = np.r_[w, np.full(m, presumed_weight * w[np.asarray(y) == 0].mean())]
+            y = np.r_[y, np.zeros(m, int)]
         self.model_ = LinearSVC(C=self.C, loss="squared_hinge", random_state=self.seed)
-        self.model_.fit(X, y, sample_weight=balanced_weights(y, self.ratio))
+        self.model_.fit(X, y, sample_weight=w)
         return self
 
     def scores(self, X):

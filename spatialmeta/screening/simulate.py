@@ -63,9 +63,8 @@ def simulate(screener: Screener, X, labels, prior, *, batch="auto", mix: float =
     order = [prior]
     while not labelled.all():
         idx = np.flatnonzero(labelled)
-        screener.fit(X[idx], y[idx])
         pool = np.flatnonzero(~labelled)
-        s = screener.scores(X[pool])
+        s = screener.fit_scores(X[idx], y[idx], X[pool])
         b = min(_batch_size(batch, idx.size, n), pool.size)
         n_unc = int(np.floor(mix * (queried + b)) - np.floor(mix * queried))
         by_score = np.argsort(-s, kind="stable")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import sparse
+from sklearn.svm import LinearSVC
 
 from spatialmeta.screening import SVMScreener, screening_metrics, simulate
 from spatialmeta.screening import policy as pol
@@ -41,7 +43,7 @@ def test_a_policy_switches_its_setting_at_the_share_of_records_labelled():
     assert SCHEDULE.label == "0.05/20 -> 0.3/5 @ 0.1"
     assert Policy().label == "0.11/9.8" and Policy(chars=True).label == "0.11/9.8 +chars"
     labels = [p.label for p in pol.DEFAULT_POLICIES]
-    assert len(set(labels)) == len(labels) == 4  # the table's keys are unique
+    assert len(set(labels)) == len(labels) == 5  # the table's keys are unique
     with pytest.raises(ValueError, match="`late` must be \\(C, ratio\\), both > 0"):
         Policy(late=(0.0, 5.0))
     with pytest.raises(ValueError, match="`switch` must be a share in \\[0, 1\\]"):
@@ -70,6 +72,40 @@ def test_the_default_policy_screens_as_asreviews_default_and_a_schedule_refits_b
         assert (sched.model_.C, sched.model_.ratio) == want
         ref = SVMScreener(*want).fit(X[lab], y[lab]).scores(X)
         np.testing.assert_allclose(sched.scores(X), ref)
+
+
+def test_unlabelled_records_join_the_late_fit_as_weighted_presumed_exclusions():
+    pu = Policy((0.05, 20.0), (0.3, 5.0), 0.1, unlabelled=0.1)
+    assert pu.label == "0.05/20 -> 0.3/5 @ 0.1 +unlabelled 0.1"
+    assert pu.unlabelled_weight(9, 100) == 0.0 and pu.unlabelled_weight(10, 100) == 0.1
+    assert SCHEDULE.unlabelled_weight(50, 100) == 0.0
+    with pytest.raises(ValueError, match="`unlabelled` .* must be >= 0; got -0.1"):
+        Policy(unlabelled=-0.1)
+    tasks = _reviews(n_reviews=1)
+    rows = tasks.rows("r0")
+    y = tasks.label[rows].astype(int)
+    plain, scr = PolicyScreener(policy=SCHEDULE), PolicyScreener(policy=pu)
+    X = scr.features.fit_transform(tasks.text()[rows])
+    plain.features.fit_transform(tasks.text()[rows])
+    rng = np.random.default_rng(3)
+    for n_lab in (8, 40):  # 90 records: early phase below 9 labelled, late from then on
+        lab = np.r_[0, 1, rng.choice(np.arange(2, rows.size), n_lab - 2, replace=False)]
+        rest = np.setdiff1d(np.arange(rows.size), lab)
+        got = scr.fit_scores(X[lab], y[lab], X[rest])
+        if n_lab == 8:  # early: the unlabelled records are not used
+            np.testing.assert_array_equal(got, plain.fit_scores(X[lab], y[lab], X[rest]))
+            continue
+        # late: a linear SVM on the labelled records (ASReview's balanced weights) and the
+        # unlabelled ones as exclusions, each 0.1 of a labelled exclusion's weight
+        n1, n0 = int(y[lab].sum()), int((y[lab] == 0).sum())
+        w = np.where(y[lab] == 1, 1.0, n1 / (5.0 * n0))
+        w *= lab.size / w.sum()
+        weights = np.r_[w, np.full(rest.size, 0.1 * w[y[lab] == 0][0])]
+        stacked = sparse.vstack([X[lab], X[rest]], format="csr")
+        ref = LinearSVC(C=0.3, random_state=0).fit(stacked, np.r_[y[lab], np.zeros(rest.size)],
+                                                   sample_weight=weights)  # fmt: skip
+        np.testing.assert_allclose(got, ref.decision_function(X[rest]))
+        assert not np.allclose(got, plain.fit_scores(X[lab], y[lab], X[rest]))
 
 
 def test_the_policy_is_chosen_on_the_training_reviews_alone(monkeypatch):
