@@ -47,9 +47,10 @@ class Policy:
     share) of the review's records are labelled, ``late`` from then on; ``chars`` adds
     character 3-5-grams to the word 1-2-grams; ``unlabelled`` > 0: in the late phase the
     records not yet screened join the fit as presumed exclusions, each weighing that share
-    of a labelled exclusion (PU learning: most of them are irrelevant, and the relevant
-    records still unfound are those least like the relevant ones found, which the
-    presumed exclusions then push down least)."""
+    of a labelled exclusion (as the "presumed non-relevant" documents of Cormack and
+    Grossman's continuous active learning, here every unscreened record at a small
+    weight: most of them are irrelevant, and the fit learns what sets the relevant records
+    apart from the bulk still unscreened, not only from the exclusions screened so far)."""
 
     early: tuple = ASREVIEW
     late: tuple = ASREVIEW
@@ -79,7 +80,7 @@ class Policy:
 
     @property
     def label(self) -> str:
-        """A short name: ``C/ratio -> C/ratio @ switch`` (plus ``+chars``)."""
+        """A short name: ``C/ratio -> C/ratio @ switch`` (plus ``+unlabelled w``, ``+chars``)."""
         e, lt = (f"{c:g}/{r:g}" for c, r in (self.early, self.late))
         text = e if self.early == self.late else f"{e} -> {lt} @ {self.switch:g}"
         text += f" +unlabelled {self.unlabelled:g}" if self.unlabelled else ""
@@ -176,22 +177,21 @@ class PolicyScreener(Screener):
         self.scores_ = per.mean().groupby(level="policy").mean().reindex(labels)
         self.policy_ = self.policies[int(np.nanargmax(self.scores_.to_numpy()))]
 
-    def fit(self, X, y):
+    def fit(self, X, y, X_unlabelled=None):
+        """Fit on the labelled records (and, in a late phase that uses them, on the
+        unlabelled ones ``X_unlabelled``)."""
         if self.n_records_ is None:
             raise ValueError("PolicyScreener: the phase is the share of the review labelled; "
                              "call `features.fit_transform` on all the review's records "
                              "first.")  # fmt: skip
-        C, ratio = self.policy_.setting(np.asarray(y).size, self.n_records_)
-        self.model_ = SVMScreener(C=C, ratio=ratio).fit(X, y)
+        n = np.asarray(y).size
+        C, ratio = self.policy_.setting(n, self.n_records_)
+        w = self.policy_.unlabelled_weight(n, self.n_records_)
+        self.model_ = SVMScreener(C=C, ratio=ratio).fit(X, y, X_unlabelled, w)
         return self
 
     def fit_scores(self, X, y, X_unlabelled):
-        w = self.policy_.unlabelled_weight(np.asarray(y).size, self.n_records_ or 0)
-        if not w:
-            return super().fit_scores(X, y, X_unlabelled)
-        C, ratio = self.policy_.setting(np.asarray(y).size, self.n_records_)
-        self.model_ = SVMScreener(C=C, ratio=ratio).fit(X, y, X_unlabelled, w)
-        return self.model_.scores(X_unlabelled)
+        return self.fit(X, y, X_unlabelled).scores(X_unlabelled)
 
     def scores(self, X):
         return self.model_.scores(X)
