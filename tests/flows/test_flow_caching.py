@@ -76,8 +76,13 @@ def test_second_run_recomputes_nothing_in_a_fraction_of_the_time(feed):
     skill = (feed.out / "forecast" / "skill.csv").read_bytes()
     result, states, elapsed = feed.run()
     assert states == dict.fromkeys(STAGES, "Cached")
+    # the cached run is a fixed overhead (the flow engine, its API calls, reading the cached
+    # results back: 4-6 s on 2 busy cores) while the first run's 30-45 s moves with the
+    # machine's load; 15 % failed on a clean-clone CI run at 6.5 s of 40.7 s. Training
+    # again (global_train and meta_train are most of the first run) would take well over
+    # a quarter of it.
     first = feed.first[2]
-    assert elapsed < 0.15 * first, f"cached run {elapsed:.1f} s, first run {first:.1f} s"
+    assert elapsed < 0.25 * first, f"cached run {elapsed:.1f} s, first run {first:.1f} s"
     assert result["summary"] == feed.first[0]["summary"]
     assert (feed.out / "forecast" / "skill.csv").read_bytes() == skill
 
