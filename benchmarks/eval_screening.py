@@ -34,7 +34,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _screeners():
+def _screeners(batch="auto"):
     from spatialmeta.screening import NaiveBayesScreener, SVMScreener
     from spatialmeta.screening.meta import (
         ANILScreener,
@@ -51,7 +51,10 @@ def _screeners():
             "weighted_svm": lambda: WeightedSVMScreener(terms),
             "protonet": lambda: ProtoNetScreener(terms), "anil": lambda: ANILScreener(terms),
             "matching": lambda: MatchingScreener(terms),
-            "policy_svm": lambda: PolicyScreener(table=table)}  # fmt: skip
+            # every row a fold reads is in the table already (simulated at the same batch),
+            # so a fold simulates nothing: one process, no progress bar, inside a worker
+            "policy_svm": lambda: PolicyScreener(table=table, batch=batch, n_jobs=1,
+                                                 progress=False)}  # fmt: skip
 
 
 _ARGS = {}
@@ -65,7 +68,7 @@ def _one_review(review):
 
     torch.set_num_threads(1)
     a, tasks, batch = _worker_inputs()
-    every = _screeners()
+    every = _screeners(batch)
     return run_simulations(tasks, {m: every[m] for m in a.methods}, reviews=[review],
                            seeds=a.seeds, batch=batch, mix=a.mix)  # fmt: skip
 
