@@ -73,7 +73,7 @@ def _meta_fit(screener, tasks, review, keep: Path | None = None) -> Path | None:
     if cached and keep.exists():
         screener.table = read_policy_table(keep)
     screener.meta_fit(tasks, _meta_sources(tasks, review, screener.name))
-    if not (cached and not screener.fixed):
+    if not cached or screener.fixed:  # nothing simulated to keep
         return None
     with atomic_path(keep) as tmp:
         screener.table_.to_csv(tmp, index=False)

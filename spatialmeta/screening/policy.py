@@ -70,13 +70,17 @@ class Policy:
             raise ValueError("Policy: `unlabelled` (the weight of an unlabelled record in the "
                              f"late phase) must be >= 0; got {self.unlabelled!r}.")  # fmt: skip
 
+    def is_late(self, n_labelled: int, n_records: int) -> bool:
+        """Whether ``n_labelled`` of ``n_records`` labelled is the late phase."""
+        return n_labelled >= self.switch * n_records
+
     def setting(self, n_labelled: int, n_records: int) -> tuple:
         """``(C, ratio)`` once ``n_labelled`` of ``n_records`` are labelled."""
-        return self.early if n_labelled < self.switch * n_records else self.late
+        return self.late if self.is_late(n_labelled, n_records) else self.early
 
     def unlabelled_weight(self, n_labelled: int, n_records: int) -> float:
         """The weight of each unlabelled record in the fit (0 in the early phase)."""
-        return 0.0 if n_labelled < self.switch * n_records else self.unlabelled
+        return self.unlabelled if self.is_late(n_labelled, n_records) else 0.0
 
     @property
     def label(self) -> str:
