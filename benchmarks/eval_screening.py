@@ -18,7 +18,14 @@ does; the default ``auto`` refits after each of the first 100 labels, then every
 the review (about 10x faster; a small handicap for every method alike). ``--procs``
 screens that many reviews at once.
 
+Every method is then set against ``--versus`` (ASReview's default when it ran), review by
+review and paired by prior draw: each review's mean difference over the seeds with its
+standard error, the count of reviews ahead, behind and tied, and a sign test and a
+Wilcoxon signed-rank test over the reviews. ``--runs`` reads an earlier ``--out`` table
+and prints the same report without simulating again.
+
     .venv/bin/python benchmarks/eval_screening.py --seeds 0 1 2 3 4
+    .venv/bin/python benchmarks/eval_screening.py --runs runs.csv --versus asreview_default
     .venv/bin/python benchmarks/eval_screening.py --methods asreview_default weighted_svm protonet anil --procs 2
     .venv/bin/python benchmarks/eval_screening.py --reviews Cohen_2006_ADHD --batch 1 --plot recall.png
 """
@@ -115,7 +122,15 @@ def main(argv=None) -> None:
     p.add_argument("--plot", help="recall curves of the first review (PNG/SVG)")
     p.add_argument("--policy-table", help="policy_svm's simulations of every review (CSV): "
                    "read if it exists, else written")  # fmt: skip
+    p.add_argument("--versus", help="the reference every other method is compared with, "
+                   "review by review (default: asreview_default when it ran)")  # fmt: skip
+    p.add_argument("--runs", help="report an earlier --out table instead of simulating")
     a = p.parse_args(argv)
+    if a.runs:
+        from spatialmeta.screening.harness import SimulationRuns
+
+        _report(SimulationRuns(pd.read_csv(a.runs)), a.versus, p)
+        return
     from multiprocessing import Pool
 
     from tqdm import tqdm
@@ -126,6 +141,8 @@ def main(argv=None) -> None:
     unknown = set(a.methods) - set(_screeners())
     if unknown:
         p.error(f"unknown method(s) {sorted(unknown)}; known: {sorted(_screeners())}")
+    if a.versus and a.versus not in a.methods:
+        p.error(f"--versus {a.versus!r} is not among --methods {a.methods}")
     reviews = a.reviews or [str(r) for r in read_reviews(a.data).review_ids]
     t = time.perf_counter()
     _init(a)
@@ -147,14 +164,26 @@ def main(argv=None) -> None:
     runs = SimulationRuns(pd.concat([r.table for r in parts], ignore_index=True),
                           {k: v for r in parts for k, v in r.curves.items()})  # fmt: skip
     print(f"{len(runs.table)} runs in {time.perf_counter() - t:.0f} s")
+    if a.out:
+        runs.table.to_csv(a.out, index=False)
+    _report(runs, a.versus, p)
+    if a.plot:
+        plot_recall(runs, str(runs.table.review.iloc[0]), a.plot)
+
+
+def _report(runs, versus, parser) -> None:
+    """Per-review means, the summary, and every method against the reference."""
     pd.set_option("display.width", 200)
     per = runs.table.groupby(["review", "method"])[["wss", "rrf", "atd"]].mean().unstack("method")
     print(per.round(3).to_string())
     print(runs.summary().round(3).to_string())
-    if a.out:
-        runs.table.to_csv(a.out, index=False)
-    if a.plot:
-        plot_recall(runs, str(runs.table.review.iloc[0]), a.plot)
+    methods = list(dict.fromkeys(runs.table["method"]))
+    ref = versus or ("asreview_default" if "asreview_default" in methods else None)
+    if ref and ref not in methods:
+        parser.error(f"--versus {ref!r} did not run; methods run: {', '.join(methods)}")
+    for m in [m for m in methods if ref and m != ref]:
+        for metric in ("wss", "rrf"):
+            print("\n" + runs.versus(m, ref, metric).text())
 
 
 if __name__ == "__main__":

@@ -141,6 +141,13 @@ def screen_simulate_job(data, *, out, review=None, seeds=(0, 1, 2, 3, 4),
         saved = "–" if pd.isna(r.saved_at_stop) else f"{r.saved_at_stop:.1%}"
         lines.append(f"| {m} | {r.wss:.3f} | {r.rrf:.1f} | {r.atd:.3f} | {int(r.stopped)} of "
                      f"{int(r.runs)} | {reached} | {saved} |")  # fmt: skip
+    if "asreview_default" in screeners and len(screeners) > 1:
+        lines += ["", "Against ASReview's default, paired by prior draw (difference of the means, "
+                  "its standard error over the seeds):", ""]  # fmt: skip
+        for m in [m for m in screeners if m != "asreview_default"]:
+            w, r = (runs.versus(m, "asreview_default", k).table.iloc[0] for k in ("wss", "rrf"))
+            lines.append(f"- {m}: WSS@95 {w['diff']:+.3f} (± {w.se:.3f}), RRF@10 "
+                         f"{r['diff']:+.1f} (± {r.se:.1f})")  # fmt: skip
     lines += ["", "WSS@95: work saved over sampling at 95 % recall; RRF@10: % of relevant records "
               "found after screening 10 %; ATD: mean share screened before each relevant record "
               "(all counted after the prior knowledge). Stopping: Callaghan & Müller-Hansen's "

@@ -20,13 +20,46 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from spatialmeta.screening.metrics import screening_metrics
 from spatialmeta.screening.simulate import simulate
 from spatialmeta.screening.stopping import stop_point
 from spatialmeta.tasks.reviews import ReviewTaskSet
 
-__all__ = ["SimulationRuns", "run_simulations", "plot_recall"]
+__all__ = ["Comparison", "SimulationRuns", "run_simulations", "plot_recall"]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One method against a reference, review by review (:meth:`SimulationRuns.versus`).
+
+    ``table``: per review, the two methods' means over seeds, ``diff`` (method minus
+    reference, paired by seed), ``se`` (the standard error of ``diff`` over the seeds,
+    NaN with one seed) and ``ahead`` / ``behind`` (``diff`` above / below zero; exactly
+    equal means are a tie). ``sign_p``: the two-sided sign test of ahead against behind
+    (ties dropped); ``wilcoxon_p``: the two-sided Wilcoxon signed-rank test of the
+    per-review differences (NaN when every review ties)."""
+
+    method: str
+    reference: str
+    metric: str
+    table: pd.DataFrame
+    ahead: int
+    behind: int
+    tied: int
+    sign_p: float
+    wilcoxon_p: float
+
+    def text(self) -> str:
+        """The table and the counts, as printed by ``benchmarks/eval_screening.py``."""
+        t = self.table.copy()
+        t["ahead"] = np.where(t["ahead"], "yes", np.where(t["behind"], "no", "tie"))
+        body = t.drop(columns="behind").to_string(float_format=lambda v: f"{v:.3f}")
+        return (f"{self.method} against {self.reference}, {self.metric} (mean over seeds):\n"
+                f"{body}\nahead on {self.ahead} of {len(t)} reviews, behind on {self.behind}, "
+                f"tied on {self.tied}; mean difference {t['diff'].mean():+.4f}; sign test "
+                f"p = {self.sign_p:.3f}, Wilcoxon signed-rank p = {self.wilcoxon_p:.3f}")  # fmt: skip
 
 
 @dataclass
@@ -59,6 +92,43 @@ class SimulationRuns:
         out["stop_reached_target"] = g["reached"].mean().reindex(out.index)
         out["saved_at_stop"] = g["saved_at_stop"].mean().reindex(out.index)
         return out
+
+    def versus(self, method: str, reference: str, metric: str = "wss") -> Comparison:
+        """``method`` against ``reference`` on ``metric`` (a column of :attr:`table`),
+        review by review, paired by prior draw: both must have run the same seeds of the
+        same reviews. With few seeds and small reviews the count of reviews ahead moves
+        with single records, so the table carries each difference's standard error over
+        seeds and the tests over reviews."""
+        t = self.table
+        known = sorted(t["method"].unique())
+        for m in (method, reference):
+            if m not in known:
+                raise ValueError(
+                    f"versus: no runs of method {m!r}; methods run: {', '.join(known)}."
+                )
+        if metric not in t.columns or not pd.api.types.is_numeric_dtype(t[metric]):
+            raise ValueError(f"versus: `metric` {metric!r} is not a numeric column of the runs.")
+        wide = t[t["method"].isin([method, reference])].pivot_table(
+            index=["review", "seed"], columns="method", values=metric, aggfunc="first"
+        )
+        unpaired = wide[wide.isna().any(axis=1)]
+        if method == reference or len(unpaired):
+            where = (f"{method!r} is its own reference" if method == reference else
+                     f"review {unpaired.index[0][0]!r}, seed {unpaired.index[0][1]} was run by only "
+                     f"one of {method!r} and {reference!r}")  # fmt: skip
+            raise ValueError(f"versus: the comparison is paired by review and seed; {where}. "
+                             "Run both methods on the same reviews and seeds.")  # fmt: skip
+        d = (wide[method] - wide[reference]).groupby(level="review", sort=False)
+        table = pd.DataFrame({method: wide[method].groupby(level="review", sort=False).mean(),
+                              reference: wide[reference].groupby(level="review", sort=False).mean(),
+                              "diff": d.mean(), "se": d.std(ddof=1) / np.sqrt(d.size())})  # fmt: skip
+        table["ahead"], table["behind"] = table["diff"] > 0, table["diff"] < 0
+        ahead, behind = int(table["ahead"].sum()), int(table["behind"].sum())
+        sign_p = stats.binomtest(ahead, ahead + behind, 0.5).pvalue if ahead + behind else 1.0
+        nonzero = table["diff"][table["diff"] != 0]
+        wil_p = stats.wilcoxon(nonzero).pvalue if len(nonzero) else np.nan
+        return Comparison(method, reference, metric, table, ahead, behind,
+                          len(table) - ahead - behind, float(sign_p), float(wil_p))  # fmt: skip
 
 
 def run_simulations(tasks: ReviewTaskSet, screeners: dict, *, reviews=None, seeds=(0,),

@@ -17,14 +17,20 @@ DATA = str(shared_path("screening", "reviews.csv.gz"))
 
 def test_simulate_writes_runs_plot_and_summary(tmp_path):
     res = CliRunner().invoke(app, ["screen", "simulate", DATA, "--review", "SYNERGY_Sep_2021",
-                                   "--seeds", "0,1", "--method", "asreview_nb", "--out",
-                                   str(tmp_path / "s"), "--no-progress"])  # fmt: skip
+                                   "--seeds", "0,1", "--method", "asreview_nb", "--method",
+                                   "asreview_default", "--out", str(tmp_path / "s"),
+                                   "--no-progress"])  # fmt: skip
     assert res.exit_code == 0, res.output
     runs = pd.read_csv(tmp_path / "s" / "runs.csv")
-    assert list(runs.seed) == [0, 1] and (runs.method == "asreview_nb").all()
+    nb, svm = runs[runs.method == "asreview_nb"], runs[runs.method == "asreview_default"]
+    assert list(nb.seed) == [0, 1] and list(svm.seed) == [0, 1]
     assert (tmp_path / "s" / "recall.png").stat().st_size > 1000
     summary = (tmp_path / "s" / "summary.md").read_text()
-    assert f"| asreview_nb | {runs.wss.mean():.3f} | {runs.rrf.mean():.1f} |" in summary
+    assert f"| asreview_nb | {nb.wss.mean():.3f} | {nb.rrf.mean():.1f} |" in summary
+    # the paired difference against ASReview's default and its standard error over 2 seeds
+    d = nb.wss.to_numpy() - svm.wss.to_numpy()
+    assert (f"- asreview_nb: WSS@95 {d.mean():+.3f} (± {abs(d[0] - d[1]) / 2:.3f})"
+            in summary)  # fmt: skip
     assert "271 records, 40 included" in summary and summary.strip() == res.output.strip()
 
 
