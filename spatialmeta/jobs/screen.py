@@ -203,15 +203,27 @@ def screen_rank_job(data, *, out, labels=None, review=None, method="asreview_def
     scores = scr.fit_scores(X[known], y[known], X[pool])
     by_score = np.argsort(-scores, kind="stable")
     order = pool[by_score]
+    # a record with neither title nor abstract has no features: every screener gives it
+    # the score of an empty record, so its rank says nothing of its content
+    no_text = (np.char.str_len(np.char.strip(tasks.title[rows][order].astype(str))) == 0) & (
+        np.char.str_len(np.char.strip(tasks.abstract[rows][order].astype(str))) == 0
+    )
     ranked = pd.DataFrame({"rank": np.arange(1, order.size + 1),
                            "record_id": tasks.record_id[rows][order],
                            "title": tasks.title[rows][order],
-                           "score": scores[by_score], "duplicate_group": tasks.group[rows][order]})  # fmt: skip
+                           "score": scores[by_score], "duplicate_group": tasks.group[rows][order],
+                           "no_text": no_text})  # fmt: skip
     with atomic_path(out / "ranked.csv") as tmp:
         ranked.to_csv(tmp, index=False)
     text = (f"{review}: {known.size} labelled ({int((y == 1).sum())} included), {pool.size} "
             f"ranked by {method}{_chosen(scr)}; the first: {ranked.title.iloc[0][:80]!r}. Written to "
             f"{out / 'ranked.csv'}.")  # fmt: skip
+    if no_text.any():
+        at = np.flatnonzero(no_text) + 1
+        text += (f" {at.size} of the ranked records have neither title nor abstract (between "
+                 f"ranks {at[0]} and {at[-1]}; column no_text): the model "
+                 "cannot rank them by content, so screen them by full text or fill in their "
+                 "metadata.")  # fmt: skip
     outputs = {"ranked": str(out / "ranked.csv")}
     if kept is not None:
         text += (f" The policy's simulations of the other reviews are kept in {kept}; ranking "

@@ -58,6 +58,35 @@ def test_rank_orders_the_unlabelled_records_as_the_screener(tmp_path):
     assert (np.diff(ranked.score) <= 0).all()
 
 
+def test_rank_flags_records_without_title_or_abstract(tmp_path):
+    """A record with neither title nor abstract has no features: it gets the fitted SVM's
+    intercept as its score, and the ranking says so instead of ranking it silently."""
+    review = "Cohen_2006_Antihistamines"
+    tasks = read_reviews(DATA, review=review)
+    rows = tasks.rows(review)
+    inc = tasks.record_id[rows][tasks.label[rows] == 1][:2]
+    exc = tasks.record_id[rows][tasks.label[rows] == 0][:10]
+    lab = pd.DataFrame({"record_id": np.r_[inc, exc], "label": [1] * 2 + [0] * 10})
+    lab.to_csv(tmp_path / "l.csv", index=False)
+    res = CliRunner().invoke(app, ["screen", "rank", DATA, "--review", review, "--labels",
+                                   str(tmp_path / "l.csv"), "--out", str(tmp_path / "r")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    ranked = pd.read_csv(tmp_path / "r" / "ranked.csv", dtype={"record_id": str})
+    empty = {r for r, t, a in zip(tasks.record_id[rows], tasks.title[rows], tasks.abstract[rows], strict=True)
+             if not str(t).strip() and not str(a).strip()}  # fmt: skip
+    assert len(empty) == 10 and set(ranked.record_id[ranked.no_text]) == empty
+    X = SVMScreener.features.fit_transform(tasks.text()[rows])
+    pos = pd.Index(tasks.record_id[rows]).get_indexer(lab.record_id.astype(str))
+    model = SVMScreener().fit(X[pos], lab.label.to_numpy()).model_
+    np.testing.assert_allclose(ranked.score[ranked.no_text], model.intercept_[0], rtol=1e-9)
+    at = ranked["rank"][ranked.no_text]
+    said = " ".join(res.output.split())
+    assert (
+        f"10 of the ranked records have neither title nor abstract (between ranks {at.min()} and {at.max()}"
+        in said
+    )
+
+
 def test_bad_input_is_named_before_work(tmp_path):
     r = CliRunner()
     out = str(tmp_path / "o")
