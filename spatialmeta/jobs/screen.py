@@ -279,7 +279,7 @@ class LabelSession:
         self.pos = {r: i for i, r in enumerate(self.ids)}
         self.y = np.full(self.rows.size, -1)
         self.decisions = []
-        self.skipped: set = set()
+        self.skipped = np.zeros(self.rows.size, bool)  # skipped this session (not saved)
         for d in decisions:
             self._apply(d["record_id"], d["label"])
         self.save()
@@ -290,20 +290,23 @@ class LabelSession:
 
     def next_record(self) -> int | None:
         """Position (in the review) of the record to show next; None when none is left."""
-        pool = np.flatnonzero(self.y < 0)
-        pool = pool[[self.ids[i] not in self.skipped for i in pool]] if self.skipped else pool
-        if pool.size == 0:
+        unlabelled = np.flatnonzero(self.y < 0)
+        shown = ~self.skipped[unlabelled]
+        if not shown.any():
             return None
         known = np.flatnonzero(self.y >= 0)
         if not ((self.y[known] == 1).any() and (self.y[known] == 0).any()):
-            return int(pool[0])  # file order until both kinds are known
-        s = self.screener.fit_scores(self.X[known], self.y[known], self.X[pool])
-        return int(pool[np.argsort(-s, kind="stable")[0]])
+            return int(unlabelled[shown][0])  # file order until both kinds are known
+        # a skipped record is still unlabelled: it stays in what the screener learns from
+        # (the policy's presumed exclusions), as in the simulations; it is only not shown
+        s = self.screener.fit_scores(self.X[known], self.y[known], self.X[unlabelled])
+        by_score = np.argsort(-s, kind="stable")
+        return int(unlabelled[by_score[shown[by_score]][0]])
 
     def decide(self, i: int, label: int | None) -> None:
         """Record the decision on record ``i`` (1, 0, or None: skip for this session)."""
         if label is None:
-            self.skipped.add(self.ids[i])
+            self.skipped[i] = True
             return
         self._apply(self.ids[i], label)
         self.save()

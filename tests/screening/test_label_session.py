@@ -64,6 +64,34 @@ def test_session_decides_saves_resumes_and_ranks(tmp_path):
     assert len(inc) == 2
 
 
+def test_a_skipped_record_is_not_shown_but_still_learned_from(tmp_path):
+    """Skipping hides a record for the session; it stays unlabelled, so a screener that
+    learns from the unlabelled records (the policy's presumed exclusions) still sees it."""
+    s = LabelSession(_small(tmp_path), tmp_path / "p")
+    s.decide(0, 0)
+    s.decide(2, 1)
+    seen = []
+    fit_scores = s.screener.fit_scores
+
+    def spy(X, y, X_unlabelled):
+        seen.append(X_unlabelled.shape[0])
+        return fit_scores(X, y, X_unlabelled)
+
+    s.screener.fit_scores = spy
+    top = s.next_record()
+    s.decide(top, None)
+    nxt = s.next_record()
+    assert seen == [28, 28]  # the skipped record is still among the unlabelled ones
+    pool = [i for i in range(30) if i not in (0, 2)]
+    scores = s.screener.fit(s.X[[0, 2]], s.y[[0, 2]]).scores(s.X[pool])
+    ranked = [pool[j] for j in np.argsort(-scores, kind="stable")]
+    assert top == ranked[0] and nxt == ranked[1]
+    s.decide(nxt, None)
+    for i in ranked[2:]:
+        s.decide(i, None)
+    assert s.next_record() is None  # every unlabelled record skipped: nothing left to show
+
+
 class _Tmux:
     """One tmux server of its own per session (its own socket, -L): a new session on the
     default socket can race the previous server's exit ("server exited unexpectedly")."""
