@@ -2,6 +2,7 @@
 min_coverage_frac, median/variance/CV, categorical rasters, and tables for GIS tools.
 Every number is checked against exactextract itself on the same files."""
 
+import re
 import subprocess
 import sys
 
@@ -277,6 +278,11 @@ def test_cli_version_debug_and_help():
     prose = [ln for ln in lines if not ln.strip().startswith("spatialmeta ")]
     assert max(map(len, prose)) <= 80
     assert "…" not in proc.stdout  # nothing cut off
+    # the --stats help is written out by hand: it must name every statistic there is
+    from spatialmeta.raster import CATEGORICAL_STATS, STATS
+
+    words = set(re.findall(r"[a-z_]+", proc.stdout))
+    assert not [s for s in (*STATS, *CATEGORICAL_STATS) if s not in words]
 
 
 def test_errors_show_plain_values_not_numpy_reprs():
