@@ -204,10 +204,9 @@ def screen_rank_job(data, *, out, labels=None, review=None, method="asreview_def
     by_score = np.argsort(-scores, kind="stable")
     order = pool[by_score]
     # a record with neither title nor abstract has no features: every screener gives it
-    # the score of an empty record, so its rank says nothing of its content
-    no_text = (np.char.str_len(np.char.strip(tasks.title[rows][order].astype(str))) == 0) & (
-        np.char.str_len(np.char.strip(tasks.abstract[rows][order].astype(str))) == 0
-    )
+    # the score of an empty record, so its rank says nothing of its content (the reader
+    # keeps a missing title or abstract as "", stripped)
+    no_text = (tasks.title[rows][order] == "") & (tasks.abstract[rows][order] == "")
     ranked = pd.DataFrame({"rank": np.arange(1, order.size + 1),
                            "record_id": tasks.record_id[rows][order],
                            "title": tasks.title[rows][order],

@@ -118,10 +118,10 @@ class SimulationRuns:
                      f"one of {method!r} and {reference!r}")  # fmt: skip
             raise ValueError(f"versus: the comparison is paired by review and seed; {where}. "
                              "Run both methods on the same reviews and seeds.")  # fmt: skip
+        table = wide[[method, reference]].groupby(level="review", sort=False).mean()
         d = (wide[method] - wide[reference]).groupby(level="review", sort=False)
-        table = pd.DataFrame({method: wide[method].groupby(level="review", sort=False).mean(),
-                              reference: wide[reference].groupby(level="review", sort=False).mean(),
-                              "diff": d.mean(), "se": d.std(ddof=1) / np.sqrt(d.size())})  # fmt: skip
+        table["diff"], table["se"] = d.mean(), d.std(ddof=1) / np.sqrt(d.size())
+        table.columns.name = None
         table["ahead"], table["behind"] = table["diff"] > 0, table["diff"] < 0
         ahead, behind = int(table["ahead"].sum()), int(table["behind"].sum())
         sign_p = stats.binomtest(ahead, ahead + behind, 0.5).pvalue if ahead + behind else 1.0
